@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG := config/imagehub.toml
+export IMAGEHUB_CONFIG ?= $(CURDIR)/$(CONFIG)
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Initialise a demo catalog under var/, start the gateway in the background, open the TUI;
+# quitting the TUI stops the gateway this target started (by its PID).
+run: install
+	$(BIN)/imagehub init --demo
+	@$(BIN)/imagehub serve > var/serve.log 2>&1 & echo $$! > var/serve.pid; \
+	$(BIN)/imagehub tui; status=$$?; \
+	kill $$(cat var/serve.pid) 2>/dev/null; wait $$(cat var/serve.pid) 2>/dev/null; rm -f var/serve.pid; \
+	exit $$status
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || true
+	$(BIN)/lint-imports
+
+test: install lint
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/catalog.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

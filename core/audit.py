@@ -1,0 +1,40 @@
+"""The audit trail: every change and every refusal, with who, what, which resource and why."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from core import db
+from core.models import AuditEvent
+
+
+def record(
+    session: Session,
+    actor: str,
+    action: str,
+    target: str | None,
+    outcome: str = "ok",
+    reason: str | None = None,
+    **detail: Any,
+) -> None:
+    """Add an event to the caller's transaction (it commits with the change it describes)."""
+    session.add(
+        AuditEvent(
+            actor=actor,
+            action=action,
+            target=target,
+            outcome=outcome,
+            reason=reason,
+            detail=json.dumps(detail, sort_keys=True, default=str) if detail else None,
+        )
+    )
+
+
+def record_refusal(engine: Engine, actor: str, action: str, target: str | None, reason: str, **detail: Any) -> None:
+    """A refused change leaves its transaction rolled back: record the refusal in one of its own."""
+    with db.write_session(engine) as session:
+        record(session, actor, action, target, "refused", reason, **detail)

@@ -1,0 +1,96 @@
+"""Demo data for `imagehub init --demo`: a tenant with images in every status, backed by real files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import select
+
+from core import audit, db, qemu
+from core.access import Actor
+from core.catalog import Catalog
+from core.clock import utcnow
+from core.images import GIB, new_image
+from core.models import Account, Perm, Role, Status, Tenant
+
+DEMO_TENANT = "demo"
+DEMO_OWNER = "demo-owner"
+DEMO_VIEWER = "demo-viewer"
+
+
+@dataclass(frozen=True)
+class DemoImage:
+    name: str
+    description: str
+    os_type: str
+    platform: str
+    os_version: str
+    arch: str
+    size_gb: int
+    status: str
+    error: str | None = None
+
+
+DEMO_IMAGES = (
+    DemoImage("web-frontend", "nginx + app, hardened", "Linux", "CentOS", "7.9", "x86_64", 20, Status.AVAILABLE),
+    DemoImage("db-primary", "PostgreSQL 9.6 host", "Linux", "CentOS", "7.6", "x86_64", 40, Status.AVAILABLE),
+    DemoImage("legacy-erp", "CentOS 6 ERP server", "Linux", "CentOS", "6.10", "x86_64", 30, Status.AVAILABLE),
+    DemoImage("arm-build", "aarch64 build agent", "Linux", "CentOS", "7.8", "aarch64", 20, Status.AVAILABLE),
+    DemoImage("ubuntu-base", "Ubuntu 16.04 golden image", "Linux", "Ubuntu", "16.04", "x86_64", 20,
+              Status.AVAILABLE),
+    DemoImage("ubuntu-arm", "Ubuntu 18.04 for ARM hosts", "Linux", "Ubuntu", "18.04", "aarch64", 25,
+              Status.AVAILABLE),
+    DemoImage("win-ad", "Windows 2012R2 domain controller", "Windows", "Windows", "2012R2", "x86_64", 60,
+              Status.AVAILABLE),
+    DemoImage("win-iis", "Windows 2016 with IIS", "Windows", "Windows", "2016", "x86_64", 50, Status.IMPORTING),
+    DemoImage("snapshot-app01", "captured from app01", "Linux", "CentOS", "7.4", "x86_64", 20, Status.CREATING),
+    DemoImage("broken-upload", "truncated VMDK", "Linux", "CentOS", "7.2", "x86_64", 20, Status.IMPORT_FAILED,
+              "HTTP 404 from source"),
+    DemoImage("old-test", "retired test image", "Linux", "Ubuntu", "14.04", "x86_64", 20, Status.DELETED),
+    DemoImage("win-2008", "end of life", "Windows", "Windows", "2008R2", "x86_64", 40, Status.DELETED),
+)
+
+
+def seed_demo(catalog: Catalog) -> list[str]:
+    """Create the demo tenant, its accounts and images; does nothing if the tenant exists."""
+    with db.write_session(catalog.engine) as session:
+        if session.exec(select(Tenant).where(Tenant.name == DEMO_TENANT)).first() is not None:
+            return []
+        tenant = Tenant(name=DEMO_TENANT)
+        session.add(tenant)
+        session.flush()
+        assert tenant.id is not None
+        owner = Account(name=DEMO_OWNER, tenant_id=tenant.id, role=Role.OWNER)
+        session.add(owner)
+        session.add(Account(name=DEMO_VIEWER, tenant_id=tenant.id, role=Role.MEMBER, perm=Perm.VIEW))
+        session.flush()
+        assert owner.id is not None
+        actor = Actor(owner.id, owner.name, owner.role, None, tenant.id)
+        created: list[str] = []
+        for spec in DEMO_IMAGES:
+            has_file = spec.status in (Status.AVAILABLE, Status.DELETED)
+            image = new_image(
+                session,
+                actor,
+                tenant.id,
+                name=spec.name,
+                description=spec.description,
+                os_type=spec.os_type,
+                platform=spec.platform,
+                os_version=spec.os_version,
+                arch=spec.arch,
+                status=spec.status,
+                target_size_gb=spec.size_gb,
+                disk_format="raw" if has_file else None,
+                virtual_size=spec.size_gb * GIB if has_file else None,
+                source="demo",
+            )
+            image.error = spec.error
+            if spec.status == Status.DELETED:
+                image.status_before_delete = Status.AVAILABLE
+                image.deleted_at = utcnow()
+            if has_file:
+                qemu.create(catalog.store.image_path(image.id, "raw"), "raw", spec.size_gb * GIB)
+            audit.record(session, "imagehub init", "image.register", image.id, status=spec.status, demo=True)
+            created.append(image.id)
+        return created

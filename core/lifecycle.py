@@ -1,0 +1,63 @@
+"""The image lifecycle: which operation each status allows. The one place this is decided.
+
+    creating ──────────────┐
+    importing ─┬─> available ──delete──> deleting ──> deleted (recycle bin) ──destroy──> gone
+               └─> import_failed ─delete─┘               └──restore──> status before deletion
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from core.errors import Conflict
+from core.models import Status
+
+
+class Operation(StrEnum):
+    EDIT = "edit"
+    DELETE = "delete"
+    RESTORE = "restore"
+    DESTROY = "destroy"
+    CREATE_VM = "create_vm"
+    DOWNLOAD = "download"
+
+
+ALL_STATUSES: frozenset[str] = frozenset(s.value for s in Status)
+
+ALLOWED: dict[Operation, frozenset[str]] = {
+    Operation.EDIT: ALL_STATUSES,
+    Operation.DELETE: frozenset({Status.AVAILABLE, Status.IMPORT_FAILED}),
+    Operation.RESTORE: frozenset({Status.DELETED}),
+    Operation.DESTROY: frozenset({Status.DELETED}),
+    Operation.CREATE_VM: frozenset({Status.AVAILABLE}),
+    Operation.DOWNLOAD: frozenset({Status.AVAILABLE}),
+}
+
+# Statuses in which work is under way and a worker owns the image.
+TRANSIENT: frozenset[str] = frozenset({Status.CREATING, Status.IMPORTING, Status.DELETING})
+
+_VERB = {
+    Operation.EDIT: "edited",
+    Operation.DELETE: "deleted",
+    Operation.RESTORE: "restored",
+    Operation.DESTROY: "destroyed",
+    Operation.CREATE_VM: "used to create a VM",
+    Operation.DOWNLOAD: "downloaded",
+}
+
+
+def allows(status: str, operation: Operation) -> bool:
+    return status in ALLOWED[operation]
+
+
+def require(image_id: str, status: str, operation: Operation) -> None:
+    """Raise Conflict (exit 5) unless `operation` is allowed in `status`."""
+    if allows(status, operation):
+        return
+    allowed = sorted(ALLOWED[operation])
+    if operation in (Operation.RESTORE, Operation.DESTROY):
+        raise Conflict(f"image {image_id} is {status}, not in the recycle bin; only deleted images can be "
+                       f"{_VERB[operation]}")
+    raise Conflict(
+        f"image {image_id} is {status}; it can be {_VERB[operation]} only when {' or '.join(allowed)}"
+    )

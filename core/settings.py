@@ -1,0 +1,243 @@
+"""Typed configuration: a TOML file plus environment overrides (IMAGEHUB_SECTION__KEY).
+
+Where the file comes from: `--config PATH`, else `$IMAGEHUB_CONFIG`, else `config/imagehub.toml`
+under the current directory if present, else built-in defaults. Relative paths resolve against
+the config file's folder (the current directory when there is no file).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from core.errors import Invalid
+
+
+class StorageSettings(BaseModel):
+    """Where imagehub keeps its files.
+
+    data_dir: folder holding the SQLite catalog, the image store (`images/`), staging
+        (`staging/`), export caches (`exports/`), the signing secret and SSH host keys.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    data_dir: Path = Path("var")
+
+
+class DatabaseSettings(BaseModel):
+    """The catalog database.
+
+    url: SQLAlchemy URL; empty means SQLite `catalog.db` inside storage.data_dir.
+    busy_timeout_seconds: how long a SQLite writer waits for the lock.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = ""
+    busy_timeout_seconds: float = 30.0
+
+
+class ImagesSettings(BaseModel):
+    """Rules for image metadata.
+
+    os_matrix: TOML file listing platform -> architecture -> versions offered at import.
+    min_size_gb, max_size_gb: bounds of the target size (GiB).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    os_matrix: Path = Path(__file__).resolve().parent.parent / "config" / "os_matrix.toml"
+    min_size_gb: int = 20
+    max_size_gb: int = 500
+
+
+class GatewaySettings(BaseModel):
+    """The bundled download servers.
+
+    host: bind address. public_host: host name put into links (empty: host).
+    http_port, ftp_port, sftp_port: listening ports (0: pick a free port).
+    ftp_passive_ports: passive data port range "first-last".
+    admin_ssh_port: SSH front door running the TUI for admins (0: off).
+    tls_cert, tls_key: PEM files; when set, HTTP is served as HTTPS and FTP offers AUTH TLS.
+    idle_timeout_seconds: idle FTP/SFTP sessions are closed after this.
+    max_connections_per_link: concurrent FTP/SFTP sessions per link.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    public_host: str = ""
+    http_port: int = 8080
+    ftp_port: int = 2121
+    ftp_passive_ports: str = "30000-30099"
+    sftp_port: int = 2222
+    admin_ssh_port: int = 0
+    tls_cert: str = ""
+    tls_key: str = ""
+    idle_timeout_seconds: int = 300
+    max_connections_per_link: int = 8
+
+
+class LinksSettings(BaseModel):
+    """Download links.
+
+    ttl_seconds: default lifetime of a link (24 h); `--ttl` may only shorten it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    ttl_seconds: int = 86400
+
+
+class ImportSettings(BaseModel):
+    """The import pipeline.
+
+    allow_private_networks: accept URL sources resolving to loopback/private/link-local
+        addresses (SSRF guard off; labs and tests only).
+    allowed_schemes, allowed_ports: what a source URL may use.
+    ca_bundle: extra CA certificates (PEM) trusted for HTTPS sources.
+    max_concurrent: import jobs run at once by one worker.
+    stall_timeout_seconds: an import receiving no data this long fails as stalled.
+    store_format: format images are stored in: "raw" or "qcow2".
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    allow_private_networks: bool = False
+    allowed_schemes: list[str] = Field(default_factory=lambda: ["http", "https", "ftp"])
+    allowed_ports: list[int] = Field(default_factory=lambda: [80, 443, 21])
+    ca_bundle: str = ""
+    max_concurrent: int = 2
+    stall_timeout_seconds: int = 600
+    store_format: str = "raw"
+
+
+class TuiSettings(BaseModel):
+    """The terminal UI.
+
+    import_root: folder the import wizard's file browser starts in.
+    language: "en", "zh_CN", or empty to follow $LANG.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    import_root: Path = Path("var/incoming")
+    language: str = ""
+
+
+class Settings(BaseSettings):
+    """All of imagehub's configuration; see config/imagehub.toml for every key, commented."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGEHUB_",
+        env_nested_delimiter="__",
+        populate_by_name=True,
+        extra="ignore",
+    )
+    _toml_file: ClassVar[Path | None] = None
+
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    images: ImagesSettings = Field(default_factory=ImagesSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    links: LinksSettings = Field(default_factory=LinksSettings)
+    import_: ImportSettings = Field(default_factory=ImportSettings, alias="import")
+    tui: TuiSettings = Field(default_factory=TuiSettings)
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.config_path.parent if self.config_path else Path.cwd()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.storage.data_dir
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.data_dir / 'catalog.db'}"
+
+    @property
+    def public_host(self) -> str:
+        return self.gateway.public_host or self.gateway.host
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to read: explicit, else $IMAGEHUB_CONFIG, else ./config/imagehub.toml."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise Invalid(f"config file {path} does not exist")
+        return path.resolve()
+    env = os.environ.get("IMAGEHUB_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise Invalid(f"config file {path} (from IMAGEHUB_CONFIG) does not exist")
+        return path.resolve()
+    local = Path.cwd() / "config" / "imagehub.toml"
+    return local.resolve() if local.is_file() else None
+
+
+def _resolve(base: Path, value: Path) -> Path:
+    return value if value.is_absolute() else (base / value).resolve()
+
+
+def _resolve_sqlite_url(base: Path, url: str) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        return prefix + str(_resolve(base, Path(url[len(prefix):])))
+    return url
+
+
+def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read the configuration and resolve every relative path against the config file's folder."""
+    path = find_config_path(config)
+    Settings._toml_file = path
+    try:
+        settings = Settings(**overrides)
+    except Exception as exc:  # pydantic's ValidationError: one line for the user
+        raise Invalid(f"invalid configuration: {_first_error(exc)}") from exc
+    finally:
+        Settings._toml_file = None
+    settings.config_path = path
+    base = settings.base_dir
+    settings.storage.data_dir = _resolve(base, settings.storage.data_dir)
+    settings.images.os_matrix = _resolve(base, settings.images.os_matrix)
+    settings.tui.import_root = _resolve(base, settings.tui.import_root)
+    settings.database.url = _resolve_sqlite_url(base, settings.database.url)
+    for key in ("tls_cert", "tls_key"):
+        value = getattr(settings.gateway, key)
+        if value:
+            setattr(settings.gateway, key, str(_resolve(base, Path(value))))
+    if settings.import_.ca_bundle:
+        settings.import_.ca_bundle = str(_resolve(base, Path(settings.import_.ca_bundle)))
+    return settings
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{where}: {first.get('msg')}"
+    return str(exc).splitlines()[0]

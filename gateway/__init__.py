@@ -1,0 +1,1 @@
+"""The bundled servers: HTTP, FTP, SFTP download gateway and the job worker."""

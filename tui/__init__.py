@@ -1,0 +1,1 @@
+"""The admin terminal UI and the imagehub command line."""
