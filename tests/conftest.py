@@ -1,0 +1,117 @@
+"""Shared fixtures: a fresh catalog in a temporary folder, accounts of every role, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import db
+from core.access import Actor, resolve_actor
+from core.accounts import create_account, create_tenant
+from core.bootstrap import initialise
+from core.catalog import Catalog
+from core.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGEHUB = [sys.executable, "-m", "tui.cli"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's config or account from the environment."""
+    for key in list(os.environ):
+        if key.startswith("IMAGEHUB_"):
+            monkeypatch.delenv(key)
+
+
+def write_config(folder: Path, extra: str = "") -> Path:
+    """A config file in `folder` whose data_dir is `folder/var` (relative, as users write it)."""
+    path = folder / "imagehub.toml"
+    path.write_text(
+        '[storage]\ndata_dir = "var"\n'
+        f'[images]\nos_matrix = "{REPO / "config" / "os_matrix.toml"}"\n'
+        "[import]\nallow_private_networks = true\nstall_timeout_seconds = 600\n" + extra
+    )
+    return path
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+@pytest.fixture
+def catalog(config_path: Path) -> Iterator[Catalog]:
+    cat, _ = initialise(load_settings(config_path))
+    yield cat
+    cat.dispose()
+
+
+@dataclass
+class People:
+    """Two tenants (acme, globex) and an account of every role."""
+
+    admin: Actor
+    owner: Actor
+    manager: Actor
+    viewer: Actor
+    other_owner: Actor
+
+
+def actor(catalog: Catalog, name: str) -> Actor:
+    with db.read_session(catalog.engine) as session:
+        return resolve_actor(session, name)
+
+
+@pytest.fixture
+def people(catalog: Catalog) -> People:
+    admin = actor(catalog, "admin")
+    create_tenant(catalog, admin, "acme")
+    create_tenant(catalog, admin, "globex")
+    create_account(catalog, admin, "acme-owner", tenant="acme", role="owner")
+    create_account(catalog, admin, "acme-manager", tenant="acme", role="member", perm="manage")
+    create_account(catalog, admin, "acme-viewer", tenant="acme", role="member", perm="view")
+    create_account(catalog, admin, "globex-owner", tenant="globex", role="owner")
+    return People(
+        admin=admin,
+        owner=actor(catalog, "acme-owner"),
+        manager=actor(catalog, "acme-manager"),
+        viewer=actor(catalog, "acme-viewer"),
+        other_owner=actor(catalog, "globex-owner"),
+    )
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(config_path: Path) -> Any:
+    """Run the console script in a subprocess against the temporary catalog."""
+
+    def run(*args: str, account: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> CliResult:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")}
+        full_env["IMAGEHUB_CONFIG"] = str(config_path)
+        if account:
+            full_env["IMAGEHUB_ACCOUNT"] = account
+        full_env.update(env or {})
+        done = subprocess.run([*IMAGEHUB, *args], capture_output=True, text=True, env=full_env,
+                              cwd=config_path.parent, timeout=timeout)
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run
