@@ -27,7 +27,7 @@ run: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 test: install lint

@@ -106,9 +106,11 @@ def create_account(
 
 def list_accounts(catalog: Catalog, actor: Actor) -> list[dict[str, Any]]:
     with db.read_session(catalog.engine) as session:
-        statement = select(Account, Tenant.name).join(
-            Tenant, col(Account.tenant_id) == col(Tenant.id), isouter=True
-        ).order_by(Account.name)
+        statement = (
+            select(Account, Tenant.name)
+            .join(Tenant, col(Account.tenant_id) == col(Tenant.id), isouter=True)
+            .order_by(Account.name)
+        )
         if not actor.is_admin:
             if actor.role == Role.OWNER:
                 statement = statement.where(Account.tenant_id == actor.tenant_id)

@@ -52,7 +52,7 @@ def connect(settings: Settings) -> Catalog:
 def open_catalog(settings: Settings) -> Catalog:
     """Open an initialised catalog and bring an older schema up to date."""
     if settings.database_url.startswith("sqlite:///"):
-        path = Path(settings.database_url[len("sqlite:///"):])
+        path = Path(settings.database_url[len("sqlite:///") :])
         if not path.exists():
             raise Failed(f"no catalog at {path}; run imagehub init first")
     catalog = connect(settings)

@@ -52,15 +52,17 @@ def export_xlsx(
         created = WriteOnlyCell(sheet, value=datetime.fromisoformat(image["created_at"].rstrip("Z")))
         created.number_format = DATE_FORMAT
         status = image["status"]
-        sheet.append([
-            image["name"],
-            image["id"],
-            image["os_type"],
-            image["os_name"],
-            status_label.get(status, status) if status_label else status,
-            image["description"],
-            created,
-        ])
+        sheet.append(
+            [
+                image["name"],
+                image["id"],
+                image["os_type"],
+                image["os_name"],
+                status_label.get(status, status) if status_label else status,
+                image["description"],
+                created,
+            ]
+        )
         count += 1
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(headers))}{count + 1}"
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")

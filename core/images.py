@@ -160,9 +160,7 @@ def get_image(catalog: Catalog, actor: Actor, image_id: str) -> dict[str, Any]:
         image = _load(session, actor, image_id)
         view = image_view(image, _tenant_name(session, image.tenant_id))
         view["vms"] = [vm.id for vm in session.exec(select(Vm).where(Vm.image_id == image_id).order_by(Vm.id))]
-        job = session.exec(
-            select(Job).where(Job.image_id == image_id).order_by(col(Job.id).desc())
-        ).first()
+        job = session.exec(select(Job).where(Job.image_id == image_id).order_by(col(Job.id).desc())).first()
         view["progress"] = job_progress(job) if job is not None and job.state in ("queued", "running") else None
         return view
 
@@ -323,9 +321,7 @@ def finish_deletion(catalog: Catalog, image_id: str, actor_name: str) -> None:
         for link in session.exec(select(Link).where(Link.image_id == image_id, col(Link.revoked_at).is_(None))):
             link.revoked_at = now
             session.add(link)
-        for job in session.exec(
-            select(Job).where(Job.image_id == image_id, col(Job.state).in_(("queued", "running")))
-        ):
+        for job in session.exec(select(Job).where(Job.image_id == image_id, col(Job.state).in_(("queued", "running")))):
             job.state = "cancelled"
             job.finished_at = now
             session.add(job)

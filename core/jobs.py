@@ -151,9 +151,7 @@ def get(engine: Engine, job_id: int) -> Job | None:
 
 def latest_for_image(engine: Engine, image_id: str) -> Job | None:
     with db.read_session(engine) as session:
-        return session.exec(
-            select(Job).where(Job.image_id == image_id).order_by(col(Job.id).desc())
-        ).first()
+        return session.exec(select(Job).where(Job.image_id == image_id).order_by(col(Job.id).desc())).first()
 
 
 def stalled(engine: Engine, stall_seconds: float) -> list[Job]:

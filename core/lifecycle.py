@@ -1,8 +1,8 @@
 """The image lifecycle: which operation each status allows. The one place this is decided.
 
-    creating ──────────────┐
-    importing ─┬─> available ──delete──> deleting ──> deleted (recycle bin) ──destroy──> gone
-               └─> import_failed ─delete─┘               └──restore──> status before deletion
+creating ──────────────┐
+importing ─┬─> available ──delete──> deleting ──> deleted (recycle bin) ──destroy──> gone
+           └─> import_failed ─delete─┘               └──restore──> status before deletion
 """
 
 from __future__ import annotations
@@ -56,8 +56,7 @@ def require(image_id: str, status: str, operation: Operation) -> None:
         return
     allowed = sorted(ALLOWED[operation])
     if operation in (Operation.RESTORE, Operation.DESTROY):
-        raise Conflict(f"image {image_id} is {status}, not in the recycle bin; only deleted images can be "
-                       f"{_VERB[operation]}")
-    raise Conflict(
-        f"image {image_id} is {status}; it can be {_VERB[operation]} only when {' or '.join(allowed)}"
-    )
+        raise Conflict(
+            f"image {image_id} is {status}, not in the recycle bin; only deleted images can be {_VERB[operation]}"
+        )
+    raise Conflict(f"image {image_id} is {status}; it can be {_VERB[operation]} only when {' or '.join(allowed)}")

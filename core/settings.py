@@ -205,7 +205,7 @@ def _resolve(base: Path, value: Path) -> Path:
 def _resolve_sqlite_url(base: Path, url: str) -> str:
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
-        return prefix + str(_resolve(base, Path(url[len(prefix):])))
+        return prefix + str(_resolve(base, Path(url[len(prefix) :])))
     return url
 
 

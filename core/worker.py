@@ -97,8 +97,9 @@ class JobContext:
             fields["bytes_done"] = bytes_done
         if bytes_total is not None:
             fields["bytes_total"] = bytes_total
-        if not jobs.renew(self.catalog.engine, self.job.id or 0, self.owner, self.lease_seconds,
-                          progressed=progressed, **fields):
+        if not jobs.renew(
+            self.catalog.engine, self.job.id or 0, self.owner, self.lease_seconds, progressed=progressed, **fields
+        ):
             raise LeaseLost(f"job {self.job.id} is no longer held by {self.owner}")
         self._last_renew = now
         self.job.phase = phase

@@ -103,15 +103,17 @@ class CliResult:
 def cli(config_path: Path) -> Any:
     """Run the console script in a subprocess against the temporary catalog."""
 
-    def run(*args: str, account: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120) -> CliResult:
+    def run(
+        *args: str, account: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> CliResult:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")}
         full_env["IMAGEHUB_CONFIG"] = str(config_path)
         if account:
             full_env["IMAGEHUB_ACCOUNT"] = account
         full_env.update(env or {})
-        done = subprocess.run([*IMAGEHUB, *args], capture_output=True, text=True, env=full_env,
-                              cwd=config_path.parent, timeout=timeout)
+        done = subprocess.run(
+            [*IMAGEHUB, *args], capture_output=True, text=True, env=full_env, cwd=config_path.parent, timeout=timeout
+        )
         return CliResult(done.returncode, done.stdout, done.stderr)
 
     return run

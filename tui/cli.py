@@ -105,13 +105,15 @@ def cmd_init(ctx: Context) -> int:
     ctx._catalog = catalog
     demo_ids = seed_demo(catalog) if ctx.args.demo else []
     if ctx.args.json:
-        emit_json({
-            "data_dir": str(report.data_dir),
-            "created": report.created,
-            "migrated_from": report.migrated_from,
-            "demo_images": demo_ids,
-            "changed": report.changed or bool(demo_ids),
-        })
+        emit_json(
+            {
+                "data_dir": str(report.data_dir),
+                "created": report.created,
+                "migrated_from": report.migrated_from,
+                "demo_images": demo_ids,
+                "changed": report.changed or bool(demo_ids),
+            }
+        )
         return 0
     for item in report.created:
         print(f"created {item}")
@@ -163,14 +165,20 @@ def cmd_account_list(ctx: Context) -> int:
 
 def cmd_image_list(ctx: Context) -> int:
     a = ctx.args
-    query = images.ImageQuery(tenant=a.tenant, status=a.status, text=a.filter, sort=a.sort,
-                              descending=not a.ascending, limit=a.limit, offset=a.offset)
+    query = images.ImageQuery(
+        tenant=a.tenant,
+        status=a.status,
+        text=a.filter,
+        sort=a.sort,
+        descending=not a.ascending,
+        limit=a.limit,
+        offset=a.offset,
+    )
     if a.json:
         emit_json(images.list_images(ctx.catalog, ctx.actor, query))
         return 0
     rows = [
-        (i["id"], i["name"], i["os_type"], i["os_name"], i["status"], human_size(i["virtual_size"]),
-         i["created_at"])
+        (i["id"], i["name"], i["os_type"], i["os_name"], i["status"], human_size(i["virtual_size"]), i["created_at"])
         for i in images.iter_images(ctx.catalog, ctx.actor, query)
     ]
     print_table(rows, ("ID", "NAME", "SYSTEM TYPE", "OS", "STATUS", "SIZE", "CREATED"))
@@ -182,8 +190,23 @@ def cmd_image_show(ctx: Context) -> int:
     if ctx.args.json:
         emit_json(image)
         return 0
-    fields = ("id", "name", "description", "tenant", "os_type", "os_name", "status", "error", "disk_format",
-              "virtual_size", "target_size_gb", "sha256", "source", "created_at", "updated_at")
+    fields = (
+        "id",
+        "name",
+        "description",
+        "tenant",
+        "os_type",
+        "os_name",
+        "status",
+        "error",
+        "disk_format",
+        "virtual_size",
+        "target_size_gb",
+        "sha256",
+        "source",
+        "created_at",
+        "updated_at",
+    )
     for key in fields:
         value = image[key]
         if key == "virtual_size":
@@ -195,14 +218,14 @@ def cmd_image_show(ctx: Context) -> int:
     if progress:
         done, total = progress["bytes_done"], progress["bytes_total"]
         pct = f" {100 * done / total:.0f}%" if total else ""
-        print(f"{'progress:':16}{progress['phase'] or progress['state']}{pct} "
-              f"({human_size(done)} of {human_size(total)})")
+        print(
+            f"{'progress:':16}{progress['phase'] or progress['state']}{pct} ({human_size(done)} of {human_size(total)})"
+        )
     return 0
 
 
 def cmd_image_edit(ctx: Context) -> int:
-    image = images.edit_image(ctx.catalog, ctx.actor, ctx.args.id, name=ctx.args.name,
-                              description=ctx.args.description)
+    image = images.edit_image(ctx.catalog, ctx.actor, ctx.args.id, name=ctx.args.name, description=ctx.args.description)
     if ctx.args.json:
         emit_json(image)
     else:
@@ -263,10 +286,19 @@ def extend(register: Callable[[Any, argparse.ArgumentParser], None]) -> Callable
 
 def _globals() -> argparse.ArgumentParser:
     common = Parser(add_help=False)
-    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                        help="config file (else $IMAGEHUB_CONFIG, else ./config/imagehub.toml)")
-    common.add_argument("--as", dest="as_account", metavar="ACCOUNT", default=argparse.SUPPRESS,
-                        help="act as this account (else $IMAGEHUB_ACCOUNT, else admin)")
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (else $IMAGEHUB_CONFIG, else ./config/imagehub.toml)",
+    )
+    common.add_argument(
+        "--as",
+        dest="as_account",
+        metavar="ACCOUNT",
+        default=argparse.SUPPRESS,
+        help="act as this account (else $IMAGEHUB_ACCOUNT, else admin)",
+    )
     return common
 
 
@@ -275,8 +307,9 @@ def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Custom VM images for cloud tenants.", parents=[common])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    def add(group: Any, name: str, handler: Callable[[Context], int], help_text: str, *, json_flag: bool = True
-            ) -> argparse.ArgumentParser:
+    def add(
+        group: Any, name: str, handler: Callable[[Context], int], help_text: str, *, json_flag: bool = True
+    ) -> argparse.ArgumentParser:
         p = group.add_parser(name, help=help_text, description=help_text, parents=[common])
         p.set_defaults(handler=handler)
         if json_flag:
@@ -287,12 +320,14 @@ def build_parser() -> Parser:
     p.add_argument("--demo", action="store_true", help="add a demo tenant with sample images")
 
     tenant = sub.add_parser("tenant", help="tenants (admin only)", parents=[common]).add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
     add(tenant, "create", cmd_tenant_create, "create a tenant").add_argument("name")
     add(tenant, "list", cmd_tenant_list, "list tenants")
 
     account = sub.add_parser("account", help="accounts", parents=[common]).add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
     p = add(account, "create", cmd_account_create, "create an account")
     p.add_argument("name")
     p.add_argument("--tenant")
@@ -301,7 +336,8 @@ def build_parser() -> Parser:
     add(account, "list", cmd_account_list, "list accounts")
 
     image = sub.add_parser("image", help="images", parents=[common]).add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
     p = add(image, "list", cmd_image_list, "list the images you may see")
     p.add_argument("--tenant")
     p.add_argument("--status", help="one status; deleted images are listed only with --status deleted")

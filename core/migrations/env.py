@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sqlmodel  # noqa: F401  (types used by migration scripts)
 from alembic import context
+from sqlmodel import SQLModel
 
 import core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata
