@@ -276,6 +276,8 @@ def cmd_image_export_xlsx(ctx: Context) -> int:
 # ---- parser ---------------------------------------------------------------------------------
 
 _EXTENSIONS: list[Callable[[Any, argparse.ArgumentParser], None]] = []
+# The subcommand groups ("image", "account", "tenant") by name, so that extensions can add to them.
+GROUPS: dict[str, Any] = {}
 
 
 def extend(register: Callable[[Any, argparse.ArgumentParser], None]) -> Callable[[Any, argparse.ArgumentParser], None]:
@@ -363,6 +365,7 @@ def build_parser() -> Parser:
     p.add_argument("--status")
     p.add_argument("--filter")
 
+    GROUPS.update(tenant=tenant, account=account, image=image)
     for register in _EXTENSIONS:
         register(sub, common)
     return parser
