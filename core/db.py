@@ -70,11 +70,9 @@ def write_session(engine: Engine) -> Iterator[Session]:
 @contextmanager
 def read_session(engine: Engine) -> Iterator[Session]:
     """A read-only transaction (SQLite: a deferred BEGIN that never blocks writers)."""
+    # Closing (not rolling back) ends the transaction without expiring the loaded objects.
     with Session(engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False) as session:
-        try:
-            yield session
-        finally:
-            session.rollback()
+        yield session
 
 
 def alembic_config(engine: Engine) -> Config:

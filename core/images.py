@@ -332,6 +332,15 @@ def finish_deletion(catalog: Catalog, image_id: str, actor_name: str) -> None:
         audit.record(session, actor_name, "image.delete", image_id, previous=image.status_before_delete)
 
 
+def finish_pending_deletions(catalog: Catalog) -> list[str]:
+    """Finish deletions a dead process left in `deleting` (run by the worker's sweep)."""
+    with db.read_session(catalog.engine) as session:
+        pending = list(session.exec(select(Image.id).where(Image.status == Status.DELETING)))
+    for image_id in pending:
+        finish_deletion(catalog, image_id, "imagehub worker")
+    return pending
+
+
 def restore_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[BatchResult]:
     """Out of the recycle bin, back to the status the image had before deletion."""
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -128,6 +128,16 @@ class TuiSettings(BaseModel):
     language: str = ""
 
 
+class _TomlSource(TomlConfigSettingsSource):
+    """The TOML file, with its [import] section keyed by field name so the environment can override it."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        if "import" in data:
+            data["import_"] = data.pop("import")
+        return data
+
+
 class Settings(BaseSettings):
     """All of imagehub's configuration; see config/imagehub.toml for every key, commented."""
 
@@ -144,7 +154,10 @@ class Settings(BaseSettings):
     images: ImagesSettings = Field(default_factory=ImagesSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     links: LinksSettings = Field(default_factory=LinksSettings)
-    import_: ImportSettings = Field(default_factory=ImportSettings, alias="import")
+    # "import" is a keyword: the TOML section is [import], the environment IMAGEHUB_IMPORT__KEY.
+    import_: ImportSettings = Field(
+        default_factory=ImportSettings, validation_alias=AliasChoices("import", "imagehub_import")
+    )
     tui: TuiSettings = Field(default_factory=TuiSettings)
     config_path: Path | None = Field(default=None, exclude=True)
 
@@ -159,7 +172,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if cls._toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+            sources.append(_TomlSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
 
     @property

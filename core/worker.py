@@ -206,6 +206,9 @@ class Worker:
 
     def sweep(self) -> None:
         """Fail jobs that made no progress for the stall timeout, whichever worker holds them."""
+        from core.images import finish_pending_deletions
+
+        finish_pending_deletions(self.catalog)
         timeout = self.catalog.settings.import_.stall_timeout_seconds
         for job in jobs.stalled(self.catalog.engine, timeout):
             minutes = timeout / 60

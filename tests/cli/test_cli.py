@@ -1,0 +1,132 @@
+"""The console script end to end (subprocess): --json parsed, exit codes checked, on a temporary catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+
+IMAGE_FIELDS = {
+    "id", "name", "description", "tenant", "os_type", "platform", "os_version", "arch", "os_name", "status",
+    "error", "disk_format", "virtual_size", "sha256", "created_at", "updated_at",
+}  # fmt: skip
+
+
+@pytest.fixture
+def demo(cli) -> dict[str, str]:
+    """`init --demo`; returns the demo images by name."""
+    result = cli("init", "--demo", "--json")
+    assert result.code == 0, result.err
+    assert len(result.json()["demo_images"]) == 12
+    listing = cli("image", "list", "--json")
+    every = listing.json() + cli("image", "list", "--status", "deleted", "--json").json()
+    return {i["name"]: i["id"] for i in every}
+
+
+def test_init_twice(cli):
+    first = cli("init")
+    assert first.code == 0 and "created account admin" in first.out
+    second = cli("init")
+    assert second.code == 0
+    assert "nothing changed" in second.out
+    assert cli("init", "--json").json()["changed"] is False
+
+
+def test_commands_before_init_fail_with_one_line(cli):
+    result = cli("image", "list")
+    assert result.code == 1
+    assert result.err.strip().count("\n") == 0 and "run imagehub init" in result.err
+
+
+def test_list_and_show_json_carry_the_contract_fields(cli, demo):
+    images = cli("image", "list", "--json").json()
+    assert len(images) == 10  # twelve, less the two in the recycle bin
+    assert {i["status"] for i in images} == {"available", "importing", "creating", "import_failed"}
+    for image in images:
+        assert image.keys() >= IMAGE_FIELDS
+        assert image["id"].startswith("img-") and len(image["id"]) == 12
+    shown = cli("image", "show", demo["db-primary"], "--json").json()
+    assert shown["os_name"] == "CentOS 7.6 x86_64" and shown["virtual_size"] == 40 * 1024**3
+    assert shown["tenant"] == "demo"
+    text = cli("image", "show", demo["db-primary"])
+    assert text.code == 0 and "CentOS 7.6 x86_64" in text.out
+
+
+def test_filters(cli, demo):
+    found = cli("image", "list", "--status", "available", "--filter", "UBUNTU", "--json").json()
+    assert {i["name"] for i in found} == {"ubuntu-base", "ubuntu-arm"}
+    by_prefix = cli("image", "list", "--filter", demo["win-ad"][:9], "--json").json()
+    assert demo["win-ad"] in {i["id"] for i in by_prefix}
+    bad = cli("image", "list", "--status", "gone")
+    assert bad.code == 2 and "status gone is unknown" in bad.err
+
+
+def test_edit_any_status_and_validation_exit_2(cli, demo):
+    importing = demo["win-iis"]
+    edited = cli("image", "edit", importing, "--name", "iis-2016", "--description", "new remark", "--json")
+    assert edited.code == 0 and edited.json()["name"] == "iis-2016" and edited.json()["status"] == "importing"
+    too_long = cli("image", "edit", importing, "--name", "x" * 65)
+    assert too_long.code == 2
+    assert too_long.err.strip() == "imagehub: error: name is 65 characters long; at most 64 are allowed"
+    assert cli("image", "edit", importing).code == 2
+    assert cli("image", "edit", "img-zzzzzzzz", "--name", "x").code == 3
+
+
+def test_batch_delete_reports_each_and_exits_non_zero(cli, demo):
+    ids = [demo["web-frontend"], demo["win-iis"], demo["broken-upload"]]
+    result = cli("image", "delete", *ids, "--json")
+    assert result.code == 5
+    report = {r["id"]: r for r in result.json()}
+    assert report[demo["web-frontend"]]["ok"] and report[demo["broken-upload"]]["ok"]
+    assert not report[demo["win-iis"]]["ok"] and "importing" in report[demo["win-iis"]]["error"]
+    assert demo["win-iis"] in result.err
+    binned = {i["id"] for i in cli("image", "list", "--status", "deleted", "--json").json()}
+    assert {demo["web-frontend"], demo["broken-upload"]} <= binned
+    restored = cli("image", "restore", demo["broken-upload"])
+    assert restored.code == 0
+    assert cli("image", "show", demo["broken-upload"], "--json").json()["status"] == "import_failed"
+    destroyed = cli("image", "destroy", demo["web-frontend"])
+    assert destroyed.code == 0
+    assert cli("image", "show", demo["web-frontend"]).code == 3
+
+
+def test_access_through_the_command_line(cli, demo):
+    assert cli("tenant", "create", "acme").code == 0
+    assert cli("tenant", "create", "acme").code == 5
+    assert cli("account", "create", "acme-owner", "--tenant", "acme", "--role", "owner").code == 0
+    # the demo tenant's images are invisible to acme: "not found", never "forbidden"
+    foreign = cli("image", "show", demo["db-primary"], account="acme-owner")
+    assert foreign.code == 3 and "not found" in foreign.err
+    assert cli("image", "delete", demo["db-primary"], account="acme-owner").code == 3
+    assert cli("image", "list", "--json", account="acme-owner").json() == []
+    # a viewer sees but may not change
+    viewer = cli("image", "delete", demo["db-primary"], account="demo-viewer")
+    assert viewer.code == 4 and "may view but not change" in viewer.err
+    assert cli("tenant", "create", "evil", account="demo-owner").code == 4
+    assert cli("image", "list", "--as", "nobody").code == 4
+    tenants = cli("tenant", "list", "--json", "--as", "demo-viewer").json()
+    assert [t["name"] for t in tenants] == ["demo"]
+
+
+def test_export_xlsx(cli, demo, tmp_path: Path):
+    path = tmp_path / "list.xlsx"
+    result = cli("image", "export-xlsx", str(path), "--json", account="demo-viewer")
+    assert result.code == 0 and result.json()["rows"] == 10
+    rows = list(load_workbook(path).active.iter_rows(values_only=True))
+    assert rows[0][:2] == ("Name", "ID") and len(rows) == 11
+    assert cli("image", "export-xlsx", str(tmp_path / "x.txt")).code == 2
+
+
+def test_usage_errors_exit_2_with_one_line(cli):
+    for args in (["image"], ["image", "frobnicate"], ["image", "list", "--limit", "many"], []):
+        result = cli(*args)
+        assert result.code == 2, args
+        assert result.err.strip().splitlines()[-1].startswith("imagehub: error:")
+
+
+def test_global_options_after_the_subcommand(cli, demo, tmp_path: Path):
+    assert cli("image", "list", "--as", "demo-viewer", "--json").code == 0
+    assert cli("--as", "demo-viewer", "image", "list", "--json").code == 0
+    missing = cli("--config", str(tmp_path / "none.toml"), "image", "list")
+    assert missing.code == 2 and "does not exist" in missing.err

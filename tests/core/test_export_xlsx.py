@@ -1,0 +1,56 @@
+"""The Excel export read back with openpyxl: header, one row per visible image, real dates, no other tenant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+
+from core.catalog import Catalog
+from core.errors import Invalid
+from core.export_xlsx import HEADERS, export_xlsx
+from core.images import ImageQuery
+from core.models import Status
+from tests.conftest import People
+from tests.factories import make_image
+
+
+def test_export_reads_back(catalog: Catalog, people: People, tmp_path: Path):
+    mine = {make_image(catalog, people.owner, s, name=f"acme-{s}") for s in (Status.AVAILABLE, Status.IMPORTING)}
+    make_image(catalog, people.owner, Status.DELETED, name="acme-bin")
+    make_image(catalog, people.other_owner, Status.AVAILABLE, name="globex-secret")
+    path = tmp_path / "images.xlsx"
+    assert export_xlsx(catalog, people.viewer, path) == 2
+    sheet = load_workbook(path).active
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0] == HEADERS
+    assert all(cell.font.b for cell in sheet[1])
+    assert sheet.freeze_panes == "A2"
+    assert sheet.auto_filter.ref == "A1:G3"
+    assert sheet.column_dimensions["A"].width > 10
+    body = rows[1:]
+    assert {r[1] for r in body} == mine
+    assert not any("globex" in str(cell) for row in body for cell in row)
+    for row in body:
+        assert row[2] == "Linux" and row[3] == "CentOS 7.9 x86_64"
+        assert isinstance(row[6], datetime)
+        assert abs((datetime.utcnow() - row[6]).total_seconds()) < 600
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_export_of_the_recycle_bin_and_a_filter(catalog: Catalog, people: People, tmp_path: Path):
+    binned = make_image(catalog, people.owner, Status.DELETED, name="old")
+    make_image(catalog, people.owner, Status.AVAILABLE, name="new")
+    path = tmp_path / "bin.xlsx"
+    assert export_xlsx(catalog, people.owner, path, ImageQuery(status="deleted")) == 1
+    assert [r[1] for r in load_workbook(path).active.iter_rows(min_row=2, values_only=True)] == [binned]
+
+
+def test_export_refuses_a_bad_path_and_leaves_nothing(catalog: Catalog, people: People, tmp_path: Path):
+    with pytest.raises(Invalid, match="must end in .xlsx"):
+        export_xlsx(catalog, people.owner, tmp_path / "images.csv")
+    with pytest.raises(Invalid, match="does not exist"):
+        export_xlsx(catalog, people.owner, tmp_path / "missing" / "images.xlsx")
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "imagehub.toml", tmp_path / "var"]

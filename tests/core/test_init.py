@@ -1,0 +1,157 @@
+"""`init`, settings resolution, SQLite pragmas and schema upgrades with Alembic."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from core import db
+from core.bootstrap import initialise
+from core.catalog import open_catalog
+from core.errors import Failed, Invalid
+from core.settings import load_settings
+from tests.conftest import write_config
+
+
+def test_init_creates_everything_and_a_second_run_changes_nothing(tmp_path: Path):
+    settings = load_settings(write_config(tmp_path))
+    catalog, report = initialise(settings)
+    data = tmp_path / "var"
+    assert settings.data_dir == data
+    assert any("catalog" in item for item in report.created)
+    assert "account admin" in report.created
+    secret = data / "secret.key"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_bytes().strip()) == 64
+    assert stat.S_IMODE((data / "ssh_host_ed25519_key").stat().st_mode) == 0o600
+    first_secret = secret.read_bytes()
+    catalog.dispose()
+    again, second = initialise(settings)
+    assert not second.changed and second.created == []
+    assert secret.read_bytes() == first_secret
+    again.dispose()
+
+
+def test_sqlite_pragmas(catalog):
+    with catalog.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_write_transactions_are_immediate(catalog):
+    """A second writer waits (busy timeout) instead of failing with "database is locked" midway."""
+    import threading
+
+    from core.models import Tenant
+
+    order: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def first() -> None:
+        with db.write_session(catalog.engine) as session:
+            session.add(Tenant(name="t1"))
+            session.flush()
+            inside.set()
+            release.wait(5)
+            order.append("first")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(5)
+    timer = threading.Timer(0.3, release.set)
+    timer.start()
+    from sqlmodel import select
+
+    with db.write_session(catalog.engine) as session:
+        # read, then write: without BEGIN IMMEDIATE this fails at once with "database is locked"
+        names = [t.name for t in session.exec(select(Tenant))]
+        session.add(Tenant(name="t2"))
+        session.flush()
+        order.append("second-wrote")
+    thread.join()
+    timer.cancel()
+    assert order == ["first", "second-wrote"]
+    assert names == ["t1"]
+
+
+def test_every_start_upgrades_an_older_catalog(tmp_path: Path):
+    """A catalog at revision 0001 (the first schema) is brought to head on open; its rows survive."""
+    settings = load_settings(write_config(tmp_path))
+    (tmp_path / "var").mkdir()
+    engine = db.make_engine(settings.database_url)
+    db.upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO tenant (name, created_at) VALUES ('old', '2020-01-01 00:00:00')"))
+    assert db.current_revision(engine) == "0001"
+    engine.dispose()
+    catalog = open_catalog(settings)
+    assert db.current_revision(catalog.engine) == db.head_revision()
+    with catalog.engine.connect() as connection:
+        assert connection.execute(text("SELECT name FROM tenant")).scalars().all() == ["old"]
+        connection.execute(text("SELECT count(*) FROM job")).scalar()
+    catalog.dispose()
+
+
+def test_init_upgrades_an_empty_older_schema(tmp_path: Path):
+    settings = load_settings(write_config(tmp_path))
+    (tmp_path / "var").mkdir()
+    engine = db.make_engine(settings.database_url)
+    db.upgrade(engine, "0001")
+    engine.dispose()
+    catalog, report = initialise(settings)
+    assert report.migrated_from == "0001"
+    assert db.current_revision(catalog.engine) == db.head_revision()
+    catalog.dispose()
+
+
+def test_opening_without_init_says_what_to_do(tmp_path: Path):
+    with pytest.raises(Failed, match="run imagehub init"):
+        open_catalog(load_settings(write_config(tmp_path)))
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    config = folder / "imagehub.toml"
+    config.write_text('[storage]\ndata_dir = "../data"\n[gateway]\nhttp_port = 9000\n')
+    monkeypatch.chdir("/")
+    settings = load_settings(config)
+    assert settings.data_dir == tmp_path / "data"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'data' / 'catalog.db'}"
+    assert settings.gateway.http_port == 9000
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    config = write_config(tmp_path, "[gateway]\nhttp_port = 9000\n")
+    monkeypatch.setenv("IMAGEHUB_GATEWAY__HTTP_PORT", "9100")
+    monkeypatch.setenv("IMAGEHUB_IMPORT__MAX_CONCURRENT", "7")
+    monkeypatch.setenv("IMAGEHUB_STORAGE__DATA_DIR", "elsewhere")
+    settings = load_settings(config)
+    assert settings.gateway.http_port == 9100
+    assert settings.import_.max_concurrent == 7
+    assert settings.data_dir == tmp_path / "elsewhere"
+
+
+def test_config_from_environment_variable_and_bad_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    config = write_config(tmp_path)
+    monkeypatch.setenv("IMAGEHUB_CONFIG", str(config))
+    assert load_settings().config_path == config
+    monkeypatch.setenv("IMAGEHUB_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(Invalid, match="does not exist"):
+        load_settings()
+    monkeypatch.setenv("IMAGEHUB_CONFIG", str(config))
+    monkeypatch.setenv("IMAGEHUB_GATEWAY__HTTP_PORT", "many")
+    with pytest.raises(Invalid, match="^invalid configuration: gateway.http_port"):
+        load_settings()
+
+
+def test_the_shipped_config_is_complete_and_valid():
+    repo = Path(__file__).resolve().parents[2]
+    settings = load_settings(repo / "config" / "imagehub.toml")
+    assert settings.data_dir == repo / "var"
+    assert settings.links.ttl_seconds == 86400
+    assert settings.import_.allow_private_networks is False
