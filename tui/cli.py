@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -37,6 +37,17 @@ class Parser(argparse.ArgumentParser):
 
 def emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+
+
+def emit_json_array(items: Iterable[Any]) -> None:
+    """One JSON array, written item by item so that memory stays flat for any length."""
+    write = sys.stdout.write
+    first = True
+    for item in items:
+        body = json.dumps(item, ensure_ascii=False, indent=2).replace("\n", "\n  ")
+        write(("[\n  " if first else ",\n  ") + body)
+        first = False
+    write("[]\n" if first else "\n]\n")
 
 
 def human_size(size: int | None) -> str:
@@ -175,7 +186,7 @@ def cmd_image_list(ctx: Context) -> int:
         offset=a.offset,
     )
     if a.json:
-        emit_json(images.list_images(ctx.catalog, ctx.actor, query))
+        emit_json_array(images.iter_images(ctx.catalog, ctx.actor, query))
         return 0
     rows = [
         (i["id"], i["name"], i["os_type"], i["os_name"], i["status"], human_size(i["virtual_size"]), i["created_at"])
@@ -375,7 +386,7 @@ def _load_extensions() -> None:
     """Import the modules that add subcommands (they call `extend` at import time)."""
     import importlib
 
-    for module in ("tui.cli_jobs", "tui.cli_links", "tui.cli_vms", "tui.cli_serve", "tui.cli_keys"):
+    for module in ("tui.cli_jobs", "tui.cli_links", "tui.cli_vms", "tui.cli_serve", "tui.cli_keys", "tui.cli_tui"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
