@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import (
@@ -116,6 +116,27 @@ class ImportSettings(BaseModel):
     store_format: str = "raw"
 
 
+class ComputeSettings(BaseModel):
+    """VMs made from images (`imagehub vm ...`).
+
+    driver: "none" records VMs without running them (hosts without qemu-system); "qemu" runs them
+        with qemu-system-x86_64 / qemu-system-aarch64, driven through a QMP socket.
+    accel: qemu accelerator: "auto" (KVM when /dev/kvm is usable for the VM's architecture, else
+        TCG), "kvm" or "tcg".
+    memory_mb, cpus: memory and virtual CPUs of each VM.
+    start_timeout_seconds: how long qemu may take to start.
+    stop_timeout_seconds: how long `vm stop` waits for the guest to power off before a hard stop.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    driver: Literal["none", "qemu"] = "none"
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    memory_mb: int = Field(default=1024, ge=64)
+    cpus: int = Field(default=1, ge=1)
+    start_timeout_seconds: float = 30.0
+    stop_timeout_seconds: float = 60.0
+
+
 class TuiSettings(BaseModel):
     """The terminal UI.
 
@@ -159,6 +180,7 @@ class Settings(BaseSettings):
         default_factory=ImportSettings, validation_alias=AliasChoices("import", "imagehub_import")
     )
     tui: TuiSettings = Field(default_factory=TuiSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
     config_path: Path | None = Field(default=None, exclude=True)
 
     @classmethod
