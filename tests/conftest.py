@@ -48,11 +48,35 @@ def config_path(tmp_path: Path) -> Path:
     return write_config(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """One throwaway PostgreSQL server for the whole run (see tests/postgres.py)."""
+    from tests.postgres import server_bin, start_cluster
+
+    if server_bin() is None:
+        pytest.skip("PostgreSQL server binaries are not installed (.ci/run installs package postgresql)")
+    yield from start_cluster()
+
+
 @pytest.fixture
-def catalog(config_path: Path) -> Iterator[Catalog]:
-    cat, _ = initialise(load_settings(config_path))
+def catalog(request: pytest.FixtureRequest, config_path: Path) -> Iterator[Catalog]:
+    """An initialised catalog: SQLite by default; `parametrize("catalog", ["sqlite", "postgresql"],
+    indirect=True)` runs a test against a fresh PostgreSQL database as well."""
+    backend = getattr(request, "param", "sqlite")
+    database = None
+    overrides: dict[str, Any] = {}
+    if backend == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
+        database = cluster.create_database()
+        overrides["database"] = {"url": cluster.url(database)}
+    cat, _ = initialise(load_settings(config_path, **overrides))
     yield cat
     cat.dispose()
+    if database is not None:
+        cluster.drop_database(database)
+
+
+BACKENDS = pytest.mark.parametrize("catalog", ["sqlite", "postgresql"], indirect=True)
 
 
 @dataclass

@@ -9,8 +9,10 @@ from core.catalog import Catalog
 from core.errors import Forbidden, NotFound
 from core.images import ImageQuery
 from core.models import Status
-from tests.conftest import People
+from tests.conftest import BACKENDS, People
 from tests.factories import image_row, make_image
+
+pytestmark = BACKENDS
 
 ROLES = ["admin", "owner", "manager", "viewer", "other_owner"]
 # Who may see / change images of tenant acme.

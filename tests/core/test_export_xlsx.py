@@ -13,8 +13,10 @@ from core.errors import Invalid
 from core.export_xlsx import HEADERS, export_xlsx
 from core.images import ImageQuery
 from core.models import Status
-from tests.conftest import People
+from tests.conftest import BACKENDS, People
 from tests.factories import make_image
+
+pytestmark = BACKENDS
 
 
 def test_export_reads_back(catalog: Catalog, people: People, tmp_path: Path):

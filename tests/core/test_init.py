@@ -155,3 +155,20 @@ def test_the_shipped_config_is_complete_and_valid():
     assert settings.data_dir == repo / "var"
     assert settings.links.ttl_seconds == 86400
     assert settings.import_.allow_private_networks is False
+
+
+def test_the_same_migrations_upgrade_a_postgresql_catalog(tmp_path: Path, pg_cluster):
+    name = pg_cluster.create_database()
+    settings = load_settings(write_config(tmp_path), database={"url": pg_cluster.url(name)})
+    engine = db.make_engine(settings.database_url)
+    db.upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO tenant (name, created_at) VALUES ('old', now())"))
+    engine.dispose()
+    catalog, report = initialise(settings)
+    assert report.migrated_from == "0001"
+    assert db.current_revision(catalog.engine) == db.head_revision()
+    with catalog.engine.connect() as connection:
+        assert connection.execute(text("SELECT name FROM tenant")).scalars().all() == ["old"]
+    catalog.dispose()
+    pg_cluster.drop_database(name)

@@ -9,8 +9,10 @@ from core.catalog import Catalog
 from core.errors import Conflict
 from core.lifecycle import Operation
 from core.models import Status
-from tests.conftest import People
+from tests.conftest import BACKENDS, People
 from tests.factories import attach_vm, image_row, make_image
+
+pytestmark = BACKENDS
 
 ALL = [s.value for s in Status]
 
@@ -63,7 +65,7 @@ def test_every_status_against_every_operation(catalog: Catalog, people: People, 
         assert catalog.store.files_of_image(image_id) == []
 
 
-def test_edit_is_allowed_in_every_status():
+def test_edit_is_allowed_in_every_status(catalog: Catalog):
     assert lifecycle.ALLOWED[Operation.EDIT] == frozenset(ALL)
 
 
