@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import func, or_, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -65,6 +65,9 @@ def claim(
     now = utcnow()
     with db.write_session(engine) as session:
         if max_running_total is not None:
+            if not db.is_sqlite(engine):
+                # serialise claimers while they count, so that two cannot both take the last place
+                session.exec(text("SELECT pg_advisory_xact_lock(8212001)"))  # type: ignore[call-overload]
             running = session.exec(
                 select(func.count()).select_from(Job).where(Job.state == RUNNING, col(Job.lease_expires_at) > now)
             ).one()

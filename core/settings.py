@@ -102,6 +102,7 @@ class ImportSettings(BaseModel):
     allowed_schemes, allowed_ports: what a source URL may use.
     ca_bundle: extra CA certificates (PEM) trusted for HTTPS sources.
     max_concurrent: import jobs run at once by one worker.
+    max_concurrent_total: jobs run at once across every worker sharing the catalog (0: no cap).
     stall_timeout_seconds: an import receiving no data this long fails as stalled.
     store_format: format images are stored in: "raw" or "qcow2".
     """
@@ -112,6 +113,7 @@ class ImportSettings(BaseModel):
     allowed_ports: list[int] = Field(default_factory=lambda: [80, 443, 21])
     ca_bundle: str = ""
     max_concurrent: int = 2
+    max_concurrent_total: int = 0
     stall_timeout_seconds: int = 600
     store_format: str = "raw"
 

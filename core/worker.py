@@ -133,7 +133,7 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.owner = jobs.worker_id(label)
-        self.max_running_total = max_running_total
+        self.max_running_total = max_running_total or catalog.settings.import_.max_concurrent_total or None
         self.stop = threading.Event()
         self._wake = threading.Event()
         self._threads: dict[int, threading.Thread] = {}
