@@ -1,0 +1,297 @@
+"""VMs from images: the seed ISO, the overlay, password rules, refusals, the in-use rule, the drivers."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from core import compute, db, images, qemu, vms
+from core.catalog import Catalog
+from core.compute import NoneDriver, QemuDriver, QmpClient, get_driver
+from core.errors import Conflict, Failed, Forbidden, Invalid, NotFound
+from core.images import GIB
+from core.models import AuditEvent, Status, Vm
+from core.seed import read_seed_iso, sha512_crypt, verify_sha512_crypt
+from core.settings import ComputeSettings
+from tests.conftest import People
+from tests.vmdata import make_base_image, needs_qemu_system, qemu_pids
+
+PASSWORD = "Tr1cky-Pass!"
+
+
+def vm_rows(catalog: Catalog) -> list[Vm]:
+    with db.read_session(catalog.engine) as session:
+        return list(session.exec(select(Vm)))
+
+
+def vm_folders(catalog: Catalog) -> list[Path]:
+    folder = catalog.store.vms_dir
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+# ---- the seed --------------------------------------------------------------------------------
+
+
+def test_seed_iso_read_back_has_label_metadata_and_a_hash_of_the_password(catalog: Catalog, people: People) -> None:
+    image_id = make_base_image(catalog, people.owner)
+    vm = vms.create_vm(catalog, people.owner, image_id, "Web Server 01", PASSWORD)
+
+    seed = read_seed_iso(catalog.store.vms_dir / vm["id"] / "seed.iso")
+
+    assert seed["label"] == "cidata"
+    assert seed["meta-data"] == f"instance-id: {vm['id']}\nlocal-hostname: web-server-01\n"
+    user_data = seed["user-data"]
+    assert user_data.startswith("#cloud-config\n")
+    assert PASSWORD not in user_data
+    hashes = set(re.findall(r"\$6\$rounds=\d+\$[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}", user_data))
+    assert len(hashes) == 1
+    hashed = hashes.pop()
+    assert f"root:{hashed}" in user_data
+    assert verify_sha512_crypt(PASSWORD, hashed)
+    assert not verify_sha512_crypt(PASSWORD + "x", hashed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+        except ImportError:  # Python 3.13+: our own verification above stands alone
+            crypt = None  # type: ignore[assignment]
+    if crypt is not None:
+        assert crypt.crypt(PASSWORD, hashed) == hashed  # glibc agrees
+
+
+def test_password_is_nowhere_in_the_catalog(catalog: Catalog, people: People) -> None:
+    image_id = make_base_image(catalog, people.owner)
+    vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
+    catalog.dispose()  # checkpoint nothing away: read the database and its WAL as they are
+    for path in catalog.settings.data_dir.glob("catalog.db*"):
+        assert PASSWORD.encode() not in path.read_bytes(), path
+    with db.read_session(catalog.engine) as session:
+        details = [e.detail or "" for e in session.exec(select(AuditEvent))]
+    assert all(PASSWORD not in d for d in details)
+
+
+def test_windows_seed_sets_the_administrator_password_for_cloudbase_init(catalog: Catalog, people: People) -> None:
+    image_id = make_base_image(catalog, people.owner, os_type="Windows")
+    vm = vms.create_vm(catalog, people.owner, image_id, "win", PASSWORD)
+
+    folder = catalog.store.vms_dir / vm["id"]
+    seed = read_seed_iso(folder / "seed.iso")
+
+    assert seed["label"] == "cidata"
+    assert f"instance-id: {vm['id']}" in seed["meta-data"]
+    assert seed["user-data"].startswith("#cloud-config\n")
+    assert "  - name: Administrator\n" in seed["user-data"]
+    assert f"    passwd: {json.dumps(PASSWORD)}\n" in seed["user-data"]
+    # Windows takes no crypt hash: the seed is the one place the password is, readable by its owner only.
+    assert (folder / "seed.iso").stat().st_mode & 0o777 == 0o600
+    assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_sha512_crypt_known_answer() -> None:
+    # From Drepper's SHA-crypt specification, test vectors.
+    assert sha512_crypt("Hello world!", "saltstring", 5000) == (
+        "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+    )
+    assert sha512_crypt("Hello world!", "saltstringsaltstring", 10000) == (
+        "$6$rounds=10000$saltstringsaltst$OW1/O6BYHV6BcXZu8QVeXbDWra3Oeqh0sbHbbMCVNSnCM/UrjmM0Dp8vOuZeHBy/YTBmSK6H9qs/y3RnOaw5v."
+    )
+
+
+# ---- the overlay -----------------------------------------------------------------------------
+
+
+def test_overlay_is_backed_by_the_image_and_grown_to_its_target_size(catalog: Catalog, people: People) -> None:
+    image_id = make_base_image(catalog, people.owner)
+    vm = vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
+
+    info = qemu.info(catalog.store.vms_dir / vm["id"] / "disk.qcow2", "qcow2")
+
+    image_file = catalog.store.image_path(image_id, "raw").resolve()
+    assert info["format"] == "qcow2"
+    assert Path(info["backing-filename"]) == image_file
+    assert Path(info["full-backing-filename"]) == image_file
+    assert info["backing-filename-format"] == "raw"
+    assert info["virtual-size"] == 20 * GIB
+    assert vm["image_id"] == image_id
+    assert set(vm) >= {"id", "name", "image_id", "status", "created_at"}
+
+
+# ---- refusals --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("Sh0rt!", "password is 6 characters long; it must have 8 to 30 characters"),
+        ("A1!" + "a" * 28, "password is 31 characters long; it must have 8 to 30 characters"),
+        (
+            "alllowercase",
+            "password must contain at least three of: lowercase letters, uppercase letters, digits, specials",
+        ),
+        ("lower1234", "password must contain at least three of"),
+        ("Has Space1!", "password contains characters that are not allowed (' ')"),
+        ('Quote"1aA', "password contains characters that are not allowed ('\"')"),
+        ("Root-Pass1", "password may not contain the user name root"),
+        ("", "password is required"),
+    ],
+)
+def test_password_rules_refuse_with_a_clear_message(
+    catalog: Catalog, people: People, password: str, message: str
+) -> None:
+    image_id = make_base_image(catalog, people.owner)
+    with pytest.raises(Invalid) as caught:
+        vms.create_vm(catalog, people.owner, image_id, "web", password)
+    assert message in str(caught.value)
+    assert vm_rows(catalog) == []
+    assert vm_folders(catalog) == []
+
+
+def test_windows_password_may_not_contain_administrator(catalog: Catalog, people: People) -> None:
+    image_id = make_base_image(catalog, people.owner, os_type="Windows")
+    with pytest.raises(Invalid, match="may not contain the user name Administrator"):
+        vms.create_vm(catalog, people.owner, image_id, "win", "xAdministrator1!")
+
+
+@pytest.mark.parametrize("status", [Status.IMPORTING, Status.CREATING, Status.IMPORT_FAILED, Status.DELETED])
+def test_create_refused_unless_the_image_is_available(catalog: Catalog, people: People, status: str) -> None:
+    image_id = make_base_image(catalog, people.owner, status=status)
+    with pytest.raises(Conflict) as caught:
+        vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
+    assert str(caught.value) == (f"image {image_id} is {status}; it can be used to create a VM only when available")
+    assert vm_rows(catalog) == []
+    assert vm_folders(catalog) == []
+
+
+def test_other_tenants_image_is_not_found_and_viewers_may_not_create(catalog: Catalog, people: People) -> None:
+    image_id = make_base_image(catalog, people.owner)
+    with pytest.raises(NotFound, match=f"image {image_id} not found"):
+        vms.create_vm(catalog, people.other_owner, image_id, "web", PASSWORD)
+    with pytest.raises(NotFound, match="image img-nothere not found"):
+        vms.create_vm(catalog, people.owner, "img-nothere", "web", PASSWORD)
+    with pytest.raises(Forbidden, match=f"account acme-viewer may view but not change image {image_id}"):
+        vms.create_vm(catalog, people.viewer, image_id, "web", PASSWORD)
+    assert vm_rows(catalog) == []
+    assert vm_folders(catalog) == []
+    # The manager and an admin may.
+    assert vms.create_vm(catalog, people.manager, image_id, "a", PASSWORD)["status"] == "running"
+    assert vms.create_vm(catalog, people.admin, image_id, "b", PASSWORD)["status"] == "running"
+
+
+def test_vms_are_listed_per_tenant_and_per_image(catalog: Catalog, people: People) -> None:
+    first = make_base_image(catalog, people.owner, name="one")
+    second = make_base_image(catalog, people.owner, name="two")
+    a = vms.create_vm(catalog, people.owner, first, "a", PASSWORD)
+    b = vms.create_vm(catalog, people.owner, second, "b", PASSWORD)
+
+    assert {v["id"] for v in vms.list_vms(catalog, people.viewer)} == {a["id"], b["id"]}
+    assert [v["id"] for v in vms.vms_of_image(catalog, people.viewer, first)] == [a["id"]]
+    assert vms.list_vms(catalog, people.other_owner) == []
+    with pytest.raises(NotFound):
+        vms.vms_of_image(catalog, people.other_owner, first)
+    with pytest.raises(NotFound):
+        vms.get_vm(catalog, people.other_owner, a["id"])
+    with pytest.raises(Forbidden):
+        vms.delete_vm(catalog, people.viewer, a["id"])
+    assert images.get_image(catalog, people.owner, first)["vms"] == [a["id"]]
+
+
+# ---- in use ----------------------------------------------------------------------------------
+
+
+def test_image_delete_refused_while_a_vm_exists_and_allowed_after_vm_delete(catalog: Catalog, people: People) -> None:
+    image_id = make_base_image(catalog, people.owner)
+    vm = vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
+    vms.stop_vm(catalog, people.owner, vm["id"])  # stopped or running, it keeps the image in use
+
+    [refused] = images.delete_images(catalog, people.owner, [image_id])
+    assert not refused.ok
+    assert refused.exit_code == 5
+    assert refused.error == f"image {image_id} is used by {vm['id']}"
+    assert images.get_image(catalog, people.owner, image_id)["status"] == Status.AVAILABLE
+
+    vms.delete_vm(catalog, people.owner, vm["id"])
+    assert vm_rows(catalog) == []
+    assert vm_folders(catalog) == []
+    [done] = images.delete_images(catalog, people.owner, [image_id])
+    assert done.ok and done.status == Status.DELETED
+
+
+# ---- drivers ---------------------------------------------------------------------------------
+
+
+def test_none_driver_records_vms_without_running_them(catalog: Catalog, people: People) -> None:
+    assert catalog.settings.compute.driver == "none"
+    assert isinstance(get_driver("none", catalog.settings.compute), NoneDriver)
+    image_id = make_base_image(catalog, people.owner)
+    before = qemu_pids()
+
+    vm = vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
+    assert vm["driver"] == "none" and vm["status"] == "running"
+    assert qemu_pids() == before
+    assert vms.stop_vm(catalog, people.owner, vm["id"])["status"] == "stopped"
+    with pytest.raises(Conflict, match=f"vm {vm['id']} is already stopped"):
+        vms.stop_vm(catalog, people.owner, vm["id"])
+    assert vms.start_vm(catalog, people.owner, vm["id"])["status"] == "running"
+    with pytest.raises(Conflict, match=f"vm {vm['id']} is already running"):
+        vms.start_vm(catalog, people.owner, vm["id"])
+    stopped = vms.create_vm(catalog, people.owner, image_id, "cold", PASSWORD, start=False)
+    assert stopped["status"] == "stopped"
+
+
+@pytest.mark.skipif(not needs_qemu_system, reason="qemu-system-x86_64 is not installed (.ci/run installs it)")
+def test_qemu_driver_starts_a_vm_under_tcg_that_qmp_reports_running_then_stops_it(
+    catalog: Catalog, people: People
+) -> None:
+    catalog.settings.compute = ComputeSettings(driver="qemu", accel="tcg", memory_mb=128, stop_timeout_seconds=1)
+    image_id = make_base_image(catalog, people.owner)  # no guest OS: the firmware finds nothing to boot
+    before = qemu_pids()
+
+    vm = vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
+    try:
+        folder = catalog.store.vms_dir / vm["id"]
+        assert vm["driver"] == "qemu" and vm["status"] == "running"
+        with QmpClient(folder / "qmp.sock") as qmp:
+            assert qmp.execute("query-status")["status"] == "running"
+            assert qmp.execute("query-kvm")["enabled"] is False  # TCG
+            blocks = {b["device"] or b["qdev"]: b for b in qmp.execute("query-block")}
+        files = {b["inserted"]["file"] for b in blocks.values() if b.get("inserted")}
+        assert str(folder / "disk.qcow2") in files and str(folder / "seed.iso") in files
+        started = qemu_pids() - before
+        assert len(started) == 1
+        assert [v["status"] for v in vms.list_vms(catalog, people.owner)] == ["running"]
+
+        # The guest cannot answer ACPI: after the 1 s timeout the driver quits qemu through QMP.
+        assert vms.stop_vm(catalog, people.owner, vm["id"])["status"] == "stopped"
+        assert qemu_pids() == before
+        assert not (folder / "qmp.sock").exists()
+        driver = get_driver("qemu", catalog.settings.compute)
+        assert isinstance(driver, QemuDriver)
+        assert driver.status(vms.machine_spec(catalog, vm_rows(catalog)[0])) == "stopped"
+
+        # Started again, then deleted while running: delete stops it and removes its files.
+        assert vms.start_vm(catalog, people.owner, vm["id"])["status"] == "running"
+        assert len(qemu_pids() - before) == 1
+    finally:
+        vms.delete_vm(catalog, people.owner, vm["id"])
+    assert qemu_pids() == before
+    assert vm_folders(catalog) == []
+
+
+def test_vm_that_cannot_start_leaves_nothing(catalog: Catalog, people: People, monkeypatch: pytest.MonkeyPatch) -> None:
+    catalog.settings.compute = ComputeSettings(driver="qemu", accel="tcg", memory_mb=128)
+    monkeypatch.setitem(compute.QEMU_BINARY, "x86_64", "qemu-system-imagehub-absent")
+    image_id = make_base_image(catalog, people.owner)
+    with pytest.raises(Failed) as caught:
+        vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
+    assert "could not be started, so it was not created: qemu-system-imagehub-absent is not installed" in str(
+        caught.value
+    )
+    assert vm_rows(catalog) == []
+    assert vm_folders(catalog) == []
+    [done] = images.delete_images(catalog, people.owner, [image_id])
+    assert done.ok

@@ -1,0 +1,88 @@
+"""Test data for the VM tests: available images backed by a small real raw file, qemu-io patterns."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+from core import db, qemu
+from core.access import Actor
+from core.catalog import Catalog
+from core.images import new_image
+from core.models import Status
+
+MIB = 1024**2
+BASE_SIZE = 32 * MIB
+BASE_PATTERN = 0x5A  # written at offset 0 of every base image made here
+needs_qemu_system = shutil.which("qemu-system-x86_64") is not None
+
+
+def make_base_image(
+    catalog: Catalog,
+    actor: Actor,
+    *,
+    status: str = Status.AVAILABLE,
+    os_type: str = "Linux",
+    name: str = "base",
+    tenant_id: int | None = None,
+) -> str:
+    """An image whose store file is a 32 MiB raw disk with 64 KiB of 0x5a at offset 0."""
+    windows = os_type == "Windows"
+    with db.write_session(catalog.engine) as session:
+        image = new_image(
+            session,
+            actor,
+            tenant_id if tenant_id is not None else actor.tenant_id,  # type: ignore[arg-type]
+            name=name,
+            description="",
+            os_type=os_type,
+            platform="Windows" if windows else "CentOS",
+            os_version="2016" if windows else "7.9",
+            arch="x86_64",
+            status=status,
+            target_size_gb=20,
+            disk_format="raw",
+            virtual_size=BASE_SIZE,
+        )
+        image_id = image.id
+    path = catalog.store.image_path(image_id, "raw")
+    qemu.create(path, "raw", BASE_SIZE)
+    qemu_io(path, "raw", f"write -P {BASE_PATTERN:#x} 0 64k")
+    return image_id
+
+
+def qemu_io(path: Path, fmt: str, command: str) -> str:
+    done = subprocess.run(
+        ["qemu-io", "-f", fmt, "-c", command, str(path)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def read_at(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def qemu_pids() -> set[int]:
+    """PIDs of running qemu-system processes started for imagehub VMs."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"process=imagehub-vm-" in (proc / "cmdline").read_bytes():
+                    found.add(int(proc.name))
+            except OSError:
+                pass
+    return found
