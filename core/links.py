@@ -1,0 +1,379 @@
+"""Download links: signed 24-hour tokens for one file of one image, checked the same way by every protocol.
+
+A token is `LINKID.RANDOM.TIMESTAMP.SIGNATURE` (itsdangerous `TimestampSigner`, HMAC-SHA256 with the
+secret made by `imagehub init`): it names its link, carries 128 random bits, and is URL-safe, a valid
+FTP user and SSH user name. The catalog keeps only SHA-256(token). A token is accepted while its
+signature holds, its link is neither expired nor revoked, the image is still `available` in the
+link's tenant, and the account that made the link still exists and still sees that tenant.
+Every refusal is a `Refused` carrying a reason for logs and metrics; users see one generic message
+that never says whether an image exists. A transfer already running when its link stops being valid
+(revoked, expired, image deleted, access lost) is cut by the gateway within seconds: `check_links`
+is what it re-asks periodically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from itsdangerous import BadSignature, TimestampSigner
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from core import access, audit, db, exports, lifecycle
+from core.access import Actor
+from core.catalog import Catalog
+from core.clock import iso, utcnow
+from core.errors import Forbidden, ImagehubError, Invalid, NotFound
+from core.ids import issue_id
+from core.lifecycle import Operation
+from core.models import Account, Image, Link
+
+SALT = "imagehub.download-link"
+PORTS_FILE = "gateway-ports.json"
+REFUSAL_MESSAGE = "this download link is not valid (expired, revoked or unknown)"
+
+
+class Refused(Exception):
+    """A token or file request that is refused. `reason` is for logs and metrics only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return REFUSAL_MESSAGE
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a valid token opens: one file (and its `.sha256`)."""
+
+    link_id: str
+    image_id: str
+    tenant_id: int
+    format: str
+    filename: str
+    path: Path
+    sha256: str | None
+    expires_at: datetime
+
+    @property
+    def ready(self) -> bool:
+        return self.sha256 is not None
+
+    @property
+    def sum_name(self) -> str:
+        return self.filename + exports.SUM_SUFFIX
+
+    @property
+    def sum_path(self) -> Path:
+        return exports.sum_path(self.path)
+
+    def names(self) -> tuple[str, ...]:
+        return (self.filename, self.sum_name) if self.ready else ()
+
+
+@dataclass(frozen=True)
+class Created:
+    view: dict[str, Any]
+    token: str
+    job_id: int | None
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _signer(catalog: Catalog) -> TimestampSigner:
+    return TimestampSigner(catalog.secret(), salt=SALT, digest_method=hashlib.sha256)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def filename_for(image_id: str, fmt: str) -> str:
+    return f"{image_id}.{fmt}"
+
+
+# ---- URLs ---------------------------------------------------------------------------------------
+
+
+def gateway_ports(catalog: Catalog) -> dict[str, int]:
+    """The ports links name: the configured ones, or those a running `serve` bound (configured 0)."""
+    gw = catalog.settings.gateway
+    ports = {"http": gw.http_port, "ftp": gw.ftp_port, "sftp": gw.sftp_port}
+    if 0 in ports.values():
+        try:
+            bound = json.loads((catalog.settings.data_dir / PORTS_FILE).read_text())
+        except (OSError, ValueError):
+            bound = {}
+        for key, value in ports.items():
+            if value == 0 and isinstance(bound.get(key), int):
+                ports[key] = bound[key]
+    return ports
+
+
+def urls(catalog: Catalog, token: str, filename: str) -> dict[str, str]:
+    settings = catalog.settings
+    host = settings.public_host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    ports = gateway_ports(catalog)
+    scheme = "https" if settings.gateway.tls_cert and settings.gateway.tls_key else "http"
+    return {
+        "http": f"{scheme}://{host}:{ports['http']}/d/{token}/{filename}",
+        "ftp": f"ftp://{token}@{host}:{ports['ftp']}/{filename}",
+        "sftp": f"sftp://{token}@{host}:{ports['sftp']}/{filename}",
+        "sftp_command": (
+            f"sftp -P {ports['sftp']} -o StrictHostKeyChecking=accept-new -o PreferredAuthentications=none,password"
+            f" {token}@{host}:{filename} ."
+        ),
+    }
+
+
+# ---- views --------------------------------------------------------------------------------------
+
+
+def _state(catalog: Catalog, session: Session, link: Link, image: Image | None, now: datetime) -> str:
+    if link.revoked_at is not None:
+        return "revoked"
+    if _aware(link.expires_at) <= now:
+        return "expired"
+    if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD) or image.tenant_id != link.tenant_id:
+        return "unavailable"
+    if not exports.is_ready(catalog, image, link.format):
+        job = exports.latest_job(session, image.id, link.format)
+        if job is not None and job.state == "failed":
+            return "export_failed"
+        return "preparing"
+    return "active"
+
+
+def link_view(
+    catalog: Catalog, session: Session, link: Link, token: str | None = None, image: Image | None = None
+) -> dict[str, Any]:
+    image = image if image is not None else session.get(Image, link.image_id)
+    now = utcnow()
+    sha = None
+    size = None
+    if image is not None and image.disk_format:
+        path = exports.served_path(catalog, image, link.format)
+        sha = exports.read_checksum(path)
+        if sha is not None:
+            size = path.stat().st_size
+    account = session.get(Account, link.account_id) if link.account_id else None
+    view: dict[str, Any] = {
+        "id": link.id,
+        "image_id": link.image_id,
+        "format": link.format,
+        "filename": link.filename,
+        "sha256": sha,
+        "size": size,
+        "state": _state(catalog, session, link, image, now),
+        "created_by": account.name if account else None,
+        "created_at": iso(link.created_at),
+        "expires_at": iso(link.expires_at),
+        "revoked_at": iso(link.revoked_at),
+        "bytes_served": link.bytes_served,
+    }
+    if token is not None:
+        view.update(urls(catalog, token, link.filename))
+    return view
+
+
+# ---- services -----------------------------------------------------------------------------------
+
+
+def create_link(catalog: Catalog, actor: Actor, image_id: str, fmt: str = "raw", ttl: int | None = None) -> Created:
+    """Record a link to `image_id` in format `fmt`, valid `ttl` seconds (at most links.ttl_seconds)."""
+    max_ttl = catalog.settings.links.ttl_seconds
+    try:
+        if fmt not in exports.FORMATS:
+            raise Invalid(f"format {fmt} is unknown; choose one of {', '.join(exports.FORMATS)}")
+        if ttl is None:
+            ttl = max_ttl
+        if ttl < 1 or ttl > max_ttl:
+            raise Invalid(f"--ttl must be between 1 and {max_ttl} seconds")
+        signer = _signer(catalog)
+        with db.write_session(catalog.engine) as session:
+            image = session.get(Image, image_id)
+            if image is None or not actor.sees_tenant(image.tenant_id):
+                raise NotFound(f"image {image_id} not found")
+            lifecycle.require(image_id, image.status, Operation.DOWNLOAD)
+            if not image.disk_format:
+                raise ImagehubError(f"image {image_id} has no stored file")
+            link_id = issue_id(session, "lnk")
+            token = signer.sign(f"{link_id}.{secrets.token_urlsafe(16)}").decode("ascii")
+            now = utcnow()
+            link = Link(
+                id=link_id,
+                image_id=image_id,
+                tenant_id=image.tenant_id,
+                account_id=actor.account_id,
+                format=fmt,
+                filename=filename_for(image_id, fmt),
+                token_hash=token_hash(token),
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl),
+            )
+            session.add(link)
+            job = exports.ensure(catalog, session, image, fmt)
+            session.flush()
+            audit.record(session, actor.name, "link.create", image_id, link=link_id, format=fmt, ttl=ttl)
+            view = link_view(catalog, session, link, token, image)
+            return Created(view, token, job.id if job is not None else None)
+    except ImagehubError as exc:
+        audit.record_refusal(catalog.engine, actor.name, "link.create", image_id, str(exc))
+        raise
+
+
+def get_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
+    with db.read_session(catalog.engine) as session:
+        link = session.get(Link, link_id)
+        if link is None or not actor.sees_tenant(link.tenant_id):
+            raise NotFound(f"link {link_id} not found")
+        return link_view(catalog, session, link)
+
+
+def list_links(catalog: Catalog, actor: Actor, image_id: str | None = None) -> list[dict[str, Any]]:
+    """Links of the tenants the caller sees, newest first."""
+    with db.read_session(catalog.engine) as session:
+        statement = select(Link).order_by(col(Link.created_at).desc(), col(Link.id))
+        visible = access.visible_tenant_ids(actor)
+        if visible is not None:
+            statement = statement.where(col(Link.tenant_id).in_(visible))
+        if image_id:
+            statement = statement.where(Link.image_id == image_id)
+        images: dict[str, Image | None] = {}
+        out = []
+        for link in session.exec(statement):
+            if link.image_id not in images:
+                images[link.image_id] = session.get(Image, link.image_id)
+            out.append(link_view(catalog, session, link, image=images[link.image_id]))
+        return out
+
+
+def revoke_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
+    """Revoke a link (its maker, or anyone who may manage its tenant); transfers are cut within seconds."""
+    try:
+        with db.write_session(catalog.engine) as session:
+            link = session.get(Link, link_id)
+            if link is None or not actor.sees_tenant(link.tenant_id):
+                raise NotFound(f"link {link_id} not found")
+            if link.account_id != actor.account_id and not actor.can_manage:
+                raise Forbidden(f"account {actor.name} may not revoke link {link_id}")
+            if link.revoked_at is None:
+                link.revoked_at = utcnow()
+                session.add(link)
+                audit.record(session, actor.name, "link.revoke", link.image_id, link=link_id)
+            return link_view(catalog, session, link)
+    except ImagehubError as exc:
+        audit.record_refusal(catalog.engine, actor.name, "link.revoke", link_id, str(exc))
+        raise
+
+
+# ---- checking tokens ----------------------------------------------------------------------------
+
+
+def _check(catalog: Catalog, session: Session, link: Link, now: datetime) -> Served:
+    if link.revoked_at is not None:
+        raise Refused("revoked")
+    if _aware(link.expires_at) <= now:
+        raise Refused("expired")
+    image = session.get(Image, link.image_id)
+    if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD) or not image.disk_format:
+        raise Refused("image_unavailable")
+    if image.tenant_id != link.tenant_id:
+        raise Refused("tenant_changed")
+    if link.account_id is not None:
+        account = session.get(Account, link.account_id)
+        if account is None:
+            raise Refused("access_lost")
+        maker = Actor(account.id or 0, account.name, account.role, account.perm, account.tenant_id)
+        if not maker.sees_tenant(image.tenant_id):
+            raise Refused("access_lost")
+    path = exports.served_path(catalog, image, link.format)
+    return Served(
+        link_id=link.id,
+        image_id=image.id,
+        tenant_id=image.tenant_id,
+        format=link.format,
+        filename=link.filename,
+        path=path,
+        sha256=exports.read_checksum(path),
+        expires_at=_aware(link.expires_at),
+    )
+
+
+def link_id_of(token: str) -> str | None:
+    """The link a token claims to name (unverified), for logs; None if it is not shaped like one."""
+    head = token.split(".", 1)[0]
+    return head if head.startswith("lnk-") and len(head) <= 32 else None
+
+
+def validate_token(catalog: Catalog, token: str, filename: str | None = None) -> Served:
+    """The file a token opens, or `Refused`. With `filename`, it must be the link's file or its .sha256."""
+    if not token or len(token) > 256:
+        raise Refused("bad_token")
+    try:
+        value = _signer(catalog).unsign(token).decode("ascii")
+    except (BadSignature, UnicodeDecodeError) as exc:
+        raise Refused("bad_token") from exc
+    link_id = value.split(".", 1)[0]
+    with db.read_session(catalog.engine) as session:
+        link = session.get(Link, link_id)
+        if link is None or not hmac.compare_digest(link.token_hash, token_hash(token)):
+            raise Refused("bad_token")
+        served = _check(catalog, session, link, utcnow())
+    if filename is not None and filename not in (served.filename, served.sum_name):
+        raise Refused("wrong_file")
+    return served
+
+
+def check_links(catalog: Catalog, link_ids: list[str] | set[str]) -> dict[str, str | None]:
+    """For running transfers: each link's refusal reason, or None while it is still valid."""
+    result: dict[str, str | None] = {}
+    if not link_ids:
+        return result
+    now = utcnow()
+    with db.read_session(catalog.engine) as session:
+        for link_id in link_ids:
+            link = session.get(Link, link_id)
+            if link is None:
+                result[link_id] = "bad_token"
+                continue
+            try:
+                _check(catalog, session, link, now)
+                result[link_id] = None
+            except Refused as exc:
+                result[link_id] = exc.reason
+    return result
+
+
+def add_bytes_served(catalog: Catalog, counts: dict[str, int]) -> None:
+    """Add the bytes sent since the last call, per link, in one transaction."""
+    counts = {k: v for k, v in counts.items() if v > 0}
+    if not counts:
+        return
+    with db.write_session(catalog.engine) as session:
+        for link_id, count in counts.items():
+            session.exec(  # type: ignore[call-overload]
+                update(Link).where(col(Link.id) == link_id).values(bytes_served=Link.bytes_served + count)
+            )
+
+
+def describe(catalog: Catalog, link_id: str, token: str | None = None) -> dict[str, Any]:
+    """A link's view (with its URLs when the token is given), without an access check: for its maker."""
+    with db.read_session(catalog.engine) as session:
+        link = session.get(Link, link_id)
+        if link is None:
+            raise NotFound(f"link {link_id} not found")
+        return link_view(catalog, session, link, token)

@@ -1,0 +1,352 @@
+"""FTP downloads (pyftpdlib, in a thread of its own): the token is the user name, any password.
+
+After login the session sees a read-only root holding only the link's file and its `.sha256`:
+`LIST`, `NLST`, `MLSD`, `MLST`, `SIZE`, `MDTM`, `REST`, `RETR` work (with sendfile); every write
+(`STOR`, `APPE`, `STOU`, `DELE`, `MKD`, `RMD`, `RNFR`/`RNTO`, `MFMT`) is refused with 550 and
+`SITE` is not offered. A bad, expired or revoked token gets `530` at login. The token never
+reaches a log line (pyftpdlib's own lines carry the link id instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import posixpath
+import threading
+from typing import Any
+
+from pyftpdlib.authorizers import AuthenticationFailed, DummyAuthorizer
+from pyftpdlib.filesystems import AbstractedFS, FilesystemError
+from pyftpdlib.handlers import DTPHandler, FTPHandler
+from pyftpdlib.handlers.ftp.control import proto_cmds as _PROTO_CMDS
+from pyftpdlib.servers import FTPServer
+
+from core.links import Refused, Served
+from gateway.transfers import Conn, Registry, Transfer
+
+log = logging.getLogger("imagehub.gateway.ftp")
+READ_PERMS = "elr"
+REFUSED_CMDS = ("SITE", "SITE CHMOD", "SITE HELP")
+
+
+class OneFileFS(AbstractedFS):
+    """A virtual root `/` holding only the served file and its `.sha256`; nothing can change."""
+
+    def __init__(self, root: str, cmd_channel: Any) -> None:
+        served: Served = cmd_channel.served
+        super().__init__(str(served.path.parent), cmd_channel)
+        self.served = served
+
+    def _names(self) -> tuple[str, ...]:
+        return self.served.names()
+
+    def _name_of(self, path: str) -> str | None:
+        """The visible name a real path stands for; "" for the root; None for anything else."""
+        path = os.path.normpath(path)
+        if path == os.path.normpath(self.root):
+            return ""
+        parent, name = os.path.split(path)
+        if parent == os.path.normpath(self.root) and name in self._names():
+            return name
+        return None
+
+    def validpath(self, path: str) -> bool:
+        return self._name_of(path) is not None
+
+    def realpath(self, path: str) -> str:
+        return path
+
+    def _require(self, path: str) -> str:
+        name = self._name_of(path)
+        if name is None:
+            raise FilesystemError("No such file or directory")
+        return name
+
+    def open(self, filename: str, mode: str) -> Any:
+        if any(flag in mode for flag in "wax+"):
+            raise FilesystemError("Read-only")
+        name = self._require(filename)
+        if not name:
+            raise FilesystemError("Is a directory")
+        return open(filename, "rb")
+
+    def mkstemp(self, *args: Any, **kwargs: Any) -> Any:
+        raise FilesystemError("Read-only")
+
+    def chdir(self, path: str) -> None:
+        if self._name_of(path) != "":
+            raise FilesystemError("No such directory")
+        self.cwd = "/"
+
+    def mkdir(self, path: str) -> None:
+        raise FilesystemError("Read-only")
+
+    def rmdir(self, path: str) -> None:
+        raise FilesystemError("Read-only")
+
+    def remove(self, path: str) -> None:
+        raise FilesystemError("Read-only")
+
+    def rename(self, src: str, dst: str) -> None:
+        raise FilesystemError("Read-only")
+
+    def chmod(self, path: str, mode: Any) -> None:
+        raise FilesystemError("Read-only")
+
+    def utime(self, path: str, timeval: Any) -> None:
+        raise FilesystemError("Read-only")
+
+    def listdir(self, path: str) -> list[str]:
+        if self._require(path) != "":
+            raise FilesystemError("Not a directory")
+        return list(self._names())
+
+    listdirinfo = listdir
+
+    def stat(self, path: str) -> os.stat_result:
+        self._require(path)
+        return os.stat(path)
+
+    lstat = stat
+
+    def readlink(self, path: str) -> str:
+        raise FilesystemError("Not a symbolic link")
+
+    def isfile(self, path: str) -> bool:
+        return bool(self._name_of(path))
+
+    def islink(self, path: str) -> bool:
+        return False
+
+    def isdir(self, path: str) -> bool:
+        return self._name_of(path) == ""
+
+    def getsize(self, path: str) -> int:
+        self._require(path)
+        return os.path.getsize(path)
+
+    def getmtime(self, path: str) -> float:
+        self._require(path)
+        return os.path.getmtime(path)
+
+    def lexists(self, path: str) -> bool:
+        return self._name_of(path) is not None
+
+    def get_user_by_uid(self, uid: int) -> str:
+        return "imagehub"
+
+    def get_group_by_gid(self, gid: int) -> str:
+        return "imagehub"
+
+
+class TokenAuthorizer(DummyAuthorizer):
+    """Logins are download tokens (any password); each session gets read-only rights only."""
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def validate_authentication(self, username: str, password: str, handler: Any) -> None:
+        peer = f"{handler.remote_ip}:{handler.remote_port}"
+        try:
+            served = self.registry.validate(username, None, "ftp", peer)
+            conn = self.registry.open_conn(served.link_id, "ftp", peer, handler.request_cut)
+        except Refused as exc:
+            message = "Too many connections for this link." if exc.reason == "too_many_connections" else str(exc)
+            raise AuthenticationFailed(message) from None
+        handler.attach(served, conn)
+
+    def get_home_dir(self, username: str) -> str:
+        return "/"
+
+    def has_user(self, username: str) -> bool:
+        return True
+
+    def get_msg_login(self, username: str) -> str:
+        return "Read-only access to one image file."
+
+    def get_msg_quit(self, username: str) -> str:
+        return "Goodbye."
+
+    def get_perms(self, username: str) -> str:
+        return READ_PERMS
+
+    def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
+        return perm in READ_PERMS
+
+    def impersonate_user(self, username: str, password: str) -> None:
+        return None
+
+    def terminate_impersonation(self, username: str) -> None:
+        return None
+
+
+class GatewayDTPHandler(DTPHandler):
+    """The data channel; counts what it sends for the periodic accounting."""
+
+
+class GatewayFTPHandler(FTPHandler):
+    """One FTP session of one link."""
+
+    abstracted_fs = OneFileFS
+    dtp_handler = GatewayDTPHandler
+    use_sendfile = True
+    permit_foreign_addresses = False
+    permit_privileged_ports = False
+    auth_failed_timeout = 0.5
+    max_login_attempts = 2
+    log_prefix = "%(remote_ip)s:%(remote_port)s"
+    proto_cmds = {k: v for k, v in _PROTO_CMDS.items() if k not in REFUSED_CMDS}
+    registry: Registry
+    gateway: FtpGateway
+
+    def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
+        self.served: Served | None = None
+        self.link_conn: Conn | None = None
+        self.transfer: Transfer | None = None
+        self.cut_reason: str | None = None
+        super().__init__(conn, server, ioloop)
+
+    def attach(self, served: Served, conn: Conn) -> None:
+        self.served = served
+        self.link_conn = conn
+        self.gateway.sessions.add(self)
+
+    def request_cut(self, reason: str) -> None:
+        """Called from any thread; the FTP thread closes the session on its next poll."""
+        self.cut_reason = reason
+
+    # --- never log the token
+    def _redact(self, msg: str) -> str:
+        name = getattr(self, "username", "")
+        if name and name in msg:
+            msg = msg.replace(name, self.link_conn.link_id if self.link_conn else "<token>")
+        return msg
+
+    def log(self, msg: str, logfun: Any = log.info) -> None:
+        log.debug("%s:%s %s", self.remote_ip, self.remote_port, self._redact(msg))
+
+    def logline(self, msg: str, logfun: Any = None) -> None:
+        return None
+
+    def logerror(self, msg: str) -> None:
+        log.error("%s:%s %s", self.remote_ip, self.remote_port, self._redact(msg))
+
+    def log_cmd(self, cmd: str, arg: str, respcode: int, respstr: str) -> None:
+        return None
+
+    # --- transfers
+    def ftp_RETR(self, file: str) -> Any:
+        assert self.served is not None and self.link_conn is not None
+        peer = f"{self.remote_ip}:{self.remote_port}"
+        try:
+            self.registry.validate(self.username, posixpath.basename(self.fs.fs2ftp(file)), "ftp", peer)
+        except Refused:
+            self.respond("550 This download link is no longer valid.")
+            return None
+        result = super().ftp_RETR(file)
+        if result:
+            self.transfer = self.registry.begin(
+                self.link_conn, self.served.link_id, "ftp", peer, os.path.basename(file)
+            )
+        return result
+
+    def log_transfer(self, cmd: str, filename: str, receive: bool, completed: bool, elapsed: float, bytes: int) -> None:
+        transfer, self.transfer = self.transfer, None
+        if transfer is not None and cmd == "RETR":
+            transfer.bytes = bytes
+            status = "complete" if completed else ("cut-" + self.cut_reason if self.cut_reason else "incomplete")
+            self.registry.end(transfer, status)
+
+    def poll(self) -> None:
+        """In the FTP thread: account bytes of the running transfer, close the session if cut."""
+        transfer = self.transfer
+        channel = self.data_channel
+        if transfer is not None and channel is not None:
+            sent = channel.get_transmitted_bytes()
+            if sent > transfer.bytes:
+                transfer.add(sent - transfer.bytes)
+        if self.link_conn is not None and channel is not None:
+            self.link_conn.touch()
+        if self.cut_reason is not None and not self._closed:
+            with contextlib.suppress(Exception):
+                self.respond("421 This download link is no longer valid; closing.")
+            self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            super().close()
+            self.gateway.sessions.discard(self)
+            if self.link_conn is not None:
+                self.registry.close_conn(self.link_conn)
+
+
+class FtpGateway:
+    """The FTP server and its thread."""
+
+    def __init__(self, registry: Registry, host: str, port: int) -> None:
+        settings = registry.catalog.settings.gateway
+        self.registry = registry
+        self.sessions: set[GatewayFTPHandler] = set()
+        self._stop = threading.Event()
+        handler = type(
+            "ImagehubFTPHandler",
+            (GatewayFTPHandler,),
+            {
+                "registry": registry,
+                "gateway": self,
+                "authorizer": TokenAuthorizer(registry),
+                "timeout": settings.idle_timeout_seconds or None,
+                "passive_ports": parse_port_range(settings.ftp_passive_ports),
+                "banner": "imagehub download gateway ready.",
+            },
+        )
+        handler.dtp_handler = type(
+            "ImagehubDTPHandler", (GatewayDTPHandler,), {"timeout": settings.idle_timeout_seconds}
+        )
+        self.handler = handler
+        self.server = FTPServer((host, port), handler)
+        self.server.max_cons = 1024
+        self.port = self.server.socket.getsockname()[1]
+        self.thread = threading.Thread(target=self._run, name="ftp-gateway", daemon=True)
+
+    def _run(self) -> None:
+        self.server.ioloop.call_every(0.25, self._poll)
+        try:
+            self.server.serve_forever(timeout=0.5, blocking=True, handle_exit=False)
+        except Exception:
+            log.exception("FTP server stopped on an error")
+        finally:
+            with contextlib.suppress(Exception):
+                self.server.close_all()
+
+    def _poll(self) -> None:
+        for session in list(self.sessions):
+            try:
+                session.poll()
+            except Exception:
+                log.exception("FTP session poll failed")
+        if self._stop.is_set():
+            for session in list(self.sessions):
+                session.close()
+            self.server.close_all()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.thread.join(timeout)
+
+
+def parse_port_range(text: str) -> list[int] | None:
+    """ "30000-30099" -> that range; "" or "0" -> any free port chosen by the system."""
+    text = (text or "").strip()
+    if not text or text == "0":
+        return None
+    first, _, last = text.partition("-")
+    low, high = int(first), int(last or first)
+    if not (0 < low <= high < 65536):
+        raise ValueError(f"bad passive port range {text!r}")
+    return list(range(low, high + 1))

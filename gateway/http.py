@@ -1,0 +1,302 @@
+"""HTTP(S) downloads: `GET`/`HEAD /d/{token}/{name}`, `/d/{token}/{name}.sha256`, `/healthz`, `/metrics`.
+
+RFC 9110 range semantics handled here rather than by aiohttp's FileResponse (which answers several
+ranges with 416 and ignores an ETag in If-Range): single, suffix, open-ended and multiple ranges
+(`multipart/byteranges`), `If-Range` with a strong ETag or the exact Last-Modified date,
+`If-Match`/`If-None-Match`/`If-Unmodified-Since`/`If-Modified-Since`, `416` with
+`Content-Range: bytes */LENGTH`. Bodies go out with `loop.sendfile` (zero-copy on plain TCP) in
+chunks, so bytes are counted as they go and a revoked link is cut between chunks as well as by
+aborting the transport. The token is checked on every request; refusals are one generic `403`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from core.links import REFUSAL_MESSAGE, Refused, Served
+from gateway.transfers import Registry
+
+SENDFILE_CHUNK = 16 * 1024 * 1024
+MAX_RANGES = 64
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "private, no-transform",
+}
+
+
+def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
+    """Byte ranges as inclusive (first, last) pairs clipped to `size`.
+
+    None: the header is not a valid byte-range set (then it is ignored, RFC 9110 §14.2).
+    []: valid but none is satisfiable (416).
+    """
+    unit, sep, spec = header.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    out: list[tuple[int, int]] = []
+    parts = [p.strip() for p in spec.split(",")]
+    if not any(parts):
+        return None
+    for part in parts:
+        if not part:
+            continue
+        first, dash, last = part.partition("-")
+        first, last = first.strip(), last.strip()
+        if not dash or (first and not first.isdigit()) or (last and not last.isdigit()):
+            return None
+        if first:
+            start = int(first)
+            end = int(last) if last else size - 1
+            if last and end < start:
+                return None
+            if start >= size:
+                continue
+            out.append((start, min(end, size - 1)))
+        elif last:
+            length = int(last)
+            if length == 0:
+                continue
+            out.append((max(0, size - length), size - 1))
+        else:
+            return None
+    return out
+
+
+def _http_date(value: float) -> str:
+    return email.utils.formatdate(value, usegmt=True)
+
+
+def _parse_date(value: str) -> float | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed is None:
+        return None
+    return parsed.timestamp()
+
+
+def _etag_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _refusal(status: int = 403) -> web.Response:
+    return web.Response(status=status, text=REFUSAL_MESSAGE + "\n", headers=dict(SECURITY_HEADERS))
+
+
+class Downloads:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def peer(self, request: web.BaseRequest) -> str:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        return f"{peer[0]}:{peer[1]}" if peer else "-"
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        token = request.match_info["token"]
+        name = request.match_info["name"]
+        peer = self.peer(request)
+        try:
+            served = await asyncio.to_thread(self.registry.validate, token, name, "http", peer)
+        except Refused:
+            return _refusal()
+        if not served.ready:
+            headers = {"Retry-After": "10", **SECURITY_HEADERS}
+            return web.Response(status=503, text="the file is being prepared; try again shortly\n", headers=headers)
+        if name == served.sum_name:
+            return await self._sum_file(request, served)
+        return await self._file(request, served, peer)
+
+    async def _sum_file(self, request: web.Request, served: Served) -> web.StreamResponse:
+        try:
+            body = await asyncio.to_thread(served.sum_path.read_bytes)
+        except OSError:
+            return _refusal(404)
+        headers = {
+            "Content-Disposition": f'attachment; filename="{served.sum_name}"',
+            **SECURITY_HEADERS,
+        }
+        return web.Response(body=body, content_type="text/plain", charset="us-ascii", headers=headers)
+
+    async def _file(self, request: web.Request, served: Served, peer: str) -> web.StreamResponse:
+        try:
+            fobj = await asyncio.to_thread(open, served.path, "rb")
+        except OSError:
+            return _refusal(404)
+        try:
+            return await self._send(request, served, peer, fobj)
+        finally:
+            await asyncio.to_thread(fobj.close)
+
+    async def _send(self, request: web.Request, served: Served, peer: str, fobj: Any) -> web.StreamResponse:
+        st = os.fstat(fobj.fileno())
+        size = st.st_size
+        etag = f'"{st.st_mtime_ns:x}-{size:x}"'
+        mtime = int(st.st_mtime)
+        headers: dict[str, str] = {
+            "Accept-Ranges": "bytes",
+            "ETag": etag,
+            "Last-Modified": _http_date(mtime),
+            "Content-Disposition": f'attachment; filename="{served.filename}"',
+            **SECURITY_HEADERS,
+        }
+        h = request.headers
+        # Preconditions, RFC 9110 §13.2.2 order.
+        if "If-Match" in h:
+            tags = _etag_list(h["If-Match"])
+            if "*" not in tags and etag not in tags:
+                return web.Response(status=412, headers=headers)
+        elif "If-Unmodified-Since" in h:
+            since = _parse_date(h["If-Unmodified-Since"])
+            if since is not None and mtime > since:
+                return web.Response(status=412, headers=headers)
+        if "If-None-Match" in h:
+            tags = [t.removeprefix("W/") for t in _etag_list(h["If-None-Match"])]
+            if "*" in tags or etag in tags:
+                return web.Response(status=304, headers=headers)
+        elif "If-Modified-Since" in h:
+            since = _parse_date(h["If-Modified-Since"])
+            if since is not None and mtime <= since:
+                return web.Response(status=304, headers=headers)
+
+        ranges: list[tuple[int, int]] | None = None
+        if "Range" in h and self._if_range_holds(h.get("If-Range"), etag, mtime):
+            ranges = parse_ranges(h["Range"], size)
+            if ranges is not None and len(ranges) > MAX_RANGES:
+                ranges = None
+            if ranges == []:
+                headers["Content-Range"] = f"bytes */{size}"
+                return web.Response(status=416, headers=headers)
+
+        if not ranges:
+            return await self._respond(request, served, peer, fobj, 200, headers, [(0, size, b"")], size, b"")
+        if len(ranges) == 1:
+            first, last = ranges[0]
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+            return await self._respond(
+                request, served, peer, fobj, 206, headers, [(first, last - first + 1, b"")], 0, b""
+            )
+        boundary = secrets.token_hex(12)
+        parts = []
+        for first, last in ranges:
+            head = (
+                f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n"
+            ).encode("ascii")
+            parts.append((first, last - first + 1, head))
+        tail = f"\r\n--{boundary}--\r\n".encode("ascii")
+        headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+        return await self._respond(request, served, peer, fobj, 206, headers, parts, 0, tail)
+
+    @staticmethod
+    def _if_range_holds(value: str | None, etag: str, mtime: int) -> bool:
+        """RFC 9110 §13.1.5: serve the range only if the validator still matches exactly."""
+        if value is None:
+            return True
+        value = value.strip()
+        if value.startswith('"'):
+            return value == etag
+        if value.startswith("W/"):
+            return False
+        since = _parse_date(value)
+        return since is not None and int(since) == mtime
+
+    async def _respond(
+        self,
+        request: web.Request,
+        served: Served,
+        peer: str,
+        fobj: Any,
+        status: int,
+        headers: dict[str, str],
+        parts: list[tuple[int, int, bytes]],
+        whole: int,
+        tail: bytes,
+    ) -> web.StreamResponse:
+        if whole:
+            parts = [(0, whole, b"")]
+        response = web.StreamResponse(status=status, headers=headers)
+        if "Content-Type" not in headers:
+            response.content_type = "application/octet-stream"
+        response.content_length = sum(len(head) + count for _, count, head in parts) + len(tail)
+        if request.method == "HEAD":
+            await response.prepare(request)
+            return response
+        loop = asyncio.get_running_loop()
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("connection lost")
+
+        def cut(_reason: str) -> None:
+            loop.call_soon_threadsafe(transport.abort)
+
+        registry = self.registry
+        conn = registry.open_conn(served.link_id, "http", peer, cut, limited=False)
+        transfer = registry.begin(conn, served.link_id, "http", peer, served.filename)
+        status_text = str(status)
+        try:
+            await response.prepare(request)
+            for offset, count, head in parts:
+                if head:
+                    await response.write(head)
+                while count > 0:
+                    if conn.cut_reason is not None:
+                        raise ConnectionResetError(conn.cut_reason)
+                    n = min(SENDFILE_CHUNK, count)
+                    await loop.sendfile(transport, fobj, offset, n)
+                    offset += n
+                    count -= n
+                    transfer.add(n)
+            if tail:
+                await response.write(tail)
+            await response.write_eof()
+            return response
+        except (ConnectionError, asyncio.CancelledError, RuntimeError) as exc:
+            status_text = f"{status}-aborted" if conn.cut_reason is None else f"cut-{conn.cut_reason}"
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            transport.abort()
+            return response
+        finally:
+            registry.end(transfer, status_text)
+            registry.close_conn(conn)
+
+
+def make_app(registry: Registry) -> web.Application:
+    downloads = Downloads(registry)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, registry.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @web.middleware
+    async def no_leaks(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+        """Unknown paths get the same 403 as bad tokens under /d/, a plain 404 elsewhere."""
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            if request.path.startswith("/d/"):
+                return _refusal()
+            raise
+        except web.HTTPMethodNotAllowed:
+            if request.path.startswith("/d/"):
+                return web.Response(status=405, headers={"Allow": "GET, HEAD", **SECURITY_HEADERS})
+            raise
+
+    app = web.Application(middlewares=[no_leaks])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/d/{token}/{name}", downloads.download)
+    return app

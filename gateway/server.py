@@ -1,0 +1,143 @@
+"""`imagehub serve`: one process running the HTTP and SFTP servers and the job worker on one asyncio
+loop (the worker in a thread of its own), and the FTP server in its own thread.
+
+At start it prints one line with the ports actually bound (ports configured as 0 are picked by the
+system), e.g. `imagehub serve: http=127.0.0.1:8080 ftp=127.0.0.1:2121 sftp=127.0.0.1:2222`, and
+records them in `data_dir/gateway-ports.json` so that links made meanwhile name them. SIGTERM and
+SIGINT stop it cleanly: listeners close, running transfers are cut, the worker releases its job
+leases, the last bytes are accounted, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+import threading
+
+from aiohttp import web
+
+from core.catalog import Catalog
+from core.links import PORTS_FILE
+from core.settings import Settings
+from core.worker import Worker
+from gateway import ftp, http, sftp
+from gateway.transfers import Metrics, Registry
+
+log = logging.getLogger("imagehub.gateway")
+TICK_SECONDS = 1.0
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    gw = settings.gateway
+    if not (gw.tls_cert and gw.tls_key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(gw.tls_cert, gw.tls_key)
+    return context
+
+
+PID_FILE = "serve.pid"
+
+
+def _write_ports(catalog: Catalog, ports: dict[str, int]) -> None:
+    """The bound ports (for links) and the PID (for the TUI, which then leaves jobs to this worker)."""
+    data_dir = catalog.settings.data_dir
+    for name, text in ((PORTS_FILE, json.dumps({**ports, "pid": os.getpid()})), (PID_FILE, f"{os.getpid()}\n")):
+        tmp = data_dir / f".{name}.{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, data_dir / name)
+
+
+def _remove_ports(catalog: Catalog) -> None:
+    data_dir = catalog.settings.data_dir
+    try:
+        if json.loads((data_dir / PORTS_FILE).read_text()).get("pid") == os.getpid():
+            (data_dir / PORTS_FILE).unlink()
+    except (OSError, ValueError):
+        pass
+    try:
+        if int((data_dir / PID_FILE).read_text().split()[0]) == os.getpid():
+            (data_dir / PID_FILE).unlink()
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+async def serve(catalog: Catalog, *, worker: bool = True, announce: bool = True) -> int:
+    settings = catalog.settings
+    gw = settings.gateway
+    host = gw.host
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    registry = Registry(catalog, Metrics(catalog))
+
+    runner = web.AppRunner(http.make_app(registry), access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, gw.http_port, ssl_context=_ssl_context(settings), reuse_address=True)
+    await site.start()
+    http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    host_key = settings.data_dir / "ssh_host_ed25519_key"
+    acceptor = await sftp.listen(registry, host, gw.sftp_port, host_key)
+    sftp_port = acceptor.get_port()
+
+    ftp_gateway = ftp.FtpGateway(registry, host, gw.ftp_port)
+    ftp_gateway.start()
+
+    job_worker: Worker | None = None
+    worker_thread: threading.Thread | None = None
+    if worker:
+        job_worker = Worker(catalog, label="serve")
+        worker_thread = threading.Thread(target=job_worker.run_forever, name="job-worker", daemon=True)
+        worker_thread.start()
+
+    ports = {"http": http_port, "ftp": ftp_gateway.port, "sftp": sftp_port}
+    _write_ports(catalog, ports)
+    line = f"imagehub serve: http={host}:{http_port} ftp={host}:{ftp_gateway.port} sftp={host}:{sftp_port}"
+    log.info(line)
+    if announce:
+        print(line, flush=True)
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            await asyncio.to_thread(registry.tick)
+
+    tick_task = asyncio.create_task(ticker())
+    try:
+        await stop.wait()
+    finally:
+        log.info("imagehub serve: stopping")
+        tick_task.cancel()
+        acceptor.close()
+        registry.cut_all("shutdown")
+        await site.stop()
+        await runner.cleanup()
+        await acceptor.wait_closed()
+        ftp_gateway.stop()
+        if job_worker is not None and worker_thread is not None:
+            job_worker.stop.set()
+            job_worker.wake()
+            await asyncio.to_thread(worker_thread.join, 60)
+        await asyncio.to_thread(registry.flush)
+        _remove_ports(catalog)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("imagehub serve: stopped")
+    return 0
+
+
+def run(catalog: Catalog) -> int:
+    """Run until SIGTERM/SIGINT; the exit status for the CLI."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    return asyncio.run(serve(catalog))

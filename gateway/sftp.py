@@ -1,0 +1,268 @@
+"""SFTP downloads (asyncssh): the token is the SSH user name and no password is asked.
+
+A valid token skips authentication entirely (OpenSSH `sftp` runs without a prompt; a client that
+sends the token as password is accepted too); an invalid one is offered password authentication
+that never succeeds. The host key is the one `imagehub init` made. The session sees a read-only
+root holding only the link's file and its `.sha256`: `stat`, `opendir`/`readdir`, `open` for
+reading and reads at any offset (up to 4 MiB each, served whole, with `os.pread` off the event
+loop); writes, removes, renames, `mkdir`/`rmdir`, links and `setstat` are refused. Only the
+`sftp` subsystem is offered: no shell, exec, scp or forwarding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import posixpath
+import stat as stat_mod
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from asyncssh import SFTPAttrs, SFTPName, SFTPNoSuchFile, SFTPOpUnsupported, SFTPPermissionDenied
+
+from core.links import Refused, Served
+from gateway.transfers import Conn, Registry, Transfer
+
+log = logging.getLogger("imagehub.gateway.sftp")
+
+# Stock OpenSSH clients pick the first of *their* ciphers the server offers: leaving out
+# chacha20-poly1305 makes them use AES-GCM (AES-NI), much cheaper for asyncssh; CTR stays for libssh2.
+ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"]
+_WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_EXCL
+_READ_ACCESS = 0x1 | 0x8 | 0x80 | 0x20000 | 0x100000  # ACE4 read data/named attrs/attributes/ACL, synchronize
+
+
+class Session:
+    """One SSH connection of one link."""
+
+    def __init__(self, registry: Registry, served: Served, conn: Conn, ssh: asyncssh.SSHServerConnection) -> None:
+        self.registry = registry
+        self.served = served
+        self.conn = conn
+        self.ssh = ssh
+        self.peer = conn.peer
+
+
+class _Handle:
+    def __init__(self, fd: int, transfer: Transfer | None) -> None:
+        self.fd = fd
+        self.transfer = transfer
+        self.eof_reached = False
+
+
+class GatewaySSHServer(asyncssh.SSHServer):
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.ssh: asyncssh.SSHServerConnection | None = None
+        self.session: Session | None = None
+        self.peer = "-"
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.ssh = conn
+        peer = conn.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "-"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.session is not None:
+            self.registry.close_conn(self.session.conn)
+            self.session = None
+
+    async def begin_auth(self, username: str) -> bool:
+        if self.session is not None:
+            return False
+        try:
+            served = await asyncio.to_thread(self.registry.validate, username, None, "sftp", self.peer)
+            ssh = self.ssh
+            assert ssh is not None
+            loop = asyncio.get_running_loop()
+
+            def cut(reason: str) -> None:
+                loop.call_soon_threadsafe(ssh.close)
+
+            conn = self.registry.open_conn(served.link_id, "sftp", self.peer, cut)
+        except Refused:
+            return True  # password auth is offered and never succeeds
+        self.session = Session(self.registry, served, conn, ssh)
+        ssh.set_extra_info(imagehub_session=self.session)
+        return False
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return False
+
+
+def _attrs(path: Path) -> SFTPAttrs:
+    attrs = SFTPAttrs.from_local(os.stat(path))
+    attrs.uid = attrs.gid = 0
+    attrs.owner = attrs.group = "imagehub"
+    return attrs
+
+
+class OneFileSFTPServer(asyncssh.SFTPServer):
+    """A read-only root `/` holding only the served file and its `.sha256`."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel) -> None:
+        super().__init__(chan)
+        session = chan.get_connection().get_extra_info("imagehub_session")
+        if session is None:
+            raise SFTPPermissionDenied("not authorised")
+        self.s: Session = session
+
+    # ---- names
+    def _resolve(self, path: bytes) -> str:
+        """The visible name `path` stands for: "" for the root; raises for anything else."""
+        text = path.decode("utf-8", "replace")
+        norm = posixpath.normpath("/" + text)
+        if norm in ("/", "//", "/."):
+            return ""
+        name = norm.lstrip("/")
+        if name in self.s.served.names():
+            return name
+        raise SFTPNoSuchFile("No such file")
+
+    def _real(self, name: str) -> Path:
+        served = self.s.served
+        return served.path if name == served.filename else served.sum_path
+
+    def _check_cut(self) -> None:
+        if self.s.conn.cut_reason is not None:
+            raise SFTPPermissionDenied("This download link is no longer valid")
+
+    def realpath(self, path: bytes) -> bytes:
+        text = path.decode("utf-8", "replace")
+        return posixpath.normpath("/" + text).replace("//", "/").encode()
+
+    def stat(self, path: bytes) -> SFTPAttrs:
+        self._check_cut()
+        name = self._resolve(path)
+        if not name:
+            attrs = SFTPAttrs.from_local(os.stat(self.s.served.path.parent))
+            attrs.permissions = stat_mod.S_IFDIR | 0o555
+            attrs.uid = attrs.gid = 0
+            attrs.owner = attrs.group = "imagehub"
+            return attrs
+        attrs = _attrs(self._real(name))
+        attrs.permissions = stat_mod.S_IFREG | 0o444
+        return attrs
+
+    lstat = stat
+
+    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
+        self._check_cut()
+        if self._resolve(path) != "":
+            raise SFTPNoSuchFile("Not a directory")
+        yield SFTPName(b".", attrs=self.stat(b"/"))
+        yield SFTPName(b"..", attrs=self.stat(b"/"))
+        for name in self.s.served.names():
+            yield SFTPName(name.encode(), attrs=self.stat(b"/" + name.encode()))
+
+    def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> Any:
+        if pflags & _WRITE_FLAGS:
+            raise SFTPPermissionDenied("Read-only")
+        return self._open(path)
+
+    def open56(self, path: bytes, desired_access: int, flags: int, attrs: SFTPAttrs) -> Any:
+        if desired_access & ~_READ_ACCESS or (flags & 0x7) != asyncssh.FXF_OPEN_EXISTING:
+            raise SFTPPermissionDenied("Read-only")
+        return self._open(path)
+
+    async def _open(self, path: bytes) -> _Handle:
+        self._check_cut()
+        name = self._resolve(path)
+        if not name:
+            raise SFTPPermissionDenied("Is a directory")
+        s = self.s
+        try:
+            await asyncio.to_thread(s.registry.validate, s.ssh.get_extra_info("username") or "", None, "sftp", s.peer)
+        except Refused:
+            raise SFTPPermissionDenied("This download link is no longer valid") from None
+        fd = await asyncio.to_thread(os.open, self._real(name), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        transfer = None
+        if name == s.served.filename:
+            transfer = s.registry.begin(s.conn, s.served.link_id, "sftp", s.peer, name)
+        return _Handle(fd, transfer)
+
+    async def read(self, file_obj: _Handle, offset: int, size: int) -> bytes:
+        self._check_cut()
+        data = await asyncio.to_thread(os.pread, file_obj.fd, size, offset)
+        if file_obj.transfer is not None:
+            file_obj.transfer.add(len(data))
+        else:
+            self.s.conn.touch()
+        return data
+
+    def close(self, file_obj: _Handle) -> None:
+        with contextlib.suppress(OSError):
+            os.close(file_obj.fd)
+        if file_obj.transfer is not None:
+            status = "closed" if self.s.conn.cut_reason is None else f"cut-{self.s.conn.cut_reason}"
+            self.s.registry.end(file_obj.transfer, status)
+            file_obj.transfer = None
+
+    def fstat(self, file_obj: _Handle) -> SFTPAttrs:
+        attrs = SFTPAttrs.from_local(os.fstat(file_obj.fd))
+        attrs.permissions = stat_mod.S_IFREG | 0o444
+        attrs.uid = attrs.gid = 0
+        attrs.owner = attrs.group = "imagehub"
+        return attrs
+
+    # ---- everything that would change something is refused
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise SFTPPermissionDenied("Read-only")
+
+    write = _refuse
+    setstat = _refuse
+    lsetstat = _refuse
+    fsetstat = _refuse
+    remove = _refuse
+    mkdir = _refuse
+    rmdir = _refuse
+    rename = _refuse
+    posix_rename = _refuse
+    symlink = _refuse
+    link = _refuse
+    fsync = _refuse
+
+    def readlink(self, path: bytes) -> bytes:
+        raise SFTPNoSuchFile("Not a symbolic link")
+
+    def statvfs(self, path: bytes) -> Any:
+        raise SFTPOpUnsupported("statvfs not supported")
+
+    def fstatvfs(self, file_obj: Any) -> Any:
+        raise SFTPOpUnsupported("statvfs not supported")
+
+    def exit(self) -> None:
+        return None
+
+
+async def listen(registry: Registry, host: str, port: int, host_key: Path) -> asyncssh.SSHAcceptor:
+    settings = registry.catalog.settings.gateway
+    return await asyncssh.listen(
+        host,
+        port,
+        server_factory=lambda: GatewaySSHServer(registry),
+        server_host_keys=[str(host_key)],
+        sftp_factory=OneFileSFTPServer,
+        allow_scp=False,
+        encryption_algs=ENCRYPTION_ALGS,
+        login_timeout=30,
+        keepalive_interval=min(60, settings.idle_timeout_seconds or 60),
+        agent_forwarding=False,
+        allow_pty=False,
+        x11_forwarding=False,
+        process_factory=None,
+        reuse_address=True,
+    )
