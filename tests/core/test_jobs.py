@@ -1,0 +1,167 @@
+"""Jobs claimed with a lease: exactly one worker at a time, takeover after expiry, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+from core import db, jobs
+from core.catalog import Catalog
+from core.clock import utcnow
+from core.models import Job
+from core.worker import HANDLERS, JobContext, LeaseLost, Worker, register
+from tests.conftest import BACKENDS
+
+pytestmark = BACKENDS
+
+
+def _queue(catalog: Catalog, count: int, kind: str = "test") -> list[int]:
+    with db.write_session(catalog.engine) as session:
+        return [jobs.submit(session, kind, None, {"n": n}).id for n in range(count)]
+
+
+def test_each_job_is_claimed_by_exactly_one_of_many_racing_workers(catalog: Catalog):
+    ids = _queue(catalog, 40)
+    claims: Counter[int] = Counter()
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def claimer(n: int) -> None:
+        start.wait()
+        while (job := jobs.claim(catalog.engine, f"w{n}", ["test"], lease_seconds=60)) is not None:
+            with lock:
+                claims[job.id] += 1
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claims) == sorted(ids)
+    assert set(claims.values()) == {1}
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_stops(catalog: Catalog):
+    (job_id,) = _queue(catalog, 1)
+    first = jobs.claim(catalog.engine, "dead-worker", ["test"], lease_seconds=60)
+    assert first is not None and first.attempts == 1
+    assert jobs.claim(catalog.engine, "other", ["test"]) is None  # held: nobody else gets it
+    with db.write_session(catalog.engine) as session:  # the dead worker's lease runs out
+        row = session.get(Job, job_id)
+        row.lease_expires_at = utcnow() - timedelta(seconds=1)
+        session.add(row)
+    second = jobs.claim(catalog.engine, "survivor", ["test"])
+    assert second is not None and second.id == job_id and second.attempts == 2
+    assert not jobs.renew(catalog.engine, job_id, "dead-worker")  # the old holder learns it lost the job
+    assert not jobs.finish(catalog.engine, job_id, "dead-worker", jobs.DONE)
+    assert jobs.finish(catalog.engine, job_id, "survivor", jobs.DONE)
+    assert jobs.get(catalog.engine, job_id).state == jobs.DONE
+
+
+def test_release_requeues_at_once(catalog: Catalog):
+    (job_id,) = _queue(catalog, 1)
+    jobs.claim(catalog.engine, "w1", ["test"])
+    jobs.release(catalog.engine, job_id, "w1")
+    again = jobs.claim(catalog.engine, "w2", ["test"])
+    assert again is not None and again.id == job_id
+
+
+def test_catalog_wide_cap(catalog: Catalog):
+    _queue(catalog, 3)
+    assert jobs.claim(catalog.engine, "a", ["test"], max_running_total=2) is not None
+    assert jobs.claim(catalog.engine, "b", ["test"], max_running_total=2) is not None
+    assert jobs.claim(catalog.engine, "c", ["test"], max_running_total=2) is None
+
+
+class _Recorder:
+    kind = "record"
+
+    def __init__(self) -> None:
+        self.ran: list[int] = []
+        self.failures: list[tuple[int, str]] = []
+        self.release = threading.Event()
+
+    def run(self, ctx: JobContext) -> None:
+        ctx.progress("working", 1, 2, force=True)
+        if ctx.params.get("fail"):
+            raise RuntimeError("boom")
+        if ctx.params.get("block"):
+            while not self.release.wait(0.05):
+                ctx.heartbeat()
+        self.ran.append(ctx.job.id)
+
+    def failed(self, catalog: Catalog, job: Job, reason: str) -> None:
+        self.failures.append((job.id, reason))
+
+
+def test_worker_runs_jobs_records_progress_and_failures(catalog: Catalog):
+    recorder = _Recorder()
+    previous = HANDLERS.get("record")
+    register(recorder)
+    try:
+        with db.write_session(catalog.engine) as session:
+            ok = jobs.submit(session, "record", None, {}).id
+            bad = jobs.submit(session, "record", None, {"fail": True}).id
+        worker = Worker(catalog, max_concurrent=2, kinds=["record"], poll_seconds=0.05)
+        assert worker.run_until(ok, timeout=30).state == jobs.DONE
+        assert worker.run_until(bad, timeout=30).state == jobs.FAILED
+        worker.join()
+        assert recorder.ran == [ok]
+        assert recorder.failures == [(bad, "internal error: RuntimeError: boom")]
+        done = jobs.get(catalog.engine, ok)
+        assert (done.phase, done.bytes_done, done.bytes_total) == ("working", 1, 2)
+    finally:
+        HANDLERS.pop("record")
+        if previous is not None:
+            HANDLERS["record"] = previous
+
+
+def test_a_stopping_worker_gives_its_job_back(catalog: Catalog):
+    recorder = _Recorder()
+    register(recorder)
+    try:
+        with db.write_session(catalog.engine) as session:
+            job_id = jobs.submit(session, "record", None, {"block": True}).id
+        worker = Worker(catalog, max_concurrent=1, kinds=["record"], poll_seconds=0.05)
+        assert worker.poll_once() == [job_id]
+        worker.join()  # stop: the job thread sees LeaseLost at its next heartbeat and releases
+        job = jobs.get(catalog.engine, job_id)
+        assert job.state == jobs.QUEUED and job.lease_owner is None
+    finally:
+        HANDLERS.pop("record")
+
+
+def test_stalled_jobs_fail_with_a_reason(catalog: Catalog):
+    recorder = _Recorder()
+    register(recorder)
+    try:
+        with db.write_session(catalog.engine) as session:
+            job_id = jobs.submit(session, "record", None, {}).id
+        jobs.claim(catalog.engine, "silent-worker", ["record"], lease_seconds=3600)
+        with db.write_session(catalog.engine) as session:
+            row = session.get(Job, job_id)
+            row.progress_at = utcnow() - timedelta(minutes=11)
+            session.add(row)
+        Worker(catalog, kinds=["record"]).sweep()
+        job = jobs.get(catalog.engine, job_id)
+        assert job.state == jobs.FAILED and job.error == "stalled: no data for 10 minutes"
+        assert recorder.failures == [(job_id, "stalled: no data for 10 minutes")]
+        assert not jobs.renew(catalog.engine, job_id, "silent-worker")
+    finally:
+        HANDLERS.pop("record")
+
+
+def test_lease_lost_stops_progress(catalog: Catalog):
+    (job_id,) = _queue(catalog, 1)
+    job = jobs.claim(catalog.engine, "w1", ["test"])
+    ctx = JobContext(catalog, job, "w1", 30, threading.Event())
+    ctx.progress("downloading", 10, 100, force=True)
+    with db.write_session(catalog.engine) as session:
+        jobs.cancel(session, session.get(Job, job_id))
+    try:
+        ctx.progress("downloading", 20, 100, force=True)
+    except LeaseLost:
+        pass
+    else:
+        raise AssertionError("progress after cancellation must raise LeaseLost")
