@@ -1,0 +1,139 @@
+"""Conversion with qemu-img: the detected format given explicitly, the store format out, then resize.
+
+`qemu-img convert` reads only the allocated parts of a sparse source (block status, SEEK_DATA for
+raw) and writes zeros as holes (`-S`), so a 500 GB target holding 2 GB of data costs about what 2 GB
+costs. A raw source is already staged sparse, so raw -> raw is a rename, not a copy. Resizing a raw
+file is a truncate (a hole); a qcow2 only grows its header. qemu-img runs with a memory limit; its
+progress (`-p`) is reported, and the job's lease is renewed while it works.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from core import qemu
+from core.errors import Failed
+from core.importer.inspect import QEMU_NAME
+
+CONVERT_ADDRESS_SPACE = 4 << 30
+_PERCENT = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+
+def convert(
+    source: Path,
+    source_format: str,
+    output: Path,
+    store_format: str,
+    progress: Callable[[float], None],
+    heartbeat_seconds: float = 5.0,
+) -> None:
+    """Convert `source` (of the detected format) into `output` in the store format.
+
+    `progress(fraction)` is called at least every `heartbeat_seconds` while qemu-img runs; if it
+    raises (the job's lease was lost), qemu-img is killed and the exception propagates.
+    """
+    output.unlink(missing_ok=True)
+    if source_format == "raw" and store_format == "raw":
+        os.replace(source, output)
+        progress(1.0)
+        return
+    options = ["-o", "cluster_size=65536"] if store_format == "qcow2" else []
+    args = [
+        qemu.QEMU_IMG,
+        "convert",
+        "-p",
+        "-f",
+        QEMU_NAME[source_format],
+        "-O",
+        store_format,
+        *options,
+        "-S",
+        "4k",
+        "-W",
+        str(source),
+        str(output),
+    ]
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=qemu._limits(None, CONVERT_ADDRESS_SPACE),
+    )
+    state = {"fraction": 0.0}
+    errors: list[bytes] = []
+
+    def read_progress() -> None:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(4096):  # type: ignore[attr-defined]
+            found = _PERCENT.findall(chunk)
+            if found:
+                state["fraction"] = float(found[-1]) / 100
+
+    def read_errors() -> None:
+        assert proc.stderr is not None
+        errors.append(proc.stderr.read())
+
+    readers = [threading.Thread(target=read_progress, daemon=True), threading.Thread(target=read_errors, daemon=True)]
+    for reader in readers:
+        reader.start()
+    try:
+        while True:
+            try:
+                proc.wait(timeout=heartbeat_seconds)
+                break
+            except subprocess.TimeoutExpired:
+                progress(state["fraction"])
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        output.unlink(missing_ok=True)
+        raise
+    for reader in readers:
+        reader.join(5)
+    if proc.returncode != 0:
+        output.unlink(missing_ok=True)
+        message = b"".join(errors).decode("utf-8", "replace").strip().splitlines()
+        detail = message[-1] if message else f"exit status {proc.returncode}"
+        detail = detail.replace(str(source), source.name).replace(str(output), output.name)
+        raise Failed(f"conversion failed: {detail}")
+    progress(1.0)
+    with open(output, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def resize(path: Path, store_format: str, size_bytes: int) -> None:
+    """Grow the converted image to the target size (never shrinks: inspection checked that)."""
+    if store_format == "raw":
+        current = path.stat().st_size
+        if current > size_bytes:
+            raise Failed("conversion produced an image larger than the target size")
+        os.truncate(path, size_bytes)
+        return
+    qemu.run_qemu_img(["resize", "-q", "-f", store_format, str(path), str(size_bytes)], timeout=120)
+
+
+def copy_member(source: Path, offset: int, size: int, output: Path, progress: Callable[[int], None]) -> None:
+    """Copy one OVA member out of the archive, keeping runs of zeros as holes."""
+    chunk = 1 << 20
+    zeros = bytes(chunk)
+    with open(source, "rb", buffering=0) as src, open(output, "wb", buffering=0) as dst:
+        done = 0
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        while done < size:
+            want = min(chunk, size - done)
+            n = os.preadv(src.fileno(), [view[:want]], offset + done)
+            if n <= 0:
+                raise Failed("file is shorter than its header claims (truncated?)")
+            if n == chunk and view[:n] == zeros:
+                dst.seek(n, os.SEEK_CUR)
+            else:
+                dst.write(view[:n])
+            done += n
+            progress(done)
+        dst.truncate(size)

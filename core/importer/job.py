@@ -1,0 +1,208 @@
+"""The `import` job: fetch, verify, inspect, convert, resize, publish — resumable at every step.
+
+Phases (stored on the job for `image show`, `--wait` and the TUI): downloading, verifying,
+inspecting, converting, resizing, finishing. Everything happens in `staging/<image>.import/`:
+
+- `source`        the source as received (sparse); `fetch.json` the validator of the first response;
+- `received.json` written once the source is complete, with its SHA-256 and size.
+
+A worker that dies leaves that folder; the next worker to claim the job continues from it: the
+download from the bytes on disk (hashing them once), the later steps from the complete source.
+A store file left by a crash between publishing and recording is removed and redone. The image
+becomes `available` only after the file is in the store, in a transaction that checks this worker
+still holds the job. Any failure: `import_failed` with one line, staging removed, nothing stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from core import audit, db
+from core.catalog import Catalog
+from core.clock import utcnow
+from core.errors import Failed
+from core.importer import convert, credentials, inspect, sources
+from core.importer.netpolicy import Policy
+from core.importer.submit import KIND
+from core.models import Image, Job, Status
+from core.worker import JobContext, LeaseLost, register
+
+log = logging.getLogger("imagehub.import")
+
+GIB = 1 << 30
+STORE_FORMATS = ("raw", "qcow2")
+
+
+def staging_folder(catalog: Catalog, image_id: str) -> Path:
+    return catalog.store.staging_dir / f"{image_id}.import"
+
+
+def size_cap(target_bytes: int) -> int:
+    """Most bytes a source may have for this target: the target plus format overhead."""
+    return target_bytes + target_bytes // 16 + (64 << 20)
+
+
+def _remove_store_files(catalog: Catalog, image_id: str) -> None:
+    for fmt in ("raw", "qcow2", "iso"):
+        catalog.store.image_path(image_id, fmt).unlink(missing_ok=True)
+
+
+def run_import(ctx: JobContext) -> None:
+    catalog = ctx.catalog
+    image_id = ctx.job.image_id
+    assert image_id is not None
+    with db.read_session(catalog.engine) as session:
+        image = session.get(Image, image_id)
+        if image is None or image.status != Status.IMPORTING:
+            raise LeaseLost(f"image {image_id} is no longer importing")
+    params = ctx.params
+    settings = catalog.settings.import_
+    store_format = settings.store_format if settings.store_format in STORE_FORMATS else "raw"
+    target_bytes = int(params["target_size_gb"]) * GIB
+    work = staging_folder(catalog, image_id)
+    work.mkdir(parents=True, exist_ok=True)
+    _remove_store_files(catalog, image_id)
+    received = work / "received.json"
+    source_file = work / "source"
+
+    # downloading
+    if received.exists() and not source_file.exists():
+        received.unlink()  # a raw source moved on by a run that died before publishing: fetch again
+    if received.exists():
+        summary = json.loads(received.read_text())
+    else:
+        ctx.progress("downloading", 0, None, force=True)
+        sink = sources.StagedFile(
+            source_file, size_cap(target_bytes), lambda done, total: ctx.progress("downloading", done, total)
+        )
+        sink.open(rehash=lambda done: ctx.progress("downloading", done, None))
+        try:
+            if params.get("source") == "file":
+                sources.fetch_file(Path(params["path"]), sink)
+            else:
+                url = credentials.unseal(catalog.secret(), ctx.job.secret) if ctx.job.secret else params["url"]
+                policy = Policy.from_settings(catalog.settings)
+                timeout = float(min(60, max(5, settings.stall_timeout_seconds)))
+                sources.fetch_url(
+                    policy, policy.parse(url), sink, work / "fetch.json", timeout=timeout, ca_bundle=settings.ca_bundle
+                )
+            digest = sink.finish()
+        finally:
+            sink.close()
+        summary = {"sha256": digest, "size": sink.written}
+        received.write_text(json.dumps(summary))
+    size = int(summary["size"])
+
+    # verifying
+    ctx.progress("verifying", size, size, force=True)
+    expected = params.get("sha256")
+    if expected and expected != summary["sha256"]:
+        raise Failed(f"SHA-256 mismatch: expected {expected}, got {summary['sha256']}")
+
+    # inspecting
+    ctx.progress("inspecting", 0, size, force=True)
+    found = inspect.detect(source_file)
+    disk = source_file
+    if found.format == "ova":
+        disk = work / "ova-disk"
+        member_size = int(found.detail["size"])
+        convert.copy_member(
+            source_file,
+            int(found.detail["offset"]),
+            member_size,
+            disk,
+            lambda done: ctx.progress("inspecting", done, member_size),
+        )
+        found = inspect.detect(disk)
+        if found.format not in inspect.DISK_FORMATS:
+            raise inspect.Refused(f"OVA disk in {found.format} format refused")
+    if found.format == "iso":
+        inspect.check_target(found, target_bytes)
+        output, disk_format, virtual_size = disk, "iso", found.virtual_size
+    else:
+        inspect.cross_check(disk, found)
+        inspect.check_target(found, target_bytes)
+        log.info("image %s: %s, virtual size %s", image_id, found.format, found.virtual_size)
+
+        # converting
+        output = work / f"output.{store_format}"
+        ctx.progress("converting", 0, found.virtual_size, force=True)
+        convert.convert(
+            disk,
+            found.format,
+            output,
+            store_format,
+            lambda fraction: ctx.progress("converting", int(fraction * found.virtual_size), found.virtual_size),
+        )
+        if disk == source_file and not source_file.exists():
+            received.unlink(missing_ok=True)  # raw -> raw moved the source: a rerun must fetch it again
+
+        # resizing
+        ctx.progress("resizing", 0, target_bytes, force=True)
+        convert.resize(output, store_format, target_bytes)
+        inspect.check_output(output, store_format, target_bytes)
+        disk_format, virtual_size = store_format, target_bytes
+
+    # finishing
+    ctx.progress("finishing", virtual_size, virtual_size, force=True)
+    final = catalog.store.image_path(image_id, disk_format)
+    catalog.store.publish(output, final)
+    try:
+        _record_available(ctx, image_id, disk_format, virtual_size, summary["sha256"])
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _record_available(ctx: JobContext, image_id: str, disk_format: str, virtual_size: int, sha256: str) -> None:
+    with db.write_session(ctx.catalog.engine) as session:
+        held = session.exec(
+            select(Job).where(col(Job.id) == ctx.job.id, Job.lease_owner == ctx.owner, Job.state == "running")
+        ).first()
+        image = session.get(Image, image_id)
+        if held is None or image is None or image.status != Status.IMPORTING:
+            raise LeaseLost(f"job {ctx.job.id} is no longer held")
+        image.status = Status.AVAILABLE
+        image.disk_format = disk_format
+        image.virtual_size = virtual_size
+        image.sha256 = sha256
+        image.error = None
+        image.updated_at = utcnow()
+        session.add(image)
+        audit.record(session, "imagehub worker", "image.import", image_id, disk_format=disk_format, sha256=sha256)
+
+
+def mark_failed(catalog: Catalog, image_id: str | None, reason: str) -> None:
+    """importing -> import_failed with the reason; staging and any store file removed."""
+    if image_id is None:
+        return
+    with db.write_session(catalog.engine) as session:
+        image = session.get(Image, image_id)
+        if image is None or image.status != Status.IMPORTING:
+            return
+        image.status = Status.IMPORT_FAILED
+        image.error = reason
+        image.updated_at = utcnow()
+        session.add(image)
+        audit.record(session, "imagehub worker", "image.import", image_id, "failed", reason)
+    shutil.rmtree(staging_folder(catalog, image_id), ignore_errors=True)
+    _remove_store_files(catalog, image_id)
+
+
+class ImportHandler:
+    kind = KIND
+
+    def run(self, ctx: JobContext) -> None:
+        run_import(ctx)
+
+    def failed(self, catalog: Catalog, job: Job, reason: str) -> None:
+        mark_failed(catalog, job.image_id, reason)
+
+
+register(ImportHandler())

@@ -1,0 +1,466 @@
+"""Fetching a source into staging: a local file, HTTP/HTTPS (http.client) or FTP (ftplib).
+
+Every URL hop is checked by the network policy and the connection goes to the very address that
+was checked (the host name is used only for the Host header, SNI and certificate checks). The
+bytes stream into a `StagedFile`, which hashes them (SHA-256 of the source as received, one pass),
+enforces the size cap as they arrive (Content-Length may be absent or false), and keeps runs of
+zeros as holes so a sparse source stays sparse on disk.
+
+Resume: a cut connection is taken up again at once from the bytes received (HTTP `Range` with
+`If-Range` on the validator of the first response; FTP `REST`). A source that ignores the range
+(HTTP 200) or refuses REST is fetched again from the start. A worker that died leaves the partial
+file in staging: the next worker hashes what is on disk once (hashlib's state cannot be saved) and
+continues from there.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ftplib
+import hashlib
+import http.client
+import json
+import logging
+import os
+import re
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import unquote, urljoin
+
+from core.errors import Failed
+from core.importer.netpolicy import MAX_REDIRECTS, IPAddress, Policy, SourceUrl
+
+log = logging.getLogger("imagehub.import")
+
+CHUNK = 1 << 20
+MAX_RETRIES = 5
+USER_AGENT = "imagehub-import/1"
+_REDIRECTS = (301, 302, 303, 307, 308)
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+Progress = Callable[[int, int | None], None]
+
+
+class Restart(Exception):
+    """The source cannot continue where we stopped: fetch it again from its first byte."""
+
+
+class Interrupted(Exception):
+    """The transfer broke off after some bytes; it may be resumed."""
+
+
+@dataclass
+class FetchMeta:
+    """What the first response said, kept in staging so a resumed fetch can ask for the same version."""
+
+    validator: str | None = None
+    total: int | None = None
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"validator": self.validator, "total": self.total}))
+
+    @classmethod
+    def load(cls, path: Path) -> FetchMeta:
+        try:
+            data = json.loads(path.read_text())
+            return cls(data.get("validator"), data.get("total"))
+        except (OSError, ValueError):
+            return cls()
+
+
+@dataclass
+class StagedFile:
+    """The staged copy of the source: hashed as written, capped, holes kept."""
+
+    path: Path
+    cap: int
+    progress: Progress
+    hasher: Any = field(default_factory=hashlib.sha256)
+    written: int = 0
+    total: int | None = None
+    _fh: BinaryIO | None = None
+    _zeros: bytes = field(default=bytes(CHUNK), repr=False)
+
+    def open(self, rehash: Callable[[int], None] | None = None) -> None:
+        """Open for appending; what is already on disk is hashed once (a resumed import)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._fh = os.fdopen(fd, "r+b", buffering=0)
+        size = os.fstat(fd).st_size
+        self.hasher = hashlib.sha256()
+        self.written = 0
+        if size:
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while self.written < size:
+                n = self._fh.readinto(view[: min(CHUNK, size - self.written)])
+                if not n:
+                    break
+                self.hasher.update(view[:n])
+                self.written += n
+                if rehash is not None:
+                    rehash(self.written)
+        self._fh.seek(self.written)
+
+    def reset(self) -> None:
+        assert self._fh is not None
+        self._fh.seek(0)
+        self._fh.truncate(0)
+        self.hasher = hashlib.sha256()
+        self.written = 0
+
+    def write(self, data: memoryview) -> None:
+        assert self._fh is not None
+        n = len(data)
+        if self.written + n > self.cap:
+            raise Failed(f"source is larger than the {_human(self.cap)} allowed for this target size")
+        self.hasher.update(data)
+        if n == CHUNK and data == self._zeros:
+            self._fh.seek(n, os.SEEK_CUR)  # a hole: nothing written
+        else:
+            self._fh.write(data)
+        self.written += n
+        self.progress(self.written, self.total)
+
+    def finish(self) -> str:
+        """Fix the length (trailing holes), flush to disk and return the SHA-256."""
+        assert self._fh is not None
+        self._fh.truncate(self.written)
+        os.fsync(self._fh.fileno())
+        return self.hasher.hexdigest()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _human(size: int) -> str:
+    gib = size / (1 << 30)
+    return f"{gib:.0f} GiB" if gib >= 1 else f"{size} bytes"
+
+
+# ---- local files ------------------------------------------------------------------------------
+
+
+def fetch_file(path: Path, sink: StagedFile) -> None:
+    """Copy a local file into staging (from the offset already staged)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError as exc:
+        raise Failed(f"source file {path} does not exist") from exc
+    except OSError as exc:
+        raise Failed(f"source file {path} cannot be read: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb", buffering=0) as src:
+        info = os.fstat(src.fileno())
+        import stat
+
+        if not stat.S_ISREG(info.st_mode):
+            raise Failed(f"source file {path} is not a regular file")
+        sink.total = info.st_size
+        if sink.written > info.st_size:
+            sink.reset()
+        src.seek(sink.written)
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while True:
+            n = src.readinto(view)
+            if not n:
+                break
+            sink.write(view[:n])
+
+
+# ---- HTTP and HTTPS -------------------------------------------------------------------------
+
+
+class _PinnedConnection(http.client.HTTPConnection):
+    """An HTTP(S) connection to a checked address; `host` is used for Host, SNI and the certificate."""
+
+    def __init__(self, source: SourceUrl, address: IPAddress, timeout: float, tls: ssl.SSLContext | None) -> None:
+        super().__init__(source.host, source.port, timeout=timeout)
+        self._address = address
+        self._tls = tls
+
+    def connect(self) -> None:
+        sock = socket.create_connection((str(self._address), self.port), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tls is not None:
+            try:
+                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
+
+
+def tls_context(ca_bundle: str = "") -> ssl.SSLContext:
+    """Verify certificates against the system's CAs plus `import.ca_bundle`."""
+    context = ssl.create_default_context()
+    if ca_bundle:
+        try:
+            context.load_verify_locations(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise Failed(f"import.ca_bundle {ca_bundle} cannot be loaded") from exc
+    return context
+
+
+def _connect(
+    policy: Policy, source: SourceUrl, timeout: float, tls: ssl.SSLContext | None, log_hop: bool = False
+) -> _PinnedConnection:
+    addresses = policy.resolve(source)
+    last: BaseException | None = None
+    for address in addresses:
+        conn = _PinnedConnection(source, address, timeout, tls if source.scheme == "https" else None)
+        try:
+            conn.connect()
+            return conn
+        except ssl.SSLError:
+            conn.close()
+            raise
+        except OSError as exc:
+            conn.close()
+            last = exc
+    assert last is not None
+    raise last
+
+
+def _http_once(
+    policy: Policy,
+    source: SourceUrl,
+    sink: StagedFile,
+    meta: FetchMeta,
+    timeout: float,
+    tls: ssl.SSLContext | None,
+    on_meta: Callable[[FetchMeta], None],
+) -> None:
+    url = source
+    for _hop in range(MAX_REDIRECTS + 1):
+        conn = _connect(policy, url, timeout, tls)
+        try:
+            conn.putrequest("GET", url.request_target, skip_accept_encoding=True)
+            conn.putheader("User-Agent", USER_AGENT)
+            conn.putheader("Accept", "*/*")
+            conn.putheader("Accept-Encoding", "identity")
+            if url.username is not None:
+                token = f"{url.username}:{url.password or ''}".encode()
+                conn.putheader("Authorization", "Basic " + base64.b64encode(token).decode("ascii"))
+            offset = sink.written
+            match = None
+            if offset:
+                conn.putheader("Range", f"bytes={offset}-")
+                if meta.validator:
+                    conn.putheader("If-Range", meta.validator)
+            conn.endheaders()
+            response = conn.getresponse()
+            status = response.status
+            if status in _REDIRECTS:
+                location = response.getheader("Location")
+                if not location:
+                    raise Failed(f"HTTP {status} from source without a Location")
+                target = urljoin(url.geturl(with_credentials=False), location.strip())
+                nxt = policy.parse(target)
+                if nxt.scheme not in ("http", "https"):
+                    raise Failed(f"source redirected to a {nxt.scheme} URL; only http and https redirects are followed")
+                # Credentials go only to the host they were given for.
+                if url.username is not None and nxt.host == url.host and nxt.port == url.port:
+                    nxt = SourceUrl(nxt.scheme, nxt.host, nxt.port, nxt.path, nxt.query, url.username, url.password)
+                url = nxt
+                continue
+            if status == 416 and offset and meta.total == offset:
+                return  # everything is already here
+            if status == 200:
+                if offset:
+                    sink.reset()  # the source ignored the range (or If-Range failed): start over
+            elif status == 206 and offset:
+                match = _CONTENT_RANGE.match(response.getheader("Content-Range", "").strip())
+                if not match or int(match.group(1)) != offset:
+                    raise Restart()
+            else:
+                raise Failed(f"HTTP {status} from source")
+            ctype = (response.getheader("Content-Type") or "").split(";", 1)[0].strip().lower()
+            if ctype in ("text/html", "application/xhtml+xml"):
+                raise Failed(f"source sent a web page ({ctype}), not a disk image")
+            length = response.getheader("Content-Length")
+            expected_end = sink.written + int(length) if length and length.isdigit() else None
+            if status == 200:
+                meta.validator = _validator(response)
+                meta.total = expected_end
+                on_meta(meta)
+            elif match is not None and match.group(3) != "*":
+                meta.total = int(match.group(3))
+            sink.total = meta.total
+            if expected_end is not None and expected_end > sink.cap:
+                raise Failed(f"source is larger than the {_human(sink.cap)} allowed for this target size")
+            _stream(response, sink)
+            if expected_end is not None and sink.written != expected_end:
+                raise Interrupted(f"got {sink.written} of {expected_end} bytes")
+            return
+        finally:
+            conn.close()
+    raise Failed(f"source redirected more than {MAX_REDIRECTS} times")
+
+
+def _validator(response: http.client.HTTPResponse) -> str | None:
+    etag = response.getheader("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.getheader("Last-Modified")
+
+
+def _stream(response: Any, sink: StagedFile) -> None:
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while True:
+        try:
+            n = response.readinto(view)
+        except (http.client.IncompleteRead, ConnectionError, TimeoutError, ssl.SSLError) as exc:
+            raise Interrupted(str(exc) or type(exc).__name__) from exc
+        if not n:
+            return
+        sink.write(view[:n])
+
+
+# ---- FTP ------------------------------------------------------------------------------------
+
+
+def _ftp_once(policy: Policy, source: SourceUrl, sink: StagedFile, timeout: float) -> None:
+    path = unquote(source.path)
+    if path.startswith("/"):
+        path = path[1:]
+    if not path or any(ord(ch) < 32 for ch in path):
+        raise Failed("ftp source path is empty or invalid")
+    addresses = policy.resolve(source)
+    ftp = ftplib.FTP(timeout=timeout)
+    ftp.trust_server_pasv_ipv4_address = False  # data connections go to the checked address only
+    last: BaseException | None = None
+    for address in addresses:
+        try:
+            ftp.connect(str(address), source.port)
+            last = None
+            break
+        except OSError as exc:
+            last = exc
+    if last is not None:
+        raise last
+    try:
+        try:
+            ftp.login(source.username or "anonymous", source.password or "anonymous@")
+        except ftplib.error_perm as exc:
+            raise Failed(f"FTP login refused by source ({_ftp_code(exc)})") from exc
+        ftp.voidcmd("TYPE I")
+        try:
+            size: int | None = ftp.size(path)
+        except ftplib.error_perm:
+            size = None
+        if size is not None and size > sink.cap:
+            raise Failed(f"source is larger than the {_human(sink.cap)} allowed for this target size")
+        sink.total = size
+        if size is not None and sink.written == size:
+            return
+        if size is not None and sink.written > size:
+            sink.reset()
+        try:
+            conn = ftp.transfercmd(f"RETR {path}", rest=sink.written or None)
+        except ftplib.error_perm as exc:
+            code = _ftp_code(exc)
+            if sink.written and code in ("500", "501", "502", "504"):
+                raise Restart() from exc  # REST not supported
+            raise Failed(f"FTP {code} from source") from exc
+        with conn:
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            try:
+                while True:
+                    n = conn.recv_into(view)
+                    if not n:
+                        break
+                    sink.write(view[:n])
+            except (ConnectionError, TimeoutError) as exc:
+                raise Interrupted(str(exc)) from exc
+        try:
+            ftp.voidresp()
+        except (ftplib.Error, EOFError, OSError) as exc:
+            raise Interrupted("transfer not confirmed") from exc
+        if size is not None and sink.written != size:
+            raise Interrupted(f"got {sink.written} of {size} bytes")
+    finally:
+        with contextlib.suppress(OSError):
+            ftp.close()
+
+
+def _ftp_code(exc: BaseException) -> str:
+    text = str(exc)
+    return text[:3] if text[:3].isdigit() else "error"
+
+
+# ---- the fetch loop ---------------------------------------------------------------------------
+
+
+def fetch_url(
+    policy: Policy,
+    source: SourceUrl,
+    sink: StagedFile,
+    meta_path: Path,
+    *,
+    timeout: float = 60.0,
+    ca_bundle: str = "",
+) -> None:
+    """Fetch `source` into `sink` (already opened at the staged offset), resuming after cuts."""
+    meta = FetchMeta.load(meta_path) if sink.written else FetchMeta()
+    tls = tls_context(ca_bundle) if source.scheme == "https" else None
+    failures = 0
+    while True:
+        before = sink.written
+        try:
+            try:
+                if source.scheme == "ftp":
+                    _ftp_once(policy, source, sink, timeout)
+                else:
+                    _http_once(policy, source, sink, meta, timeout, tls, lambda m: m.save(meta_path))
+                return
+            except Restart:
+                log.info("source cannot resume at %s; fetching again from the start", sink.written)
+                sink.reset()
+                meta = FetchMeta()
+                failures += 1
+                if failures > MAX_RETRIES:
+                    raise Failed("source unreachable: transfer keeps breaking off") from None
+                continue
+        except Interrupted as exc:
+            failures = 0 if sink.written > before else failures + 1
+            log.info("transfer interrupted at %s bytes (%s); resuming", sink.written, exc)
+            if failures > MAX_RETRIES:
+                raise Failed(f"source unreachable: transfer broke off at byte {sink.written}") from None
+            continue
+        except ssl.SSLCertVerificationError as exc:
+            raise Failed(f"source TLS certificate not trusted: {exc.verify_message}") from None
+        except ssl.SSLError as exc:
+            raise Failed(f"source TLS handshake failed: {exc.reason or 'error'}") from None
+        except ConnectionRefusedError:
+            raise Failed("source unreachable: connection refused") from None
+        except TimeoutError:
+            if sink.written > before:
+                continue
+            raise Failed("source unreachable: timed out") from None
+        except ftplib.Error as exc:
+            raise Failed(f"FTP {_ftp_code(exc)} from source") from None
+        except (ConnectionError, EOFError, http.client.HTTPException) as exc:
+            failures = 0 if sink.written > before else failures + 1
+            if failures > MAX_RETRIES:
+                raise Failed(f"source unreachable: {_os_reason(exc)}") from None
+            continue
+        except OSError as exc:
+            raise Failed(f"source unreachable: {_os_reason(exc)}") from None
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    if isinstance(exc, http.client.HTTPException):
+        return "invalid HTTP response"
+    return "connection lost"

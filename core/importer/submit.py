@@ -1,0 +1,98 @@
+"""Starting an import: validate every field, then create the image (`importing`) and its job together.
+
+The URL is checked here already (scheme, port, and where its host resolves), so a refused
+destination never creates an image; the worker checks again at every connection. Credentials in
+the URL are kept only encrypted in the job (`core.importer.credentials`); the image and the job's
+parameters hold the redacted URL.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from core import audit, db, jobs
+from core.access import Actor
+from core.catalog import Catalog
+from core.errors import ImagehubError, Invalid
+from core.images import get_image, new_image, resolve_tenant_for_create
+from core.importer import credentials
+from core.importer.netpolicy import Policy
+from core.models import Status
+from core.validation import check_description, check_name, check_os, check_sha256, check_size_gb
+
+KIND = "import"
+
+
+def submit_import(
+    catalog: Catalog,
+    actor: Actor,
+    *,
+    name: str | None,
+    description: str | None = None,
+    file: str | os.PathLike[str] | None = None,
+    url: str | None = None,
+    os_type: str | None,
+    arch: str | None,
+    platform: str | None,
+    os_version: str | None,
+    size_gb: object,
+    sha256: str | None = None,
+    tenant: str | None = None,
+) -> dict[str, Any]:
+    """Queue an import; returns the new image (contract JSON) with `job_id`."""
+    target = "url" if url is not None else "file"
+    try:
+        clean_name = check_name(name)
+        clean_description = check_description(description)
+        choice = check_os(catalog.os_matrix, os_type, platform, arch, os_version)
+        images_settings = catalog.settings.images
+        size = check_size_gb(size_gb, images_settings.min_size_gb, images_settings.max_size_gb)
+        expected = check_sha256(sha256)
+        if (file is None) == (url is None) or (file is not None and not str(file).strip()):
+            raise Invalid("give either --file PATH or --url URL (exactly one)")
+        params: dict[str, Any] = {"target_size_gb": size, "sha256": expected}
+        secret: str | None = None
+        if url is not None:
+            policy = Policy.from_settings(catalog.settings)
+            source = policy.parse(url)
+            policy.resolve(source)
+            shown = source.display
+            params.update(source="url", url=shown)
+            if source.username is not None:
+                secret = credentials.seal(catalog.secret(), source.geturl())
+        else:
+            path = Path(os.path.abspath(Path(str(file)).expanduser()))
+            if not path.is_file():
+                raise Invalid(f"file {path} does not exist or is not a regular file")
+            if not os.access(path, os.R_OK):
+                raise Invalid(f"file {path} cannot be read")
+            shown = str(path.resolve())
+            params.update(source="file", path=shown)
+        target = shown
+        with db.write_session(catalog.engine) as session:
+            tenant_id = resolve_tenant_for_create(session, actor, tenant)
+            image = new_image(
+                session,
+                actor,
+                tenant_id,
+                name=clean_name,
+                description=clean_description,
+                os_type=choice.os_type,
+                platform=choice.platform,
+                os_version=choice.os_version,
+                arch=choice.arch,
+                status=Status.IMPORTING,
+                target_size_gb=size,
+                source=shown,
+            )
+            job = jobs.submit(session, KIND, image.id, params, secret)
+            audit.record(session, actor.name, "image.import", image.id, source=shown, size_gb=size, job=job.id)
+            image_id, job_id = image.id, job.id
+    except ImagehubError as exc:
+        audit.record_refusal(catalog.engine, actor.name, "image.import", None, str(exc), source=target)
+        raise
+    view = get_image(catalog, actor, image_id)
+    view["job_id"] = job_id
+    return view
