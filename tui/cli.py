@@ -441,4 +441,8 @@ def fail_usage(message: str) -> NoReturn:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m tui.cli` runs this file as __main__, a second copy of the module; extensions register
+    # with `tui.cli` (they import it), so run that copy's main.
+    from tui.cli import main as _main
+
+    sys.exit(_main())
