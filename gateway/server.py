@@ -11,6 +11,7 @@ leases, the last bytes are accounted, and the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import signal
 import ssl
 import sys
 import threading
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -67,14 +69,24 @@ def _remove_ports(catalog: Catalog) -> None:
         pass
 
 
-async def serve(catalog: Catalog, *, worker: bool = True, announce: bool = True) -> int:
+async def serve(
+    catalog: Catalog,
+    *,
+    worker: bool = True,
+    announce: bool = True,
+    stop: asyncio.Event | None = None,
+    started: Callable[[dict[str, int]], None] | None = None,
+) -> int:
+    """Serve until `stop` is set (given: embedded, e.g. tests) or SIGTERM/SIGINT arrives (not given)."""
     settings = catalog.settings
     gw = settings.gateway
     host = gw.host
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    signals = stop is None
+    stop = stop or asyncio.Event()
+    if signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
 
     registry = Registry(catalog, Metrics(catalog))
 
@@ -104,6 +116,8 @@ async def serve(catalog: Catalog, *, worker: bool = True, announce: bool = True)
     log.info(line)
     if announce:
         print(line, flush=True)
+    if started is not None:
+        started(ports)
 
     async def ticker() -> None:
         while True:
@@ -116,6 +130,8 @@ async def serve(catalog: Catalog, *, worker: bool = True, announce: bool = True)
     finally:
         log.info("imagehub serve: stopping")
         tick_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tick_task
         acceptor.close()
         registry.cut_all("shutdown")
         await site.stop()
@@ -128,8 +144,9 @@ async def serve(catalog: Catalog, *, worker: bool = True, announce: bool = True)
             await asyncio.to_thread(worker_thread.join, 60)
         await asyncio.to_thread(registry.flush)
         _remove_ports(catalog)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
         log.info("imagehub serve: stopped")
     return 0
 
