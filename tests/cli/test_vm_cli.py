@@ -1,0 +1,186 @@
+"""`imagehub vm ...` and `imagehub image capture` end to end: the console script in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.catalog import Catalog
+from core.models import Status
+from tests.conftest import IMAGEHUB, People
+from tests.vmdata import MIB, make_base_image, needs_qemu_system, qemu_io, qemu_pids, read_at
+
+PASSWORD = "Tr1cky-Pass!"
+
+
+def create(cli: Any, image_id: str, *extra: str, account: str = "acme-owner") -> Any:
+    return cli("vm", "create", "--image", image_id, "--name", "web-1", "--password", PASSWORD, *extra, account=account)
+
+
+def test_vm_create_list_show_delete_json(cli: Any, catalog: Catalog, people: People) -> None:
+    image_id = make_base_image(catalog, people.owner)
+
+    made = create(cli, image_id, "--json")
+    assert made.code == 0, made.err
+    vm = made.json()
+    assert {"id", "name", "image_id", "status", "created_at"} <= set(vm)
+    assert (vm["name"], vm["image_id"], vm["status"]) == ("web-1", image_id, "running")
+    assert vm["id"].startswith("vm-")
+    assert PASSWORD not in made.out + made.err
+
+    listed = cli("vm", "list", "--json", account="acme-viewer")
+    assert listed.code == 0, listed.err
+    assert [(v["id"], v["name"], v["image_id"], v["status"]) for v in listed.json()] == [
+        (vm["id"], "web-1", image_id, "running")
+    ]
+    assert listed.json()[0]["created_at"] == vm["created_at"]
+    assert cli("vm", "list", "--image", image_id, "--json").json()[0]["id"] == vm["id"]
+    assert cli("vm", "list", "--json", account="globex-owner").json() == []
+    text = cli("vm", "list", account="acme-owner")
+    assert text.code == 0 and vm["id"] in text.out and "running" in text.out
+    assert cli("vm", "show", vm["id"], "--json").json()["id"] == vm["id"]
+
+    stopped = cli("vm", "stop", vm["id"], "--json", account="acme-owner")
+    assert stopped.code == 0 and stopped.json()["status"] == "stopped"
+    assert cli("vm", "start", vm["id"], account="acme-owner").out == f"{vm['id']}: running\n"
+
+    deleted = cli("vm", "delete", vm["id"], account="acme-owner")
+    assert (deleted.code, deleted.out) == (0, f"{vm['id']}: deleted\n")
+    assert cli("vm", "list", "--json").json() == []
+    assert not (catalog.store.vms_dir / vm["id"]).exists()
+
+
+def test_image_delete_refused_with_exit_5_while_a_vm_exists_allowed_after_vm_delete(
+    cli: Any, catalog: Catalog, people: People
+) -> None:
+    image_id = make_base_image(catalog, people.owner)
+    vm = create(cli, image_id, "--json").json()
+
+    refused = cli("image", "delete", image_id, account="acme-owner")
+    assert refused.code == 5
+    assert f"image {image_id} is used by {vm['id']}" in refused.err
+    assert len(refused.err.strip().splitlines()) == 1
+    shown = cli("image", "show", image_id, "--json").json()
+    assert shown["status"] == Status.AVAILABLE and shown["vms"] == [vm["id"]]
+
+    assert cli("vm", "delete", vm["id"], account="acme-owner").code == 0
+    done = cli("image", "delete", image_id, account="acme-owner")
+    assert done.code == 0, done.err
+    assert cli("image", "show", image_id, "--json").json()["status"] == Status.DELETED
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("short1!", "password is 7 characters long; it must have 8 to 30 characters"),
+        ("nouppercase", "password must contain at least three of"),
+        ("With Space1", "password contains characters that are not allowed"),
+    ],
+)
+def test_vm_create_password_rules_exit_2(
+    cli: Any, catalog: Catalog, people: People, password: str, message: str
+) -> None:
+    image_id = make_base_image(catalog, people.owner)
+    result = cli("vm", "create", "--image", image_id, "--name", "w", "--password", password, account="acme-owner")
+    assert result.code == 2
+    assert message in result.err
+    assert cli("vm", "list", "--json").json() == []
+
+
+def test_vm_create_refusals_exit_codes(cli: Any, catalog: Catalog, people: People) -> None:
+    available = make_base_image(catalog, people.owner)
+    importing = make_base_image(catalog, people.owner, status=Status.IMPORTING)
+
+    other = create(cli, available, account="globex-owner")
+    assert other.code == 3
+    assert other.err.strip() == f"imagehub: error: image {available} not found"
+
+    viewer = create(cli, available, account="acme-viewer")
+    assert viewer.code == 4
+    assert f"account acme-viewer may view but not change image {available}" in viewer.err
+
+    busy = create(cli, importing)
+    assert busy.code == 5
+    assert f"image {importing} is importing; it can be used to create a VM only when available" in busy.err
+
+    missing = cli("vm", "delete", "vm-nothere0", account="acme-owner")
+    assert missing.code == 3 and "vm vm-nothere0 not found" in missing.err
+    assert cli("vm", "list", "--json").json() == []
+
+
+def test_vm_create_reads_the_password_from_stdin(cli: Any, catalog: Catalog, people: People) -> None:
+    image_id = make_base_image(catalog, people.owner)
+    config = catalog.settings.config_path
+    assert config is not None
+    done = subprocess.run(
+        [*IMAGEHUB, "vm", "create", "--image", image_id, "--name", "w", "--password-stdin", "--json"],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        env={"IMAGEHUB_CONFIG": str(config), "IMAGEHUB_ACCOUNT": "acme-owner", "PATH": "/usr/bin:/bin"},
+        cwd=config.parent,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("vm-") == 1 and PASSWORD not in done.stdout
+
+
+def test_image_capture_with_wait(cli: Any, catalog: Catalog, people: People) -> None:
+    image_id = make_base_image(catalog, people.owner)
+    vm = create(cli, image_id, "--json").json()
+
+    running = cli("image", "capture", "--vm", vm["id"], "--name", "snap", account="acme-owner")
+    assert running.code == 5
+    assert f"vm {vm['id']} is running; stop it before capturing an image from it" in running.err
+
+    assert cli("vm", "stop", vm["id"], account="acme-owner").code == 0
+    overlay = catalog.store.vms_dir / vm["id"] / "disk.qcow2"
+    qemu_io(overlay, "qcow2", f"write -P 0x77 {4 * MIB} 4k")
+
+    viewer = cli("image", "capture", "--vm", vm["id"], "--name", "snap", account="acme-viewer")
+    assert viewer.code == 4
+
+    done = cli(
+        "image", "capture", "--vm", vm["id"], "--name", "snap", "--os-version", "7.6", "--wait", "--json",
+        account="acme-owner",
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    image = done.json()
+    assert (image["status"], image["os_name"], image["disk_format"]) == ("available", "CentOS 7.6 x86_64", "raw")
+    assert image["source"] == f"vm:{vm['id']}"
+    captured = Path(catalog.store.image_path(image["id"], "raw"))
+    assert read_at(captured, 4 * MIB, 4096) == b"\x77" * 4096
+
+    queued = cli("image", "capture", "--vm", vm["id"], "--name", "later", account="acme-owner")
+    assert queued.code == 0
+    assert "creating" in queued.out
+
+
+@pytest.mark.skipif(not needs_qemu_system, reason="qemu-system-x86_64 is not installed (.ci/run installs it)")
+def test_qemu_driver_from_the_command_line(cli: Any, catalog: Catalog, people: People, config_path: Path) -> None:
+    config_path.write_text(
+        config_path.read_text()
+        + '[compute]\ndriver = "qemu"\naccel = "tcg"\nmemory_mb = 128\nstop_timeout_seconds = 1\n'
+    )
+    image_id = make_base_image(catalog, people.owner)
+    before = qemu_pids()
+    made = create(cli, image_id, "--json")
+    assert made.code == 0, made.err
+    vm = made.json()
+    try:
+        assert (vm["driver"], vm["status"]) == ("qemu", "running")
+        assert len(qemu_pids() - before) == 1  # it outlived the command that started it
+        assert cli("vm", "list", "--json").json()[0]["status"] == "running"
+        stopped = cli("vm", "stop", vm["id"], "--json", account="acme-owner")
+        assert stopped.code == 0, stopped.err
+        assert stopped.json()["status"] == "stopped"
+        assert qemu_pids() == before
+        assert cli("vm", "start", vm["id"], account="acme-owner").code == 0
+        assert len(qemu_pids() - before) == 1
+    finally:
+        deleted = cli("vm", "delete", vm["id"], account="acme-owner")
+    assert deleted.code == 0, deleted.err
+    assert qemu_pids() == before
