@@ -315,7 +315,9 @@ def make_ca_and_server_cert(folder: Path) -> tuple[Path, ssl.SSLContext]:
 
 
 @contextmanager
-def ftp_server(root: Path, user: str, password: str) -> Iterator[tuple[str, list[str]]]:
+def ftp_server(
+    root: Path, user: str, password: str, dtp_handler: type | None = None
+) -> Iterator[tuple[str, list[str]]]:
     """pyftpdlib on 127.0.0.1, port 0, one user; yields the base URL (no credentials) and a command log."""
     from pyftpdlib.authorizers import DummyAuthorizer
     from pyftpdlib.handlers import FTPHandler
@@ -332,6 +334,10 @@ def ftp_server(root: Path, user: str, password: str) -> Iterator[tuple[str, list
     authorizer.add_user(user, password, str(root), perm="elr")
     Handler.authorizer = authorizer
     Handler.banner = "test ftp"
+    Handler.auth_failed_timeout = 0.01
+    if dtp_handler is not None:
+        Handler.dtp_handler = dtp_handler
+        Handler.use_sendfile = False
     server = ThreadedFTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.05, "blocking": True}, daemon=True)
     thread.start()

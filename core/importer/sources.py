@@ -382,12 +382,12 @@ def _ftp_once(policy: Policy, source: SourceUrl, sink: StagedFile, timeout: floa
                     sink.write(view[:n])
             except (ConnectionError, TimeoutError) as exc:
                 raise Interrupted(str(exc)) from exc
+        if size is not None and sink.written != size:
+            raise Interrupted(f"got {sink.written} of {size} bytes")  # no need to wait for the reply
         try:
             ftp.voidresp()
         except (ftplib.Error, EOFError, OSError) as exc:
             raise Interrupted("transfer not confirmed") from exc
-        if size is not None and sink.written != size:
-            raise Interrupted(f"got {sink.written} of {size} bytes")
     finally:
         with contextlib.suppress(OSError):
             ftp.close()
