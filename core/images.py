@@ -104,12 +104,11 @@ def _filtered(session: Session, actor: Actor, query: ImageQuery) -> Any:
     if query.text:
         needle = query.text.strip().lower()
         escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        statement = statement.where(
-            or_(
-                func.lower(Image.name).like(f"%{escaped}%", escape="\\"),
-                col(Image.id).like(f"{escaped}%", escape="\\"),
-            )
-        )
+        name_matches = func.lower(Image.name).like(f"%{escaped}%", escape="\\")
+        if needle.startswith("img-"):  # an ID (or its prefix) as well as a name
+            statement = statement.where(or_(name_matches, col(Image.id).like(f"{escaped}%", escape="\\")))
+        else:
+            statement = statement.where(name_matches)
     return statement
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, text, update
+from sqlalchemy import func, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -73,22 +73,17 @@ def claim(
             ).one()
             if running >= max_running_total:
                 return None
-        statement = (
-            select(Job)
-            .where(
-                or_(
-                    Job.state == QUEUED,
-                    (Job.state == RUNNING) & (col(Job.lease_expires_at) < now),
-                )
-            )
-            .order_by(col(Job.id))
-            .limit(1)
-        )
-        if kinds is not None:
-            statement = statement.where(col(Job.kind).in_(list(kinds)))
-        if not db.is_sqlite(engine):
-            statement = statement.with_for_update(skip_locked=True)
-        job = session.exec(statement).first()
+        # Queued jobs first (index state, id), then running ones whose lease ran out.
+        job = None
+        for condition in (Job.state == QUEUED, (Job.state == RUNNING) & (col(Job.lease_expires_at) < now)):
+            statement = select(Job).where(condition).order_by(col(Job.id)).limit(1)
+            if kinds is not None:
+                statement = statement.where(col(Job.kind).in_(list(kinds)))
+            if not db.is_sqlite(engine):
+                statement = statement.with_for_update(skip_locked=True)
+            job = session.exec(statement).first()
+            if job is not None:
+                break
         if job is None:
             return None
         job.state = RUNNING

@@ -71,8 +71,10 @@ class IssuedId(SQLModel, table=True):
 
 class Image(SQLModel, table=True):
     __table_args__ = (
-        Index("ix_image_tenant_status_created", "tenant_id", "status", "created_at"),
-        Index("ix_image_status_created", "status", "created_at"),
+        Index("ix_image_created_id", "created_at", "id"),
+        Index("ix_image_tenant_created_id", "tenant_id", "created_at", "id"),
+        Index("ix_image_tenant_status_created_id", "tenant_id", "status", "created_at", "id"),
+        Index("ix_image_status_created_id", "status", "created_at", "id"),
     )
     id: str = Field(primary_key=True, max_length=32)
     name: str = Field(max_length=64, index=True)
@@ -114,7 +116,7 @@ class Vm(SQLModel, table=True):
 class Job(SQLModel, table=True):
     """Long work (import, export, capture) claimed by a worker with a lease."""
 
-    __table_args__ = (Index("ix_job_state_lease", "state", "lease_expires_at"),)
+    __table_args__ = (Index("ix_job_state_lease", "state", "lease_expires_at"), Index("ix_job_state_id", "state", "id"))
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=16)
     image_id: str | None = Field(default=None, max_length=32, index=True)
