@@ -1,0 +1,82 @@
+"""The message catalog: every marked string of the TUI has a Chinese translation, the .mo is current."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tui import i18n
+
+TUI = Path(i18n.__file__).resolve().parent
+PO = i18n.LOCALE_DIR / "zh_CN" / "LC_MESSAGES" / "imagehub.po"
+
+
+def marked_strings() -> set[str]:
+    found: set[str] = set()
+    for path in TUI.rglob("*.py"):
+        if path.name.startswith("cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("_", "N_")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                found.add(node.args[0].value)
+    return found
+
+
+def test_every_marked_string_has_a_chinese_translation() -> None:
+    translated = i18n.parse_po(PO.read_text(encoding="utf-8"))
+    missing = sorted(marked_strings() - set(translated))
+    assert missing == []
+
+
+def test_placeholders_survive_translation() -> None:
+    import string
+
+    translated = i18n.parse_po(PO.read_text(encoding="utf-8"))
+    for msgid, msgstr in translated.items():
+        if not msgid:
+            continue
+        names = {f[1] for f in string.Formatter().parse(msgid) if f[1]}
+        assert names == {f[1] for f in string.Formatter().parse(msgstr) if f[1]}, msgid
+
+
+def test_shipped_mo_matches_the_po() -> None:
+    mo = PO.with_suffix(".mo")
+    assert mo.read_bytes() == i18n.mo_bytes(i18n.parse_po(PO.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize(
+    ("configured", "env", "expected"),
+    [
+        ("zh_CN", {}, "zh_CN"),
+        ("en", {"LANG": "zh_CN.UTF-8"}, "en"),
+        ("", {"LANG": "zh_CN.UTF-8"}, "zh_CN"),
+        ("", {"LANG": "en_US.UTF-8"}, "en"),
+        ("", {"LANG": "C"}, "en"),
+    ],
+)
+def test_language_from_config_else_lang(
+    configured: str, env: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(variable, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert i18n.detect_language(configured) == expected
+
+
+def test_cjk_cells_keep_their_width() -> None:
+    from rich.cells import cell_len
+
+    from tui.widgets.format import fit
+
+    assert cell_len(fit("数据库镜像-very-long-name", 12)) == 12
+    assert cell_len(fit("数据库", 10)) == 10

@@ -1,0 +1,49 @@
+"""Snapshots of the list and the recycle bin at 80×24 and 120×40 (fixed IDs and times; no refresh timer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.catalog import Catalog
+from tests.conftest import People
+from tests.tui.conftest import make_app, settle
+from tui.i18n import set_language
+
+
+@pytest.fixture(autouse=True)
+def _english() -> Any:
+    yield
+    set_language("en")
+
+
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_image_list(images: Catalog, people: People, snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(images, people.owner), terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_recycle_bin(images: Catalog, people: People, snap_compare: Any, size: tuple[int, int]) -> None:
+    async def open_bin(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+
+    assert snap_compare(make_app(images, people.owner), terminal_size=size, run_before=open_bin)
+
+
+def test_image_list_in_chinese(images: Catalog, people: People, snap_compare: Any) -> None:
+    assert snap_compare(make_app(images, people.owner, language="zh_CN"), terminal_size=(80, 24), run_before=settle)
+
+
+def test_delete_confirmation(images: Catalog, people: People, snap_compare: Any) -> None:
+    async def confirm(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("space", "down", "space", "d")
+        await settle(pilot)
+
+    assert snap_compare(make_app(images, people.owner), terminal_size=(80, 24), run_before=confirm)

@@ -1,0 +1,167 @@
+"""The imagehub Textual app: wires the screens, the embedded job worker and logging.
+
+Business rules live in `core`; screens call it from thread workers and turn its errors into
+notifications. Logs go to a file (set up by `tui.cli_tui`), never to the screen; an unexpected
+exception is logged and shown as one line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from core import db
+from core.access import Actor
+from core.catalog import Catalog
+from core.models import Tenant
+from tui.i18n import N_, _, set_language
+from tui.screens.base import report_error, translate_bindings
+
+log = logging.getLogger("imagehub.tui")
+
+# Screen actions offered in the command palette (binding id prefix -> screen class name).
+PALETTE_SKIP = {"images.next", "images.previous", "images.status", "bin.next", "bin.previous"}
+
+
+class ImagehubApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "imagehub"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("question_mark", "keys", N_("Keys"), id="app.keys", tooltip=N_("Show the keys of this screen")),
+        Binding("h,f1", "guide", N_("Guide"), id="app.guide", tooltip=N_("The custom image guide"), key_display="h"),
+        Binding("q", "quit", N_("Quit"), id="app.quit", tooltip=N_("Leave imagehub")),
+    ]
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        actor: Actor,
+        *,
+        language: str | None = None,
+        embedded_worker: bool = False,
+        log_path: Path | None = None,
+        refresh_seconds: float = 2.0,
+        strict: bool = False,
+    ) -> None:
+        self.ui_language = set_language(catalog.settings.tui.language if language is None else language)
+        super().__init__()
+        translate_bindings(self)
+        self.catalog = catalog
+        self.actor = actor
+        self.actor_tenant = self._tenant_name(actor)
+        self.log_path = log_path
+        self.refresh_seconds = refresh_seconds
+        self.strict = strict
+        self.embedded_worker = embedded_worker
+        self.worker: Any = None
+        self._worker_thread: threading.Thread | None = None
+
+    def _tenant_name(self, actor: Actor) -> str | None:
+        if actor.tenant_id is None:
+            return None
+        with db.read_session(self.catalog.engine) as session:
+            tenant = session.get(Tenant, actor.tenant_id)
+            return tenant.name if tenant else None
+
+    def on_mount(self) -> None:
+        from tui.screens.images import ImagesScreen
+
+        self.push_screen(ImagesScreen(refresh_seconds=self.refresh_seconds))
+        if self.embedded_worker:
+            self.start_worker()
+
+    # ---- the embedded worker ---------------------------------------------------------------
+
+    def start_worker(self) -> None:
+        """Run core's job worker in a thread, so imports started here progress without `imagehub serve`."""
+        from core.worker import Worker
+
+        if self._worker_thread is not None:
+            return
+        settings = self.catalog.settings
+        self.worker = Worker(self.catalog, label="tui", max_running_total=settings.import_.max_concurrent)
+        self._worker_thread = threading.Thread(target=self._run_worker, name="imagehub-worker", daemon=True)
+        self._worker_thread.start()
+        log.info("embedded worker %s started", self.worker.owner)
+
+    def _run_worker(self) -> None:
+        try:
+            self.worker.run_forever()
+        except Exception:
+            log.exception("embedded worker stopped")
+
+    def wake_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
+    def stop_worker(self, timeout: float = 30.0) -> None:
+        """Stop claiming; running jobs give their lease back so that the next worker resumes them."""
+        if self.worker is None or self._worker_thread is None:
+            return
+        self.worker.stop.set()
+        self.worker.wake()
+        self._worker_thread.join(timeout)
+        log.info("embedded worker stopped")
+        self._worker_thread = None
+
+    async def action_quit(self) -> None:
+        self.stop_worker()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        self.stop_worker()
+
+    # ---- app-wide actions -------------------------------------------------------------------
+
+    def action_keys(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        if type(self.screen).__name__ == "HelpScreen":
+            return
+        self.push_screen(HelpScreen(self.screen))
+
+    def action_guide(self) -> None:
+        from tui.screens.guide import GuideScreen
+
+        if isinstance(self.screen, GuideScreen):
+            return
+        self.push_screen(GuideScreen())
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Every action of the current screen and of the app, translated, then Textual's own."""
+        seen: set[str] = set()
+        for node in (screen, self):
+            for _key, binding in node._bindings:
+                if not binding.id or binding.id in PALETTE_SKIP or binding.action in seen or not binding.description:
+                    continue
+                seen.add(binding.action)
+                yield SystemCommand(
+                    binding.description,
+                    binding.tooltip or binding.description,
+                    partial(node.run_action, binding.action),
+                )
+        yield from super().get_system_commands(screen)
+
+    # ---- errors -----------------------------------------------------------------------------
+
+    def report(self, error: BaseException, doing: str = "") -> None:
+        report_error(self, error, doing)
+
+    def _handle_exception(self, error: Exception) -> None:
+        """No traceback on the screen: log it; in a terminal, leave with one line naming the log."""
+        log.error("unexpected error", exc_info=error)
+        if self.strict or self.is_headless:
+            super()._handle_exception(error)
+            return
+        self._return_code = 1
+        where = f" (details in {self.log_path})" if self.log_path else ""
+        self.exit(return_code=1, message=_("imagehub: internal error: {error}").format(error=error) + where)

@@ -1,0 +1,1 @@
+"""Screens of the imagehub TUI: one per page, modal screens for dialogs."""

@@ -1,0 +1,146 @@
+"""How values look on screen: sizes, times, statuses (translated and coloured) and progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.cells import cell_len, set_cell_size
+from rich.text import Text
+
+from tui.i18n import N_, _
+
+STATUS_LABELS = {
+    "creating": N_("creating"),
+    "importing": N_("importing"),
+    "import_failed": N_("import failed"),
+    "available": N_("available"),
+    "deleting": N_("deleting"),
+    "deleted": N_("deleted"),
+}
+STATUS_STYLES = {
+    "creating": "bold cyan",
+    "importing": "bold #5fafff",
+    "import_failed": "bold red",
+    "available": "green",
+    "deleting": "yellow",
+    "deleted": "dim",
+}
+TRANSIENT = ("creating", "importing", "deleting")
+# Job phases as the workers report them, marked for translation.
+PHASES = (
+    N_("queued"),
+    N_("running"),
+    N_("download"),
+    N_("upload"),
+    N_("inspect"),
+    N_("convert"),
+    N_("verify"),
+    N_("store"),
+    N_("capture"),
+)
+
+
+def status_label(status: str) -> str:
+    return _(STATUS_LABELS.get(status, status))
+
+
+def status_labels() -> dict[str, str]:
+    return {status: _(label) for status, label in STATUS_LABELS.items()}
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{value:.0f}{unit}" if unit in ("B", "G", "T") or value >= 10 else f"{value:.1f}{unit}"
+        value /= 1024
+    return str(size)
+
+
+def human_rate(rate: float | None) -> str:
+    if not rate:
+        return "-"
+    return human_size(int(rate)) + "/s"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def short_time(value: str | None, *, with_time: bool = True) -> str:
+    """ISO 8601 'YYYY-MM-DDTHH:MM:SSZ' -> 'YYYY-MM-DD HH:MM' (UTC)."""
+    if not value:
+        return "-"
+    return value[:16].replace("T", " ") if with_time else value[:10]
+
+
+def fit(text: str, width: int) -> str:
+    """Cut or pad `text` to exactly `width` terminal cells (CJK characters count two)."""
+    if cell_len(text) > width:
+        return set_cell_size(text, width - 1) + "…"
+    return set_cell_size(text, width)
+
+
+def percent(progress: dict[str, Any] | None) -> float | None:
+    if not progress:
+        return None
+    total = progress.get("bytes_total") or 0
+    if total <= 0:
+        return None
+    return max(0.0, min(100.0, 100.0 * (progress.get("bytes_done") or 0) / total))
+
+
+def eta_seconds(progress: dict[str, Any] | None) -> float | None:
+    if not progress:
+        return None
+    total, done, rate = progress.get("bytes_total"), progress.get("bytes_done") or 0, progress.get("rate")
+    if not total or not rate or rate <= 0:
+        return None
+    return max(0.0, (total - done) / rate)
+
+
+def bar(pct: float | None, width: int) -> str:
+    if pct is None:
+        return "░" * width
+    full = round(pct / 100 * width)
+    return "█" * full + "░" * (width - full)
+
+
+def status_cell(status: str, progress: dict[str, Any] | None, width: int) -> Text:
+    """The status, and for work under way a small bar with the percentage."""
+    label = status_label(status)
+    style = STATUS_STYLES.get(status, "")
+    pct = percent(progress)
+    if status in TRANSIENT and progress is not None:
+        suffix = f" {pct:.0f}%" if pct is not None else ""
+        room = width - cell_len(label) - 1 - len(suffix)
+        if room >= 3:
+            return Text.assemble((label, style), " ", (bar(pct, min(room, 10)), style), suffix)
+        return Text.assemble((label, style), suffix)
+    return Text(label, style=style)
+
+
+def progress_line(progress: dict[str, Any] | None) -> str:
+    """phase · 42% · 12M/s · 3m05s left — for the detail line under the list."""
+    if not progress:
+        return ""
+    pct = percent(progress)
+    parts = [_(progress.get("phase") or progress.get("state") or "")]
+    if pct is not None:
+        parts.append(f"{pct:.0f}%")
+        parts.append(f"{human_size(progress.get('bytes_done'))} / {human_size(progress.get('bytes_total'))}")
+    if progress.get("rate"):
+        parts.append(human_rate(progress.get("rate")))
+    eta = eta_seconds(progress)
+    if eta is not None:
+        parts.append(_("{time} left").format(time=human_duration(eta)))
+    return " · ".join(p for p in parts if p)

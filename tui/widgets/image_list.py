@@ -1,0 +1,407 @@
+"""The image list: one page of a catalog query at a time in a DataTable, refreshed in place.
+
+The table never holds more than `PAGE` rows: moving past the last row (or page down there) loads the
+next page from SQL, past the first the previous one. Row keys are image IDs, so a periodic refresh
+updates changed cells in place without moving the cursor or losing the selection.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from core.images import ImageQuery, count_images, list_images
+from core.listing import active_progress
+from tui.i18n import N_, _
+from tui.screens.base import report_error
+from tui.widgets.format import (
+    TRANSIENT,
+    fit,
+    human_size,
+    progress_line,
+    short_time,
+    status_cell,
+)
+
+log = logging.getLogger("imagehub.tui")
+
+PAGE = 100
+WIDE = 118  # from this many columns on, the table shows every column at full width
+
+# column key -> (title, width narrow, width wide); width 0 hides the column
+COLUMNS: tuple[tuple[str, str, int, int], ...] = (
+    ("name", N_("Name"), 15, 20),
+    ("id", N_("ID"), 12, 12),
+    ("os_type", N_("System type"), 8, 11),
+    ("os", N_("OS"), 14, 20),
+    ("status", N_("Status"), 13, 20),
+    ("size", N_("Size"), 5, 6),
+    ("created", N_("Created"), 0, 16),
+)
+SORT_KEYS = {
+    "name": "name",
+    "id": "id",
+    "os_type": "os_type",
+    "os": "os",
+    "status": "status",
+    "size": "size",
+    "created": "created_at",
+}
+
+
+class ImageTable(DataTable[Any]):
+    """A DataTable that asks for the next or previous page at its edges."""
+
+    class PageRequested(Message):
+        """The cursor tried to leave the page: `step` is +1 (next) or -1 (previous)."""
+
+        def __init__(self, step: int) -> None:
+            super().__init__()
+            self.step = step
+
+    def _at_end(self) -> bool:
+        return self.row_count > 0 and self.cursor_row >= self.row_count - 1
+
+    def action_cursor_down(self) -> None:
+        if self._at_end():
+            self.post_message(self.PageRequested(+1))
+        else:
+            super().action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        if self.row_count > 0 and self.cursor_row <= 0:
+            self.post_message(self.PageRequested(-1))
+        else:
+            super().action_cursor_up()
+
+    def action_page_down(self) -> None:
+        if self._at_end():
+            self.post_message(self.PageRequested(+1))
+        else:
+            super().action_page_down()
+
+    def action_page_up(self) -> None:
+        if self.row_count > 0 and self.cursor_row <= 0:
+            self.post_message(self.PageRequested(-1))
+        else:
+            super().action_page_up()
+
+
+class ImageList(Vertical):
+    """A paged, live view of the images matching `query`, with a multi-selection."""
+
+    DEFAULT_CSS = """
+    ImageList { height: 1fr; }
+    ImageList > ImageTable { height: 1fr; }
+    ImageList > .list-status { height: 1; padding: 0 1; background: $panel; color: $text-muted; }
+    ImageList > .list-detail { height: 2; padding: 0 1; }
+    """
+
+    class Loaded(Message):
+        """A page was shown (after a query change, a page move or a refresh)."""
+
+        def __init__(self, image_list: ImageList) -> None:
+            super().__init__()
+            self.image_list = image_list
+
+    def __init__(self, query: ImageQuery, *, id: str | None = None, refresh_seconds: float = 2.0) -> None:
+        super().__init__(id=id)
+        self.image_query = query
+        self.page_offset = 0
+        self.total: int | None = None
+        self.rows: list[dict[str, Any]] = []
+        self.progress: dict[str, dict[str, Any]] = {}
+        self.selected: dict[str, str] = {}  # id -> name, kept across pages
+        self.refresh_seconds = refresh_seconds
+        self._wide: bool | None = None
+        self._generation = 0
+        self.loading_page = False
+
+    def compose(self) -> ComposeResult:
+        table = ImageTable(cursor_type="row", zebra_stripes=True, id="images-table")
+        yield table
+        yield Static("", classes="list-status", id="list-status")
+        yield Static("", classes="list-detail", id="list-detail")
+
+    @property
+    def table(self) -> ImageTable:
+        return self.query_one(ImageTable)
+
+    def on_mount(self) -> None:
+        self._setup_columns()
+        self.reload()
+        if self.refresh_seconds:
+            self.set_interval(self.refresh_seconds, self._tick)
+
+    def on_resize(self) -> None:
+        wide = self.size.width >= WIDE
+        if wide != self._wide:
+            self._setup_columns()
+            self._render_rows(self.rows, self.progress, keep_cursor=True, force=True)
+
+    def _setup_columns(self) -> None:
+        self._wide = self.size.width >= WIDE if self.size.width else False
+        table = self.table
+        table.clear(columns=True)
+        for key, title, narrow, wide in COLUMNS:
+            width = wide if self._wide else narrow
+            if width:
+                table.add_column(self._column_title(key, title), width=width, key=key)
+
+    def _column_title(self, key: str, title: str) -> Text:
+        label = _(N_("Type")) if key == "os_type" and not self._wide else _(title)
+        if SORT_KEYS.get(key) == self.image_query.sort:
+            label += " ▼" if self.image_query.descending else " ▲"
+        return Text(label)
+
+    def _columns(self) -> list[tuple[str, int]]:
+        return [
+            (key, wide if self._wide else narrow)
+            for key, _t, narrow, wide in COLUMNS
+            if (wide if self._wide else narrow)
+        ]
+
+    def _cells(self, image: dict[str, Any], progress: dict[str, Any] | None) -> list[Any]:
+        cells: list[Any] = []
+        for key, width in self._columns():
+            if key == "name":
+                mark = "● " if image["id"] in self.selected else ""
+                cells.append(Text(fit(mark + image["name"], width), style="bold" if mark else ""))
+            elif key == "id":
+                cells.append(image["id"])
+            elif key == "os_type":
+                cells.append(fit(image["os_type"], width))
+            elif key == "os":
+                cells.append(fit(image["os_name"], width))
+            elif key == "status":
+                cells.append(status_cell(image["status"], progress, width))
+            elif key == "size":
+                size = image["virtual_size"]
+                cells.append(Text(human_size(size) if size else f"{image['target_size_gb']}G", justify="right"))
+            elif key == "created":
+                cells.append(short_time(image["created_at"]))
+        return cells
+
+    # ---- loading -------------------------------------------------------------------------
+
+    def set_query(self, query: ImageQuery) -> None:
+        """Show the first page of a new query (filter, status tab, sort, tenant)."""
+        sort_changed = (query.sort, query.descending) != (self.image_query.sort, self.image_query.descending)
+        self.image_query = query
+        self.page_offset = 0
+        self.total = None
+        if sort_changed:
+            self._setup_columns()
+        self.reload(cursor_row=0)
+
+    def reload(self, *, cursor_row: int | None = None, counts: bool = True) -> None:
+        self._generation += 1
+        self.loading_page = True
+        self._load(self._generation, self.image_query, self.page_offset, cursor_row)
+        if counts:
+            self._count(self.image_query)
+
+    def _tick(self) -> None:
+        if not self.screen.is_current or self.loading_page:
+            return
+        transient = any(r["status"] in TRANSIENT for r in self.rows)
+        self.reload(counts=transient)
+
+    @work(thread=True, exclusive=True, group="image-page", exit_on_error=False)
+    def _load(self, generation: int, query: ImageQuery, offset: int, cursor_row: int | None) -> None:
+        app: Any = self.app
+        page = list_images(app.catalog, app.actor, replace(query, limit=PAGE, offset=offset))
+        progress = active_progress(app.catalog, app.actor, [r["id"] for r in page if r["status"] in TRANSIENT])
+        if get_current_worker().is_cancelled:
+            return
+        self.app.call_from_thread(self._show, generation, page, progress, cursor_row)
+
+    @work(thread=True, exclusive=True, group="image-count", exit_on_error=False)
+    def _count(self, query: ImageQuery) -> None:
+        app: Any = self.app
+        total = count_images(app.catalog, app.actor, replace(query, limit=None, offset=0))
+        if get_current_worker().is_cancelled:
+            return
+        self.app.call_from_thread(self._show_total, query, total)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.loading_page = False
+            if event.worker.error is not None:
+                report_error(self, event.worker.error)
+
+    def _show_total(self, query: ImageQuery, total: int) -> None:
+        if query == self.image_query:
+            self.total = total
+            self._update_status()
+
+    def _show(
+        self, generation: int, page: list[dict[str, Any]], progress: dict[str, dict[str, Any]], cursor_row: int | None
+    ) -> None:
+        if generation != self._generation:
+            return
+        self.loading_page = False
+        if not page and self.page_offset > 0:  # the page emptied under us (deletions): step back
+            self.page_offset = max(0, self.page_offset - PAGE)
+            self.reload(cursor_row=PAGE - 1)
+            return
+        self._render_rows(page, progress, keep_cursor=cursor_row is None, cursor_row=cursor_row)
+        self.post_message(self.Loaded(self))
+
+    def _render_rows(
+        self,
+        page: list[dict[str, Any]],
+        progress: dict[str, dict[str, Any]],
+        *,
+        keep_cursor: bool,
+        cursor_row: int | None = None,
+        force: bool = False,
+    ) -> None:
+        table = self.table
+        old_keys = [r["id"] for r in self.rows]
+        new_keys = [r["id"] for r in page]
+        if not force and old_keys == new_keys and table.row_count == len(new_keys):
+            column_keys = [key for key, _w in self._columns()]
+            for old, new in zip(self.rows, page, strict=True):
+                if old != new or self.progress.get(old["id"]) != progress.get(new["id"]):
+                    for key, cell in zip(column_keys, self._cells(new, progress.get(new["id"])), strict=True):
+                        table.update_cell(new["id"], key, cell)
+            self.rows, self.progress = page, progress
+        else:
+            current = self.current_id() if keep_cursor else None
+            previous_row = table.cursor_row
+            self.rows, self.progress = page, progress
+            table.clear()
+            for image in page:
+                table.add_row(*self._cells(image, progress.get(image["id"])), key=image["id"])
+            if page:
+                if current is not None and current in new_keys:
+                    row = new_keys.index(current)
+                elif cursor_row is not None:
+                    row = cursor_row
+                else:
+                    row = previous_row
+                table.move_cursor(row=max(0, min(row, len(page) - 1)), animate=False)
+        self._update_status()
+        self.update_detail()
+
+    # ---- paging, selection ---------------------------------------------------------------
+
+    @on(ImageTable.PageRequested)
+    def _page(self, event: ImageTable.PageRequested) -> None:
+        event.stop()
+        if event.step > 0:
+            more = len(self.rows) == PAGE and (self.total is None or self.page_offset + PAGE < self.total)
+            if more:
+                self.page_offset += PAGE
+                self.reload(cursor_row=0, counts=False)
+        elif self.page_offset > 0:
+            self.page_offset = max(0, self.page_offset - PAGE)
+            self.reload(cursor_row=PAGE - 1, counts=False)
+
+    def next_page(self) -> None:
+        self._page(ImageTable.PageRequested(+1))
+
+    def previous_page(self) -> None:
+        self._page(ImageTable.PageRequested(-1))
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.update_detail()
+
+    def current_id(self) -> str | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        row = table.cursor_row
+        return self.rows[row]["id"] if 0 <= row < len(self.rows) else None
+
+    def current(self) -> dict[str, Any] | None:
+        image_id = self.current_id()
+        return next((r for r in self.rows if r["id"] == image_id), None)
+
+    def toggle_selection(self) -> None:
+        image = self.current()
+        if image is None:
+            return
+        if image["id"] in self.selected:
+            del self.selected[image["id"]]
+        else:
+            self.selected[image["id"]] = image["name"]
+        self._refresh_row(image)
+        self._update_status()
+
+    def clear_selection(self) -> None:
+        self.selected.clear()
+        self._render_rows(self.rows, self.progress, keep_cursor=True, force=True)
+
+    def _refresh_row(self, image: dict[str, Any]) -> None:
+        column_keys = [key for key, _w in self._columns()]
+        for key, cell in zip(column_keys, self._cells(image, self.progress.get(image["id"])), strict=True):
+            self.table.update_cell(image["id"], key, cell)
+
+    def targets(self) -> dict[str, str]:
+        """The selected images, else the current one: id -> name."""
+        if self.selected:
+            return dict(self.selected)
+        image = self.current()
+        return {image["id"]: image["name"]} if image else {}
+
+    # ---- status and detail lines ----------------------------------------------------------
+
+    def _update_status(self) -> None:
+        shown = len(self.rows)
+        if shown:
+            span = _("{first}–{last} of {total}").format(
+                first=self.page_offset + 1,
+                last=self.page_offset + shown,
+                total="…" if self.total is None else f"{self.total:,}",
+            )
+        else:
+            span = (
+                _("no images")
+                if not self.image_query.text
+                else _("no image matches “{text}”").format(text=self.image_query.text)
+            )
+        parts = [span]
+        if self.selected:
+            parts.append(_("{n} selected").format(n=len(self.selected)))
+        if self.image_query.text:
+            parts.append(_("filter: {text}").format(text=self.image_query.text))
+        self.query_one("#list-status", Static).update(" · ".join(parts))
+
+    def update_detail(self) -> None:
+        image = self.current()
+        detail = self.query_one("#list-detail", Static)
+        if image is None:
+            detail.update("")
+            return
+        first = Text.assemble(
+            (image["id"], "bold"),
+            " · ",
+            image["os_name"],
+            " · ",
+            _("created {time}").format(time=short_time(image["created_at"])),
+        )
+        if image.get("description"):
+            first.append(" · " + image["description"].replace("\n", " "), style="italic")
+        progress = self.progress.get(image["id"])
+        if image["status"] == "import_failed" and image.get("error"):
+            second = Text(_("failed: {reason}").format(reason=image["error"]), style="red")
+        elif progress is not None:
+            second = Text.assemble(status_cell(image["status"], progress, 30), "  ", progress_line(progress))
+        else:
+            second = Text("")
+        joined = Text("\n").join([first, second])
+        joined.no_wrap = True
+        joined.overflow = "ellipsis"
+        detail.update(joined)
