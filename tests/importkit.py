@@ -156,7 +156,7 @@ class HttpBehaviour:
     send_length: bool = True
     ranges: bool = True
     cut_after: int | None = None  # first GET of a file: close the connection after this many bytes
-    hold_after: int | None = None  # every GET: after this many bytes, wait until `release` is set
+    hold_after: int | None = None  # first GET of a file: after this many bytes, wait until `release` is set
     reached: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -222,9 +222,11 @@ def _handler(behaviour: HttpBehaviour) -> type[http.server.BaseHTTPRequestHandle
                         self.close_connection = True
                         self.connection.shutdown(2)
                         return
-                    if b.hold_after is not None and sent >= b.hold_after:
+                    if first and b.hold_after is not None and sent >= b.hold_after:
                         b.reached.set()
                         b.release.wait(30)
+                        self.close_connection = True
+                        return
                     self.wfile.write(chunk)
                     sent += len(chunk)
                     with b._lock:
