@@ -22,7 +22,7 @@ from sqlalchemy import func, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from core import db
+from core import audit, db
 from core.clock import utcnow
 from core.models import Job
 
@@ -93,6 +93,7 @@ def claim(
         job.updated_at = now
         job.progress_at = now
         session.add(job)
+        audit.record(session, owner, "job.claim", job.image_id, job=job.id, kind=job.kind, attempt=job.attempts)
         return job
 
 
@@ -129,6 +130,9 @@ def finish(engine: Engine, job_id: int, owner: str, state: str, error: str | Non
             .where(col(Job.id) == job_id, col(Job.lease_owner) == owner, col(Job.state) == RUNNING)
             .values(state=state, error=error, finished_at=now, updated_at=now, lease_expires_at=None)
         )
+        if result.rowcount:
+            image_id = session.exec(select(Job.image_id).where(Job.id == job_id)).first()
+            audit.record(session, owner, "job.finish", image_id, "ok" if state == DONE else state, error, job=job_id)
         return bool(result.rowcount)
 
 

@@ -284,6 +284,22 @@ def cmd_image_export_xlsx(ctx: Context) -> int:
     return 0
 
 
+def cmd_audit_list(ctx: Context) -> int:
+    from core import access, audit
+
+    access.require_admin(ctx.actor, "read the audit trail")
+    a = ctx.args
+    events = audit.list_events(ctx.catalog.engine, target=a.target, action=a.action, limit=a.limit)
+    if a.json:
+        emit_json(events)
+    else:
+        print_table(
+            [(e["at"], e["actor"], e["action"], e["target"], e["outcome"], e["reason"]) for e in events],
+            ("AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "REASON"),
+        )
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------
 
 _EXTENSIONS: list[Callable[[Any, argparse.ArgumentParser], None]] = []
@@ -376,7 +392,15 @@ def build_parser() -> Parser:
     p.add_argument("--status")
     p.add_argument("--filter")
 
-    GROUPS.update(tenant=tenant, account=account, image=image)
+    audit = sub.add_parser("audit", help="the audit trail (admin only)", parents=[common]).add_subparsers(
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
+    p = add(audit, "list", cmd_audit_list, "list audit events, newest first")
+    p.add_argument("--target", help="an image, account or tenant")
+    p.add_argument("--action", help="e.g. image.delete, job.claim")
+    p.add_argument("--limit", type=int, default=1000)
+
+    GROUPS.update(tenant=tenant, account=account, image=image, audit=audit)
     for register in _EXTENSIONS:
         register(sub, common)
     return parser

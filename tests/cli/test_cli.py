@@ -130,3 +130,15 @@ def test_global_options_after_the_subcommand(cli, demo, tmp_path: Path):
     assert cli("--as", "demo-viewer", "image", "list", "--json").code == 0
     missing = cli("--config", str(tmp_path / "none.toml"), "image", "list")
     assert missing.code == 2 and "does not exist" in missing.err
+
+
+def test_audit_trail_lists_changes_and_refusals(cli, demo):
+    cli("image", "edit", demo["db-primary"], "--name", "db-renamed")
+    cli("image", "delete", demo["win-iis"])
+    events = cli("audit", "list", "--json").json()
+    edit = next(e for e in events if e["action"] == "image.edit")
+    assert edit["target"] == demo["db-primary"] and edit["actor"] == "admin" and edit["outcome"] == "ok"
+    assert edit["detail"]["name"] == ["db-primary", "db-renamed"]
+    refused = cli("audit", "list", "--target", demo["win-iis"], "--action", "image.delete", "--json").json()
+    assert refused[0]["outcome"] == "refused" and "importing" in refused[0]["reason"]
+    assert cli("audit", "list", account="demo-owner").code == 4
