@@ -85,6 +85,14 @@ def add_images(catalog: Catalog, rows: list[tuple[Any, ...]] = IMAGES, start: da
                 )
 
 
+@pytest.fixture(autouse=True)
+def _count_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Count totals as soon as a page is shown (the app waits for typing to pause first)."""
+    from tui.widgets.image_list import ImageList
+
+    monkeypatch.setattr(ImageList, "count_delay", 0)
+
+
 @pytest.fixture
 def images(catalog: Catalog, people: People) -> Catalog:
     add_images(catalog)

@@ -8,6 +8,7 @@ updates changed cells in place without moving the cursor or losing the selection
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +17,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -35,6 +37,7 @@ from tui.widgets.format import (
 log = logging.getLogger("imagehub.tui")
 
 PAGE = 100
+COUNT_DELAY = 0.15  # seconds after the page is shown before the total is counted
 WIDE = 118  # from this many columns on, the table shows every column at full width
 
 # column key -> (title, width narrow, width wide); width 0 hides the column
@@ -106,6 +109,8 @@ class ImageList(Vertical):
     ImageList > .list-detail { height: 2; padding: 0 1; }
     """
 
+    count_delay = COUNT_DELAY
+
     class Loaded(Message):
         """A page was shown (after a query change, a page move or a refresh)."""
 
@@ -125,6 +130,10 @@ class ImageList(Vertical):
         self._wide: bool | None = None
         self._generation = 0
         self.loading_page = False
+        self._count_wanted = False
+        self._count_timer: Timer | None = None
+        self.mounted_at = 0.0  # perf_counter() at mount and when the first page was shown (bench/tui.py)
+        self.first_shown_at = 0.0
 
     def compose(self) -> ComposeResult:
         table = ImageTable(cursor_type="row", zebra_stripes=True, id="images-table")
@@ -137,6 +146,7 @@ class ImageList(Vertical):
         return self.query_one(ImageTable)
 
     def on_mount(self) -> None:
+        self.mounted_at = time.perf_counter()
         self._setup_columns()
         self.reload()
         if self.refresh_seconds:
@@ -208,7 +218,7 @@ class ImageList(Vertical):
         self.loading_page = True
         self._load(self._generation, self.image_query, self.page_offset, cursor_row)
         if counts:
-            self._count(self.image_query)
+            self._count_wanted = True
 
     def _tick(self) -> None:
         if not self.screen.is_current or self.loading_page:
@@ -255,6 +265,17 @@ class ImageList(Vertical):
             self.reload(cursor_row=PAGE - 1)
             return
         self._render_rows(page, progress, keep_cursor=cursor_row is None, cursor_row=cursor_row)
+        if not self.first_shown_at:
+            self.first_shown_at = time.perf_counter()
+        if self._count_wanted:
+            # Count once typing pauses: a count scans every match and would slow the next keystroke.
+            self._count_wanted = False
+            if self._count_timer is not None:
+                self._count_timer.stop()
+            if self.count_delay <= 0:
+                self._count(self.image_query)
+            else:
+                self._count_timer = self.set_timer(self.count_delay, lambda: self._count(self.image_query))
         self.post_message(self.Loaded(self))
 
     def _render_rows(
