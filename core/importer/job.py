@@ -18,11 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
+from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import or_, update
 from sqlmodel import col, select
 
-from core import audit, db
+from core import audit, db, jobs
 from core.catalog import Catalog
 from core.clock import utcnow
 from core.errors import Failed
@@ -30,7 +33,7 @@ from core.importer import convert, credentials, inspect, sources
 from core.importer.netpolicy import Policy
 from core.importer.submit import KIND
 from core.models import Image, Job, Status
-from core.worker import JobContext, LeaseLost, register
+from core.worker import JobContext, LeaseLost, Worker, register
 
 log = logging.getLogger("imagehub.import")
 
@@ -77,9 +80,11 @@ def run_import(ctx: JobContext) -> None:
         summary = json.loads(received.read_text())
     else:
         ctx.progress("downloading", 0, None, force=True)
-        sink = sources.StagedFile(
-            source_file, size_cap(target_bytes), lambda done, total: ctx.progress("downloading", done, total)
-        )
+
+        def report(done: int, total: int | None) -> None:  # at once when the total becomes known
+            ctx.progress("downloading", done, total, force=total is not None and total != ctx.job.bytes_total)
+
+        sink = sources.StagedFile(source_file, size_cap(target_bytes), report)
         sink.open(rehash=lambda done: ctx.progress("downloading", done, None))
         try:
             if params.get("source") == "file":
@@ -193,6 +198,54 @@ def mark_failed(catalog: Catalog, image_id: str | None, reason: str) -> None:
         audit.record(session, "imagehub worker", "image.import", image_id, "failed", reason)
     shutil.rmtree(staging_folder(catalog, image_id), ignore_errors=True)
     _remove_store_files(catalog, image_id)
+
+
+def claim_job(catalog: Catalog, job_id: int, owner: str, lease_seconds: float) -> Job | None:
+    """Claim one given job (queued, or running under an expired lease); None if someone holds it."""
+    now = utcnow()
+    with db.write_session(catalog.engine) as session:
+        result = session.exec(  # type: ignore[call-overload]
+            update(Job)
+            .where(
+                col(Job.id) == job_id,
+                or_(
+                    col(Job.state) == jobs.QUEUED,
+                    (col(Job.state) == jobs.RUNNING) & (col(Job.lease_expires_at) < now),
+                ),
+            )
+            .values(
+                state=jobs.RUNNING,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=col(Job.attempts) + 1,
+                updated_at=now,
+                progress_at=now,
+            )
+        )
+        if not result.rowcount:
+            return None
+    return jobs.get(catalog.engine, job_id)
+
+
+class SingleJobWorker(Worker):
+    """A worker for one job only (the CLI's `--wait` when no server runs): it never takes other work.
+    If another worker holds the job, it only waits for the job to end."""
+
+    def __init__(self, catalog: Catalog, job_id: int, **kwargs: object) -> None:
+        super().__init__(catalog, kinds=[KIND], max_concurrent=1, **kwargs)  # type: ignore[arg-type]
+        self.job_id = job_id
+
+    def poll_once(self) -> list[int]:
+        if self.stop.is_set() or self.running:
+            return []
+        job = claim_job(self.catalog, self.job_id, self.owner, self.lease_seconds)
+        if job is None or job.id is None:
+            return []
+        thread = threading.Thread(target=self._run, args=(job,), name=f"job-{job.id}", daemon=True)
+        with self._lock:
+            self._threads[job.id] = thread
+        thread.start()
+        return [job.id]
 
 
 class ImportHandler:

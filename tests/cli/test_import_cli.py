@@ -1,0 +1,178 @@
+"""`imagehub image import`: options, --wait (a local worker, or following a running server's), --json,
+progress on a terminal, exit statuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pexpect
+import pytest
+from sqlmodel import select
+
+from core import db, jobs
+from core.catalog import Catalog
+from core.models import Job
+from tests.conftest import IMAGEHUB, REPO, People
+from tests.importkit import GIB, HttpBehaviour, ftp_server, http_server, make_disk, port_of, run_job, sha256_of
+
+OS_ARGS = ["--os-type", "Linux", "--arch", "x86_64", "--platform", "CentOS", "--os-version", "7.9"]
+
+
+def import_args(*source: str, size: str = "20", extra: tuple[str, ...] = ()) -> list[str]:
+    return ["image", "import", "--name", "web", *source, *OS_ARGS, "--size-gb", size, "--tenant", "acme", *extra]
+
+
+def env_for(config_path: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")}
+    env["IMAGEHUB_CONFIG"] = str(config_path)
+    env.update(settings)
+    return env
+
+
+def first_job(catalog: Catalog) -> Job | None:
+    with db.read_session(catalog.engine) as session:
+        return session.exec(select(Job)).first()
+
+
+def test_import_file_with_wait_and_json(cli: Any, people: People, tmp_path: Path) -> None:
+    disk = make_disk(tmp_path, "qcow2")
+    done = cli(*import_args("--file", str(disk), extra=("--wait", "--json")))
+    assert done.code == 0, done.err
+    image = done.json()
+    assert image["status"] == "available"
+    assert image["disk_format"] == "raw"
+    assert image["virtual_size"] == 20 * GIB
+    assert image["sha256"] == sha256_of(disk)
+    assert image["tenant"] == "acme" and isinstance(image["job_id"], int)
+    assert "\r" not in done.err  # no terminal: plain lines only
+    shown = cli("image", "show", image["id"], "--json").json()
+    assert shown["status"] == "available" and shown["progress"] is None
+
+
+def test_failed_import_with_wait_exits_1_with_the_reason(cli: Any, people: People, tmp_path: Path) -> None:
+    disk = make_disk(tmp_path, "qed", pattern=False)
+    done = cli(*import_args("--file", str(disk), extra=("--wait",)))
+    assert done.code == 1
+    assert done.err.strip().endswith("failed: QED images are refused")
+    image_id = done.err.split("import of ", 1)[1].split()[0]
+    shown = cli("image", "show", image_id, "--json").json()
+    assert shown["status"] == "import_failed" and shown["error"] == "QED images are refused"
+    deleted = cli("image", "delete", image_id)
+    assert deleted.code == 0, deleted.err
+
+
+def test_import_without_wait_leaves_the_job_queued(cli: Any, people: People, tmp_path: Path) -> None:
+    disk = make_disk(tmp_path, "qcow2")
+    done = cli(*import_args("--file", str(disk)))
+    assert done.code == 0, done.err
+    assert "importing (job " in done.out
+    image_id = done.out.split(":", 1)[0]
+    shown = cli("image", "show", image_id, "--json").json()
+    assert shown["status"] == "importing"
+    assert shown["progress"]["state"] == "queued"
+    assert cli("image", "delete", image_id).code == 5  # not while importing
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (import_args("--file", "/nonexistent.qcow2"), "file /nonexistent.qcow2 does not exist"),
+        (import_args("--file", "/etc/hostname", size="10"), "size-gb 10 is out of range"),
+        (import_args("--file", "/etc/hostname", size="501"), "size-gb 501 is out of range"),
+        (import_args("--url", "file:///etc/passwd"), "url scheme file is not allowed"),
+        (import_args("--url", "http://169.254.169.254/latest/"), "source refused by the network policy"),
+        (import_args("--file", "/etc/hostname", extra=("--sha256", "abc")), "sha256 must be 64 hexadecimal digits"),
+        (
+            ["image", "import", "--name", "x", "--file", "a", "--url", "http://h/", *OS_ARGS, "--size-gb", "20"],
+            "not allowed with argument",
+        ),
+        (["image", "import", "--name", "x", *OS_ARGS, "--size-gb", "20"], "one of the arguments --file --url"),
+    ],
+)
+def test_bad_values_exit_2_and_create_nothing(cli: Any, people: People, args: list[str], message: str) -> None:
+    done = cli(*args, env={"IMAGEHUB_IMPORT__ALLOW_PRIVATE_NETWORKS": "false"})
+    assert done.code == 2
+    assert message in done.err and len(done.err.strip().splitlines()) == 1
+    assert cli("image", "list", "--json").json() == []
+
+
+def test_url_credentials_from_stdin_are_never_shown(people: People, config_path: Path, tmp_path: Path) -> None:
+    disk = make_disk(tmp_path, "qcow2")
+    with ftp_server(disk.parent, "alice", "hunter2") as (base, _):
+        url = f"ftp://alice:hunter2@{base.removeprefix('ftp://')}/{disk.name}"
+        env = env_for(config_path, IMAGEHUB_IMPORT__ALLOWED_PORTS=f"[{port_of(base)}]")
+        done = subprocess.run(
+            [*IMAGEHUB, *import_args("--url", "-", extra=("--wait", "--json"))],
+            input=url + "\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    image = json.loads(done.stdout)
+    assert image["status"] == "available"
+    assert image["source"] == f"ftp://alice:***@{base.removeprefix('ftp://')}/{disk.name}"
+    assert "hunter2" not in done.stdout + done.stderr
+
+
+def test_wait_shows_a_progress_bar_on_a_terminal(people: People, config_path: Path, tmp_path: Path) -> None:
+    disk = make_disk(tmp_path, "qcow2", "64M", options="preallocation=full")
+    behaviour = HttpBehaviour(files={"/disk.qcow2": disk}, hold_after=8 << 20)
+    with http_server(behaviour) as base:
+        env = env_for(config_path, IMAGEHUB_IMPORT__ALLOWED_PORTS=f"[{port_of(base)}]")
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "tui.cli", *import_args("--url", f"{base}/disk.qcow2", extra=("--wait",))],
+            env=env,
+            cwd=str(REPO),
+            timeout=60,
+            encoding="utf-8",
+            dimensions=(24, 120),
+        )
+        try:
+            assert behaviour.reached.wait(30)
+            child.expect(r"\[#*-+\] +\d+% downloading +\d")
+            behaviour.release.set()
+            child.expect(r"available \(raw, 20 GiB")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close()
+    assert child.exitstatus == 0
+
+
+def test_wait_only_follows_a_job_that_a_running_server_does(
+    catalog: Catalog, people: People, config_path: Path, tmp_path: Path
+) -> None:
+    disk = make_disk(tmp_path, "qcow2")
+    (catalog.settings.data_dir / "serve.pid").write_text(f"{os.getpid()}\n")  # "a server runs"
+    waiting = subprocess.Popen(
+        [*IMAGEHUB, *import_args("--file", str(disk), extra=("--wait", "--json"))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(config_path),
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (job := first_job(catalog)) is None:
+            assert time.monotonic() < deadline and waiting.poll() is None
+            time.sleep(0.05)
+        assert job.state == jobs.QUEUED  # the CLI did not take it
+        run_job(catalog, job.id or 0)  # the "server's" worker
+        out, err = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["status"] == "available"
+    finished = jobs.get(catalog.engine, job.id or 0)
+    assert finished is not None and finished.lease_owner and finished.lease_owner.startswith("worker@")
