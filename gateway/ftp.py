@@ -23,7 +23,7 @@ from pyftpdlib.handlers.ftp.control import proto_cmds as _PROTO_CMDS
 from pyftpdlib.servers import FTPServer
 
 from core.links import Refused, Served
-from gateway.transfers import Conn, Registry, Transfer
+from gateway.transfers import Conn, Registry, Transfer, reset_on_close
 
 log = logging.getLogger("imagehub.gateway.ftp")
 READ_PERMS = "elr"
@@ -236,6 +236,13 @@ class GatewayFTPHandler(FTPHandler):
     def log_cmd(self, cmd: str, arg: str, respcode: int, respstr: str) -> None:
         return None
 
+    # --- every write is refused here too, whatever the permissions say
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        self.respond("550 Read-only: this server only serves one file for download.")
+
+    ftp_STOR = ftp_APPE = ftp_STOU = ftp_DELE = ftp_MKD = ftp_RMD = _read_only
+    ftp_RNFR = ftp_RNTO = ftp_MFMT = ftp_SITE_CHMOD = _read_only
+
     # --- transfers
     def ftp_RETR(self, file: str) -> Any:
         assert self.served is not None and self.link_conn is not None
@@ -272,6 +279,8 @@ class GatewayFTPHandler(FTPHandler):
         if self.cut_reason is not None and not self._closed:
             with contextlib.suppress(Exception):
                 self.respond("421 This download link is no longer valid; closing.")
+            if channel is not None:
+                reset_on_close(channel.socket)
             self.close()
 
     def close(self) -> None:

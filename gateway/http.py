@@ -12,6 +12,7 @@ aborting the transport. The token is checked on every request; refusals are one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import os
 import secrets
@@ -22,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.links import REFUSAL_MESSAGE, Refused, Served
-from gateway.transfers import Registry
+from gateway.transfers import Registry, reset_on_close
 
 SENDFILE_CHUNK = 16 * 1024 * 1024
 MAX_RANGES = 64
@@ -236,8 +237,16 @@ class Downloads:
         if transport is None:
             raise ConnectionResetError("connection lost")
 
+        cut_waiter: asyncio.Future[None] = loop.create_future()
+
+        def do_cut() -> None:
+            # Only wake the handler: aborting the transport under a running loop.sendfile corrupts
+            # asyncio's selector state. The handler cancels the sendfile first, then resets.
+            if not cut_waiter.done():
+                cut_waiter.set_result(None)
+
         def cut(_reason: str) -> None:
-            loop.call_soon_threadsafe(transport.abort)
+            loop.call_soon_threadsafe(do_cut)
 
         registry = self.registry
         conn = registry.open_conn(served.link_id, "http", peer, cut, limited=False)
@@ -252,7 +261,15 @@ class Downloads:
                     if conn.cut_reason is not None:
                         raise ConnectionResetError(conn.cut_reason)
                     n = min(SENDFILE_CHUNK, count)
-                    await loop.sendfile(transport, fobj, offset, n)
+                    send = asyncio.ensure_future(loop.sendfile(transport, fobj, offset, n))
+                    await asyncio.wait({send, cut_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    if not send.done():
+                        send.cancel()
+                        with contextlib.suppress(BaseException):
+                            await send
+                        reset_on_close(transport.get_extra_info("socket"))
+                        raise ConnectionResetError(conn.cut_reason or "cut")
+                    send.result()
                     offset += n
                     count -= n
                     transfer.add(n)
@@ -267,6 +284,8 @@ class Downloads:
             transport.abort()
             return response
         finally:
+            if not cut_waiter.done():
+                cut_waiter.cancel()
             registry.end(transfer, status_text)
             registry.close_conn(conn)
 

@@ -11,11 +11,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
@@ -32,6 +36,14 @@ access_log = logging.getLogger("imagehub.access")
 log = logging.getLogger("imagehub.gateway")
 
 PROTOCOLS = ("http", "ftp", "sftp")
+
+
+def reset_on_close(sock: Any) -> None:
+    """Make the next close send RST, dropping what the kernel still holds for the client."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 class JobsCollector(Collector):

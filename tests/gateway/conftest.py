@@ -11,9 +11,11 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -234,8 +236,9 @@ def make_catalog(root: Path) -> tuple[Path, Catalog]:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    root = tmp_path_factory.mktemp("gateway")
+def gw() -> Iterator[Gateway]:
+    # Not under pytest's basetemp: concurrent pytest sessions on this machine prune each other's.
+    root = Path(tempfile.mkdtemp(prefix="imagehub-gw-"))
     config, catalog = make_catalog(root)
     log_path = root / "serve.log"
     proc, (host, http, ftp, sftp) = start_server(config, root, log_path)
@@ -245,6 +248,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     finally:
         code = stop_server(proc)
         catalog.dispose()
+        if code == 0 and not os.environ.get("IMAGEHUB_TEST_KEEP"):
+            shutil.rmtree(root, ignore_errors=True)
         assert code == 0, f"imagehub serve exited {code}\n{log_path.read_text()[-3000:]}"
 
 

@@ -143,7 +143,7 @@ def test_head_sends_headers_only(link: Link, data: bytes) -> None:
 
 
 def test_sha256_file_checks_with_sha256sum(gw: Gateway, link: Link, tmp_path) -> None:
-    status, headers, body = request(link, urlsplit(link.http).path + ".sha256")
+    status, _headers, body = request(link, urlsplit(link.http).path + ".sha256")
     assert status == 200
     assert body.decode() == f"{link.sha256}  {link.filename}\n"
     (tmp_path / link.filename).write_bytes(link.path.read_bytes())
