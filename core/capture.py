@@ -58,7 +58,7 @@ def submit_capture(
                 raise NotFound(f"vm {vm_id} not found")
             access.require_manage(actor, vm.tenant_id, f"vm {vm_id}")
         # The VM must really be stopped: ask its driver, not only the catalog.
-        vms._refresh(catalog, vm)
+        vms.refresh_status(catalog, vm)
         if vm.status != STOPPED:
             raise Conflict(f"vm {vm_id} is {vm.status}; stop it before capturing an image from it")
         overlay = vms.machine_spec(catalog, vm).disk
@@ -70,7 +70,7 @@ def submit_capture(
                 raise NotFound(f"vm {vm_id} not found")
             if vm.status != STOPPED:
                 raise Conflict(f"vm {vm_id} is {vm.status}; stop it before capturing an image from it")
-            busy = vms._capture_in_progress(session, vm_id)
+            busy = vms.capture_in_progress(session, vm_id)
             if busy:
                 raise Conflict(f"vm {vm_id} is already being captured into {busy}")
             source = session.get(Image, vm.image_id)

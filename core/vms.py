@@ -73,7 +73,8 @@ def _tenant_name(session: Session, tenant_id: int) -> str:
     return tenant.name if tenant else ""
 
 
-def _capture_in_progress(session: Session, vm_id: str) -> str | None:
+def capture_in_progress(session: Session, vm_id: str) -> str | None:
+    """The image being captured from the VM (status creating), if any: the VM must stay stopped."""
     image = session.exec(
         select(Image).where(Image.source_vm_id == vm_id, Image.status == Status.CREATING).order_by(col(Image.id))
     ).first()
@@ -177,7 +178,7 @@ def list_vms(catalog: Catalog, actor: Actor, image_id: str | None = None) -> lis
         rows = list(session.exec(statement.order_by(col(Vm.created_at).desc(), col(Vm.id).desc())))
     views = []
     for vm, tenant_name in rows:
-        _refresh(catalog, vm)
+        refresh_status(catalog, vm)
         views.append(vm_view(vm, tenant_name))
     return views
 
@@ -191,11 +192,11 @@ def get_vm(catalog: Catalog, actor: Actor, vm_id: str) -> dict[str, Any]:
     with db.read_session(catalog.engine) as session:
         vm = _load(session, actor, vm_id)
         tenant_name = _tenant_name(session, vm.tenant_id)
-    _refresh(catalog, vm)
+    refresh_status(catalog, vm)
     return vm_view(vm, tenant_name)
 
 
-def _refresh(catalog: Catalog, vm: Vm) -> None:
+def refresh_status(catalog: Catalog, vm: Vm) -> None:
     """Bring the recorded status in line with the driver's (e.g. the guest powered itself off)."""
     if vm.driver == "none":
         return
@@ -222,11 +223,11 @@ def start_vm(catalog: Catalog, actor: Actor, vm_id: str) -> dict[str, Any]:
         with db.read_session(catalog.engine) as session:
             vm = _load(session, actor, vm_id)
             access.require_manage(actor, vm.tenant_id, f"vm {vm_id}")
-            capturing = _capture_in_progress(session, vm_id)
+            capturing = capture_in_progress(session, vm_id)
             tenant_name = _tenant_name(session, vm.tenant_id)
         if capturing:
             raise Conflict(f"vm {vm_id} is being captured into {capturing}; start it when that has ended")
-        _refresh(catalog, vm)
+        refresh_status(catalog, vm)
         if vm.status != STOPPED:
             raise Conflict(f"vm {vm_id} is already {vm.status}")
         pid = driver_of(catalog, vm).start(machine_spec(catalog, vm))
@@ -256,7 +257,7 @@ def stop_vm(
             vm = _load(session, actor, vm_id)
             access.require_manage(actor, vm.tenant_id, f"vm {vm_id}")
             tenant_name = _tenant_name(session, vm.tenant_id)
-        _refresh(catalog, vm)
+        refresh_status(catalog, vm)
         if vm.status == STOPPED:
             raise Conflict(f"vm {vm_id} is already stopped")
         driver_of(catalog, vm).stop(machine_spec(catalog, vm), force=force, timeout=timeout)
@@ -283,7 +284,7 @@ def delete_vm(catalog: Catalog, actor: Actor, vm_id: str) -> None:
         with db.read_session(catalog.engine) as session:
             vm = _load(session, actor, vm_id)
             access.require_manage(actor, vm.tenant_id, f"vm {vm_id}")
-            capturing = _capture_in_progress(session, vm_id)
+            capturing = capture_in_progress(session, vm_id)
         if capturing:
             raise Conflict(f"vm {vm_id} is being captured into {capturing}; delete it when that has ended")
         driver_of(catalog, vm).stop(machine_spec(catalog, vm), force=True)
