@@ -64,7 +64,10 @@ class GatewaySettings(BaseModel):
     host: bind address. public_host: host name put into links (empty: host).
     http_port, ftp_port, sftp_port: listening ports (0: pick a free port).
     ftp_passive_ports: passive data port range "first-last".
-    admin_ssh_port: SSH front door running the TUI for admins (0: off).
+    admin_ssh_port: SSH front door running the TUI for admins (0: off); its own port and host key.
+    admin_ssh_login_timeout_seconds: an admin SSH client must authenticate within this.
+    admin_ssh_idle_timeout_seconds: an admin session without keyboard input this long is closed.
+    admin_ssh_max_sessions: concurrent admin SSH sessions; more are refused.
     tls_cert, tls_key: PEM files; when set, HTTP is served as HTTPS and FTP offers AUTH TLS.
     idle_timeout_seconds: idle FTP/SFTP sessions are closed after this.
     max_connections_per_link: concurrent FTP/SFTP sessions per link.
@@ -78,6 +81,9 @@ class GatewaySettings(BaseModel):
     ftp_passive_ports: str = "30000-30099"
     sftp_port: int = 2222
     admin_ssh_port: int = 0
+    admin_ssh_login_timeout_seconds: int = 30
+    admin_ssh_idle_timeout_seconds: int = 1800
+    admin_ssh_max_sessions: int = 16
     tls_cert: str = ""
     tls_key: str = ""
     idle_timeout_seconds: int = 300

@@ -317,10 +317,19 @@ class AdminFrontDoor:
             os.close(master)
             self.children.discard(child)
 
-    def kill_children(self) -> None:
-        for child in list(self.children):
+    async def close(self, timeout: float = 5.0) -> None:
+        """End every session's child (SIGHUP, as a terminal hang-up does) and wait for them."""
+        children = list(self.children)
+        for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGHUP)
+        for child in children:
+            try:
+                await asyncio.wait_for(child.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                await child.wait()
 
 
 async def listen(catalog: Catalog, host: str, port: int) -> tuple[asyncssh.SSHAcceptor, AdminFrontDoor]:

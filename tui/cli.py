@@ -29,7 +29,12 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports bad usage as one line and exit status 2."""
+    """argparse that reports bad usage as one line and exit status 2; options are never abbreviated
+    (a remote command over the admin SSH door must not slip `--as` in as `--a`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)

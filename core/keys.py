@@ -1,0 +1,119 @@
+"""SSH public keys that let an account into the admin front door (`ssh -p PORT host` -> the TUI).
+
+A key belongs to one account; its SHA256 fingerprint (as OpenSSH prints it) is unique. Keys are
+parsed and checked with `cryptography`, never trusted as text.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+from sqlmodel import col, select
+
+from core import access, audit, db
+from core.access import Actor
+from core.catalog import Catalog
+from core.clock import iso
+from core.errors import Conflict, ImagehubError, Invalid, NotFound
+from core.models import Account, AccountKey
+
+
+def fingerprint_of_blob(blob: bytes) -> str:
+    """OpenSSH's `SHA256:...` fingerprint of a public key blob."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
+
+
+def parse_public_key(text: str) -> tuple[str, str, str]:
+    """(normalised `type base64` line, fingerprint, comment) of one OpenSSH public key line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip() and not line.startswith("#")]
+    if len(lines) != 1:
+        raise Invalid("the key file must hold exactly one OpenSSH public key line")
+    fields = lines[0].split(None, 2)
+    if len(fields) < 2:
+        raise Invalid("not an OpenSSH public key (expected 'TYPE BASE64 [COMMENT]')")
+    key_type, encoded = fields[0], fields[1]
+    comment = fields[2] if len(fields) > 2 else ""
+    try:
+        blob = base64.b64decode(encoded, validate=True)
+        load_ssh_public_key(f"{key_type} {encoded}".encode("ascii"))
+    except Exception as exc:
+        raise Invalid(f"not a valid OpenSSH public key: {exc}") from exc
+    return f"{key_type} {encoded}", fingerprint_of_blob(blob), comment[:256]
+
+
+def _account(session: Any, actor: Actor, name: str) -> Account:
+    account = session.exec(select(Account).where(Account.name == name)).first()
+    if account is None:
+        raise NotFound(f"account {name} not found")
+    if actor.is_admin or actor.account_id == account.id:
+        return account
+    access.require_account_admin(actor, account.tenant_id, f"manage the keys of {name}")
+    return account
+
+
+def add_key(catalog: Catalog, actor: Actor, account_name: str, key_file: Path) -> dict[str, Any]:
+    try:
+        try:
+            text = key_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise Invalid(f"cannot read {key_file}: {getattr(exc, 'strerror', None) or exc}") from exc
+        line, fingerprint, comment = parse_public_key(text)
+        with db.write_session(catalog.engine) as session:
+            account = _account(session, actor, account_name)
+            if session.exec(select(AccountKey).where(AccountKey.fingerprint == fingerprint)).first():
+                raise Conflict(f"key {fingerprint} is already registered")
+            assert account.id is not None
+            session.add(AccountKey(account_id=account.id, fingerprint=fingerprint, public_key=line, comment=comment))
+            audit.record(session, actor.name, "account.key.add", account_name, fingerprint=fingerprint)
+            return {"account": account_name, "fingerprint": fingerprint, "comment": comment}
+    except ImagehubError as exc:
+        audit.record_refusal(catalog.engine, actor.name, "account.key.add", account_name, str(exc))
+        raise
+
+
+def list_keys(catalog: Catalog, actor: Actor, account_name: str) -> list[dict[str, Any]]:
+    with db.read_session(catalog.engine) as session:
+        account = _account(session, actor, account_name)
+        keys = session.exec(select(AccountKey).where(AccountKey.account_id == account.id).order_by(col(AccountKey.id)))
+        return [
+            {
+                "account": account_name,
+                "fingerprint": k.fingerprint,
+                "type": k.public_key.split()[0],
+                "comment": k.comment,
+                "created_at": iso(k.created_at),
+            }
+            for k in keys
+        ]
+
+
+def remove_key(catalog: Catalog, actor: Actor, account_name: str, fingerprint: str) -> None:
+    try:
+        with db.write_session(catalog.engine) as session:
+            account = _account(session, actor, account_name)
+            key = session.exec(
+                select(AccountKey).where(AccountKey.account_id == account.id, AccountKey.fingerprint == fingerprint)
+            ).first()
+            if key is None:
+                raise NotFound(f"key {fingerprint} of {account_name} not found")
+            session.delete(key)
+            audit.record(session, actor.name, "account.key.remove", account_name, fingerprint=fingerprint)
+    except ImagehubError as exc:
+        audit.record_refusal(catalog.engine, actor.name, "account.key.remove", account_name, str(exc))
+        raise
+
+
+def account_for_key(catalog: Catalog, blob: bytes) -> str | None:
+    """The account name owning this public key blob, or None (checked at every login)."""
+    fingerprint = fingerprint_of_blob(blob)
+    with db.read_session(catalog.engine) as session:
+        row = session.exec(
+            select(Account.name)
+            .join(AccountKey, col(AccountKey.account_id) == col(Account.id))
+            .where(AccountKey.fingerprint == fingerprint)
+        ).first()
+        return row
