@@ -27,7 +27,7 @@ from core.catalog import Catalog
 from core.links import PORTS_FILE
 from core.settings import Settings
 from core.worker import Worker
-from gateway import ftp, http, sftp
+from gateway import admin_ssh, ftp, http, sftp
 from gateway.transfers import Metrics, Registry
 
 log = logging.getLogger("imagehub.gateway")
@@ -103,6 +103,10 @@ async def serve(
     ftp_gateway = ftp.FtpGateway(registry, host, gw.ftp_port)
     ftp_gateway.start()
 
+    admin_acceptor = admin_door = None
+    if gw.admin_ssh_port:
+        admin_acceptor, admin_door = await admin_ssh.listen(catalog, host, gw.admin_ssh_port)
+
     job_worker: Worker | None = None
     worker_thread: threading.Thread | None = None
     if worker:
@@ -111,8 +115,11 @@ async def serve(
         worker_thread.start()
 
     ports = {"http": http_port, "ftp": ftp_gateway.port, "sftp": sftp_port}
-    _write_ports(catalog, ports)
     line = f"imagehub serve: http={host}:{http_port} ftp={host}:{ftp_gateway.port} sftp={host}:{sftp_port}"
+    if admin_acceptor is not None:
+        ports["admin_ssh"] = admin_acceptor.get_port()
+        line += f" admin_ssh={host}:{ports['admin_ssh']}"
+    _write_ports(catalog, ports)
     log.info(line)
     if announce:
         print(line, flush=True)
@@ -133,6 +140,9 @@ async def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await tick_task
         acceptor.close()
+        if admin_acceptor is not None and admin_door is not None:
+            admin_acceptor.close()
+            await admin_door.close()
         registry.cut_all("shutdown")
         await site.stop()
         await runner.cleanup()

@@ -206,3 +206,34 @@ async def test_openssh_client_shows_the_app(door: Door, tmp_path: Path):
         subprocess.run(["tmux", "-L", session, "send-keys", "-t", session, "q"], check=True)
     finally:
         subprocess.run(["tmux", "-L", session, "kill-server"], capture_output=True)
+
+
+async def test_serve_opens_the_admin_door_and_stops_cleanly(door: Door, config_path: Path):
+    import os
+    import signal
+    import socket
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        admin_port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")}
+    env.update(IMAGEHUB_CONFIG=str(config_path), IMAGEHUB_GATEWAY__HTTP_PORT="0", IMAGEHUB_GATEWAY__FTP_PORT="0",
+               IMAGEHUB_GATEWAY__SFTP_PORT="0", IMAGEHUB_GATEWAY__FTP_PASSIVE_PORTS="",
+               IMAGEHUB_GATEWAY__ADMIN_SSH_PORT=str(admin_port))  # fmt: skip
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tui.cli", "serve", env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(READ_TIMEOUT):
+            line = (await server.stdout.readline()).decode()
+        assert f"admin_ssh=127.0.0.1:{admin_port}" in line
+        door.port = admin_port
+        async with door.connect("globex-owner") as conn:
+            listing = await conn.run("image list --json", check=False)
+        assert [i["name"] for i in json.loads(listing.stdout)] == ["globex-db-server"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(READ_TIMEOUT):
+            assert await server.wait() == 0
