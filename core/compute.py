@@ -5,10 +5,13 @@ A driver works on a `MachineSpec` (the VM's folder, disk, seed and architecture)
 the VM when it is made (config `compute.driver`), so changing the config later does not orphan it.
 
 The `qemu` driver runs `qemu-system-x86_64` or `qemu-system-aarch64` by the image's architecture,
-with KVM when `/dev/kvm` is usable and the host has the same architecture, else TCG (config
-`compute.accel` may force one). qemu daemonizes, so the VM outlives the command that started it;
-its PID file, QMP socket and console log live in the VM's folder, and start/stop/status go through
-QMP (JSON over the unix socket).
+with KVM when `/dev/kvm` is usable and the host has the same architecture (falling back to TCG if
+KVM fails to start), else TCG; config `compute.accel` may force one. qemu daemonizes, so the VM
+outlives the command that started it; its PID file, QMP socket and console log live in the VM's
+folder, and start/stop/status go through QMP (JSON over the unix socket).
+
+The driver manages the VMs of the host it runs on: with a catalog shared by several machines, run
+`vm start/stop/delete` for a qemu VM on the machine that started it.
 """
 
 from __future__ import annotations
@@ -221,30 +224,37 @@ class QemuDriver:
     def __init__(self, settings: ComputeSettings) -> None:
         self.settings = settings
 
-    def accel(self, arch: str) -> str:
+    def accelerators(self, arch: str) -> list[str]:
+        """qemu's accelerators in the order to try: KVM (falling back to TCG if it fails) or TCG alone."""
         wanted = self.settings.accel
         if wanted == "tcg":
-            return "tcg"
+            return ["tcg"]
         native = arch == _host_arch() and kvm_usable()
-        if wanted == "kvm" and not native:
-            raise Failed(f"KVM is not usable for {arch} on this host (compute.accel = kvm)")
-        return "kvm" if native else "tcg"
+        if wanted == "kvm":
+            if not native:
+                raise Failed(f"KVM is not usable for {arch} on this host (compute.accel = kvm)")
+            return ["kvm"]
+        if not native:
+            return ["tcg"]
+        return ["kvm"] if arch == "aarch64" else ["kvm", "tcg"]
 
     def command(self, spec: MachineSpec) -> list[str]:
         binary = QEMU_BINARY.get(spec.arch)
         if binary is None:
             raise Invalid(f"architecture {spec.arch} cannot be run; choose one of {', '.join(QEMU_BINARY)}")
-        accel = self.accel(spec.arch)
         args = [binary, "-name", f"{spec.vm_id},process=imagehub-{spec.vm_id}", "-nodefaults", "-no-user-config"]
+        accels = self.accelerators(spec.arch)
+        for accel in accels:
+            args += ["-accel", accel]
         if spec.arch == "aarch64":
-            args += ["-machine", f"virt,accel={accel}", "-cpu", "host" if accel == "kvm" else "cortex-a57"]
+            # `virt` defaults to a 32-bit CPU; `host` exists only under KVM (so no TCG fallback there).
+            args += ["-machine", "virt", "-cpu", "host" if accels == ["kvm"] else "max"]
             firmware = next((f for f in AARCH64_FIRMWARE if Path(f).is_file()), None)
             if firmware:
                 args += ["-bios", firmware]
         else:
-            args += ["-machine", f"q35,accel={accel}"]
-            if accel == "kvm":
-                args += ["-cpu", "host"]
+            # qemu's default CPU model runs under KVM and TCG alike (`host`/`max` trip some nested KVMs).
+            args += ["-machine", "q35"]
         args += [
             "-m",
             str(self.settings.memory_mb),

@@ -300,3 +300,54 @@ def test_vm_that_cannot_start_leaves_nothing(catalog: Catalog, people: People, m
     assert vm_folders(catalog) == []
     [done] = images.delete_images(catalog, people.owner, [image_id])
     assert done.ok
+
+
+def test_qemu_command_picks_the_binary_by_arch_and_kvm_only_when_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec_x86 = compute.MachineSpec("vm-aaaaaaaa", "x86_64", tmp_path)
+    spec_arm = compute.MachineSpec("vm-bbbbbbbb", "aarch64", tmp_path)
+    monkeypatch.setattr(compute, "_host_arch", lambda: "x86_64")
+
+    def accels(command: list[str]) -> list[str]:
+        return [command[i + 1] for i, arg in enumerate(command) if arg == "-accel"]
+
+    monkeypatch.setattr(compute, "kvm_usable", lambda: True)
+    auto = QemuDriver(ComputeSettings(driver="qemu"))
+    command = auto.command(spec_x86)
+    assert command[0] == "qemu-system-x86_64"
+    assert accels(command) == ["kvm", "tcg"]  # TCG if KVM fails to start
+    assert accels(auto.command(spec_arm)) == ["tcg"]  # no KVM across architectures
+    assert auto.command(spec_arm)[0] == "qemu-system-aarch64"
+    assert accels(QemuDriver(ComputeSettings(accel="tcg")).command(spec_x86)) == ["tcg"]
+    assert "-qmp" in command and command[command.index("-qmp") + 1] == "unix:qmp.sock,server=on,wait=off"
+    assert f"file={tmp_path / 'disk.qcow2'},format=qcow2,if=virtio,cache=writeback,discard=unmap" in command
+
+    arm_tcg = auto.command(spec_arm)
+    assert arm_tcg[arm_tcg.index("-cpu") + 1] == "max"
+    monkeypatch.setattr(compute, "_host_arch", lambda: "aarch64")
+    arm_kvm = auto.command(spec_arm)
+    assert accels(arm_kvm) == ["kvm"] and arm_kvm[arm_kvm.index("-cpu") + 1] == "host"
+
+    monkeypatch.setattr(compute, "_host_arch", lambda: "x86_64")
+    monkeypatch.setattr(compute, "kvm_usable", lambda: False)
+    assert accels(auto.command(spec_x86)) == ["tcg"]
+    with pytest.raises(Failed, match="KVM is not usable for x86_64 on this host"):
+        QemuDriver(ComputeSettings(accel="kvm")).command(spec_x86)
+    with pytest.raises(Invalid, match="architecture ppc64 cannot be run"):
+        auto.command(compute.MachineSpec("vm-cccccccc", "ppc64", tmp_path))
+
+
+@pytest.mark.skipif(not needs_qemu_system, reason="qemu-system-x86_64 is not installed (.ci/run installs it)")
+def test_qemu_driver_auto_uses_kvm_only_when_usable(catalog: Catalog, people: People) -> None:
+    catalog.settings.compute = ComputeSettings(driver="qemu", accel="auto", memory_mb=128)
+    image_id = make_base_image(catalog, people.owner)
+    vm = vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
+    try:
+        with QmpClient(catalog.store.vms_dir / vm["id"] / "qmp.sock") as qmp:
+            assert qmp.execute("query-status")["status"] == "running"
+            kvm = qmp.execute("query-kvm")
+        if not compute.kvm_usable():
+            assert kvm["enabled"] is False
+    finally:
+        vms.delete_vm(catalog, people.owner, vm["id"])
