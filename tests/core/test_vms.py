@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -277,6 +278,16 @@ def test_qemu_driver_starts_a_vm_under_tcg_that_qmp_reports_running_then_stops_i
         driver = get_driver("qemu", catalog.settings.compute)
         assert isinstance(driver, QemuDriver)
         assert driver.status(vms.machine_spec(catalog, vm_rows(catalog)[0])) == "stopped"
+
+        # A guest that powers itself off is seen as stopped.
+        assert vms.start_vm(catalog, people.owner, vm["id"])["status"] == "running"
+        with QmpClient(folder / "qmp.sock") as qmp:
+            qmp.execute("quit")
+        deadline = time.monotonic() + 10
+        while qemu_pids() != before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert vms.get_vm(catalog, people.owner, vm["id"])["status"] == "stopped"
+        assert vm_rows(catalog)[0].status == "stopped"
 
         # Started again, then deleted while running: delete stops it and removes its files.
         assert vms.start_vm(catalog, people.owner, vm["id"])["status"] == "running"
