@@ -31,6 +31,7 @@ class Door:
     keys: dict[str, asyncssh.SSHKey]
     key_files: dict[str, Path]
     images: dict[str, str]
+    front_door: object = None
 
     def connect(self, account: str, **options) -> asyncssh.SSHClientConnection:
         return asyncssh.connect(
@@ -57,7 +58,7 @@ async def door(catalog: Catalog, people: People, tmp_path: Path) -> AsyncIterato
         if actor is not None:
             keys.add_key(catalog, people.admin, account, tmp_path / f"{account}.pub")
     acceptor, front_door = await listen(catalog, "127.0.0.1", 0)
-    yield Door(acceptor.get_port(), catalog, client_keys, key_files, images)
+    yield Door(acceptor.get_port(), catalog, client_keys, key_files, images, front_door)
     acceptor.close()
     await front_door.close()
     await acceptor.wait_closed()
@@ -237,3 +238,19 @@ async def test_serve_opens_the_admin_door_and_stops_cleanly(door: Door, config_p
         server.send_signal(signal.SIGTERM)
         async with asyncio.timeout(READ_TIMEOUT):
             assert await server.wait() == 0
+
+
+async def test_session_cap_and_idle_timeout(door: Door):
+    door.front_door.max_sessions = 1
+    async with door.connect("acme-owner") as conn:
+        process = await open_tui(conn)
+        await read_until(process.stdout, b"acme-web-server", bytearray())
+        door.front_door.idle_timeout = 1.0  # checked again within 5 s
+        second = await conn.run("image list", check=False)
+        assert second.exit_status == 1 and "too many admin sessions" in second.stderr
+        # no keyboard input: the idle watch ends the session and says why
+        async with asyncio.timeout(READ_TIMEOUT):
+            while await process.stdout.read(65536):
+                pass
+            await process.wait_closed()
+        assert "idle timeout" in (await process.stderr.read()).decode()
