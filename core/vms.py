@@ -144,7 +144,7 @@ def create_vm(
     except ImagehubError as exc:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-        audit.record_refusal(catalog.engine, actor.name, "vm.create", vm_id or image_id, str(exc))
+        audit.record_refusal(catalog.engine, actor.name, "vm.create", image_id, str(exc))
         raise
     except BaseException:
         if folder is not None:
