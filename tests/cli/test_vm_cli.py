@@ -154,9 +154,15 @@ def test_image_capture_with_wait(cli: Any, catalog: Catalog, people: People) -> 
     captured = Path(catalog.store.image_path(image["id"], "raw"))
     assert read_at(captured, 4 * MIB, 4096) == b"\x77" * 4096
 
-    queued = cli("image", "capture", "--vm", vm["id"], "--name", "later", account="acme-owner")
-    assert queued.code == 0
-    assert "creating" in queued.out
+    queued = cli("image", "capture", "--vm", vm["id"], "--name", "later", "--json", account="acme-owner")
+    assert queued.code == 0, queued.err
+    later = queued.json()
+    assert later["status"] == "creating" and isinstance(later["job_id"], int)
+    progress = cli("image", "show", later["id"], "--json").json()["progress"]
+    assert (progress["kind"], progress["state"], progress["job_id"]) == ("capture", "queued", later["job_id"])
+    # While it is queued the VM stays stopped: starting it is refused.
+    start = cli("vm", "start", vm["id"], account="acme-owner")
+    assert start.code == 5 and f"is being captured into {later['id']}" in start.err
 
 
 @pytest.mark.skipif(not needs_qemu_system, reason="qemu-system-x86_64 is not installed (.ci/run installs it)")
