@@ -13,7 +13,7 @@ from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.images import GIB
 from core.models import Image, Job, Status
 from core.worker import HANDLERS, Worker, load_handlers
-from tests.conftest import People
+from tests.conftest import BACKENDS, People
 from tests.vmdata import BASE_PATTERN, MIB, make_base_image, qemu_io, read_at, sha256_of
 
 PASSWORD = "Tr1cky-Pass!"
@@ -52,6 +52,7 @@ def test_capture_handler_is_registered_for_the_worker() -> None:
     assert HANDLERS["capture"].kind == "capture"
 
 
+@BACKENDS
 def test_capture_finds_the_pattern_written_into_the_overlay_and_leaves_the_original_unchanged(
     catalog: Catalog, people: People
 ) -> None:
@@ -137,6 +138,7 @@ def test_capture_refusals_for_other_tenants_and_viewers(catalog: Catalog, people
         capture.submit_capture(catalog, people.viewer, vm["id"], "snap")
 
 
+@BACKENDS
 def test_vm_cannot_be_started_deleted_or_captured_again_while_a_capture_runs(catalog: Catalog, people: People) -> None:
     source_id = make_base_image(catalog, people.owner)
     vm = stopped_vm(catalog, people, source_id)
@@ -152,6 +154,7 @@ def test_vm_cannot_be_started_deleted_or_captured_again_while_a_capture_runs(cat
     assert vms.start_vm(catalog, people.owner, vm["id"])["status"] == "running"
 
 
+@BACKENDS
 def test_failed_capture_ends_import_failed_with_the_reason_and_leaves_nothing_in_the_store(
     catalog: Catalog, people: People
 ) -> None:

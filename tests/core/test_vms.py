@@ -19,7 +19,7 @@ from core.images import GIB
 from core.models import AuditEvent, Status, Vm
 from core.seed import read_seed_iso, sha512_crypt, verify_sha512_crypt
 from core.settings import ComputeSettings
-from tests.conftest import People
+from tests.conftest import BACKENDS, People
 from tests.vmdata import make_base_image, needs_qemu_system, qemu_pids
 
 PASSWORD = "Tr1cky-Pass!"
@@ -188,6 +188,7 @@ def test_other_tenants_image_is_not_found_and_viewers_may_not_create(catalog: Ca
     assert vms.create_vm(catalog, people.admin, image_id, "b", PASSWORD)["status"] == "running"
 
 
+@BACKENDS
 def test_vms_are_listed_per_tenant_and_per_image(catalog: Catalog, people: People) -> None:
     first = make_base_image(catalog, people.owner, name="one")
     second = make_base_image(catalog, people.owner, name="two")
@@ -209,6 +210,7 @@ def test_vms_are_listed_per_tenant_and_per_image(catalog: Catalog, people: Peopl
 # ---- in use ----------------------------------------------------------------------------------
 
 
+@BACKENDS
 def test_image_delete_refused_while_a_vm_exists_and_allowed_after_vm_delete(catalog: Catalog, people: People) -> None:
     image_id = make_base_image(catalog, people.owner)
     vm = vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
@@ -230,6 +232,7 @@ def test_image_delete_refused_while_a_vm_exists_and_allowed_after_vm_delete(cata
 # ---- drivers ---------------------------------------------------------------------------------
 
 
+@BACKENDS
 def test_none_driver_records_vms_without_running_them(catalog: Catalog, people: People) -> None:
     assert catalog.settings.compute.driver == "none"
     assert isinstance(get_driver("none", catalog.settings.compute), NoneDriver)
