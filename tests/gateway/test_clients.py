@@ -17,7 +17,8 @@ import pytest
 
 from tests.gateway.conftest import Gateway, Link, sha256_file
 
-SIZE = 4 * 1024 * 1024 + 7
+# Larger than loopback socket buffers and curl's first burst, so the interruption lands mid-file.
+SIZE = 40 * 1024 * 1024 + 7
 RATE = 256 * 1024
 
 

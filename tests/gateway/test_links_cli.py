@@ -1,0 +1,139 @@
+"""Links through the command line and core: the JSON contract, TTL bounds, who may see and revoke, what the
+catalog keeps, and tokens kept out of logs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from core import links
+from core.errors import Conflict, Forbidden, Invalid, NotFound
+from tests.gateway.conftest import Gateway
+
+CONTRACT_FIELDS = {
+    "id",
+    "image_id",
+    "format",
+    "filename",
+    "sha256",
+    "expires_at",
+    "http",
+    "ftp",
+    "sftp",
+    "sftp_command",
+}
+
+
+def test_download_link_json_matches_the_contract_and_urls_work(gw: Gateway, tmp_path) -> None:
+    image_id = gw.image(size=200_000)
+    done = gw.cli("image", "download-link", image_id, "--json")
+    assert done.returncode == 0, done.stderr
+    view = json.loads(done.stdout)
+    assert set(view) >= CONTRACT_FIELDS
+    assert view["image_id"] == image_id and view["format"] == "raw" and view["state"] == "active"
+    assert view["filename"] == f"{image_id}.raw"
+    assert re.fullmatch(r"[0-9a-f]{64}", view["sha256"])
+    token = view["http"].split("/d/", 1)[1].split("/", 1)[0]
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", token), "the token must be URL-safe and a valid user name"
+    assert view["ftp"] == f"ftp://{token}@{gw.host}:{gw.ftp}/{view['filename']}"
+    assert view["sftp"] == f"sftp://{token}@{gw.host}:{gw.sftp}/{view['filename']}"
+    assert f"-P {gw.sftp}" in view["sftp_command"] and f"{token}@{gw.host}:{view['filename']}" in view["sftp_command"]
+    out = tmp_path / "file"
+    subprocess.run(["curl", "-sS", "--fail", "-o", str(out), view["http"]], check=True)
+    assert links.validate_token(gw.catalog, token).sha256 == view["sha256"]
+
+    listed = gw.cli("link", "list", "--json")
+    assert listed.returncode == 0
+    row = next(r for r in json.loads(listed.stdout) if r["id"] == view["id"])
+    assert row["state"] == "active" and "http" not in row, "a listing never shows tokens"
+
+    text = gw.cli("link", "list")
+    assert view["id"] in text.stdout and "EXPIRES" in text.stdout
+    revoked = gw.cli("link", "revoke", view["id"])
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    row = next(r for r in json.loads(gw.cli("link", "list", "--json").stdout) if r["id"] == view["id"])
+    assert row["state"] == "revoked" and row["revoked_at"]
+
+
+def test_qcow2_link_made_by_export_job(gw: Gateway) -> None:
+    image_id = gw.image(size=300_000)
+    done = gw.cli("image", "download-link", image_id, "--format", "qcow2", "--ttl", "600", "--json")
+    assert done.returncode == 0, done.stderr
+    view = json.loads(done.stdout)
+    assert view["format"] == "qcow2" and view["filename"] == f"{image_id}.qcow2" and view["sha256"]
+    assert (gw.catalog.store.exports_dir / view["filename"]).is_file()
+
+
+def test_ttl_bounds_and_bad_values(gw: Gateway) -> None:
+    image_id = gw.image(size=1000)
+    for ttl in ("0", "-5", "86401"):
+        done = gw.cli("image", "download-link", image_id, "--ttl", ttl)
+        assert done.returncode == 2, (ttl, done.stderr)
+        assert "--ttl must be between 1 and 86400" in done.stderr
+    done = gw.cli("image", "download-link", image_id, "--format", "vmdk")
+    assert done.returncode == 2
+    done = gw.cli("image", "download-link", "img-doesnotexist")
+    assert done.returncode == 3 and "not found" in done.stderr
+
+
+def test_links_follow_tenants_and_permissions(gw: Gateway) -> None:
+    image_id = gw.image(size=1000)
+    with pytest.raises(NotFound):
+        links.create_link(gw.catalog, gw.actor("globex-owner"), image_id)
+    made = links.create_link(gw.catalog, gw.actor("acme-owner"), image_id)
+    with pytest.raises(NotFound):
+        links.revoke_link(gw.catalog, gw.actor("globex-owner"), made.view["id"])
+    assert made.view["id"] not in {r["id"] for r in links.list_links(gw.catalog, gw.actor("globex-owner"))}
+    # A viewer may make links (downloading is viewing) but not revoke other people's.
+    own = links.create_link(gw.catalog, gw.actor("acme-viewer"), image_id)
+    with pytest.raises(Forbidden):
+        links.revoke_link(gw.catalog, gw.actor("acme-viewer"), made.view["id"])
+    links.revoke_link(gw.catalog, gw.actor("acme-viewer"), own.view["id"])
+    with pytest.raises(Invalid):
+        links.create_link(gw.catalog, gw.actor("acme-owner"), image_id, "raw", 86401)
+
+
+def test_only_available_images_get_links(gw: Gateway) -> None:
+    from core import images
+
+    image_id = gw.image(size=1000)
+    assert images.delete_images(gw.catalog, gw.actor("acme-owner"), [image_id])[0].ok
+    with pytest.raises(Conflict, match="downloaded only when available"):
+        links.create_link(gw.catalog, gw.actor("acme-owner"), image_id)
+
+
+def test_catalog_keeps_a_hash_never_the_token(gw: Gateway) -> None:
+    link = gw.link(gw.image(size=1000))
+    secret_part = link.token.split(".")[1]
+    data_dir = gw.catalog.settings.data_dir
+    for path in data_dir.glob("catalog.db*"):
+        assert secret_part.encode() not in path.read_bytes(), path
+    assert links.token_hash(link.token) in {row for row in _token_hashes(gw)}, "the catalog holds SHA-256(token)"
+
+
+def _token_hashes(gw: Gateway) -> set[str]:
+    from sqlmodel import select
+
+    from core import db
+    from core.models import Link as LinkRow
+
+    with db.read_session(gw.catalog.engine) as session:
+        return {row.token_hash for row in session.exec(select(LinkRow))}
+
+
+def test_tokens_never_reach_the_logs(gw: Gateway, tmp_path) -> None:
+    link = gw.link(gw.image(size=1000))
+    subprocess.run(["curl", "-sS", "-o", str(tmp_path / "a"), link.http], check=True)
+    subprocess.run(["curl", "-sS", "-o", str(tmp_path / "b"), link.ftp], check=True)
+    subprocess.run(["curl", "-sS", "-k", "-o", str(tmp_path / "c"), link.sftp], check=True)
+    subprocess.run(["curl", "-sS", "-o", "/dev/null", link.http.replace("/d/", "/d/x")], check=True)
+    log = gw.log_text()
+    for proto in ("http", "ftp", "sftp"):
+        assert re.search(rf"link={link.id} proto={proto} client=127\.0\.0\.1:\d+ file=\S+ bytes=1000 status=", log), (
+            proto
+        )
+    secret_part = link.token.split(".")[1]
+    assert secret_part not in log

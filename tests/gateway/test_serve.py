@@ -1,0 +1,174 @@
+"""`imagehub serve` as a process: clean stop on SIGTERM/SIGINT (exit 0) even mid-transfer, HTTPS, idle
+timeouts; and, embedded in the test process, no thread or file descriptor left once it stops."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ftplib
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import asyncssh
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from core import links
+from core.settings import load_settings
+from tests.gateway.conftest import (
+    GATEWAY_CONFIG,
+    Gateway,
+    _open_fds,
+    make_catalog,
+    sha256_file,
+    start_server,
+    stop_server,
+)
+from tests.gateway.test_refusals import cut_http
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_cleanly_mid_transfer(tmp_path: Path, sig: int) -> None:
+    config, catalog = make_catalog(tmp_path)
+    proc, (host, http_port, _, _) = start_server(config, tmp_path, tmp_path / "serve.log")
+    try:
+        data_dir = catalog.settings.data_dir
+        assert (data_dir / "serve.pid").read_text().strip() == str(proc.pid)
+        assert (data_dir / links.PORTS_FILE).exists()
+        gw = Gateway(tmp_path, config, catalog, proc, host, http_port, 0, 0, tmp_path / "serve.log")
+        link = gw.link(gw.image(size=48 * 1024 * 1024))
+
+        def stop_now() -> None:
+            proc.send_signal(sig)
+
+        got, after = cut_http(gw, link, stop_now)
+        assert got < link.size and after < 10
+        assert proc.wait(20) == 0
+        assert not (data_dir / "serve.pid").exists() and not (data_dir / links.PORTS_FILE).exists()
+        log = (tmp_path / "serve.log").read_text()
+        assert "imagehub serve: stopped" in log and "Traceback" not in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        catalog.dispose()
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+async def test_https_and_idle_timeouts(tmp_path: Path) -> None:
+    config, catalog = make_catalog(tmp_path)
+    cert, key = self_signed(tmp_path)
+    text = config.read_text().replace(GATEWAY_CONFIG, "")
+    gateway = GATEWAY_CONFIG.replace("idle_timeout_seconds = 60", "idle_timeout_seconds = 1")
+    config.write_text(text + gateway + f'tls_cert = "{cert}"\ntls_key = "{key}"\n')
+    catalog.settings = load_settings(config)
+    proc, (host, http_port, ftp_port, sftp_port) = start_server(config, tmp_path, tmp_path / "serve.log")
+    try:
+        gw = Gateway(tmp_path, config, catalog, proc, host, http_port, ftp_port, sftp_port, tmp_path / "serve.log")
+        link = gw.link(gw.image(size=100_000))
+        assert link.http.startswith(f"https://{host}:{http_port}/d/")
+        out = tmp_path / "out"
+        done = subprocess.run(["curl", "-sS", "--fail", "--cacert", str(cert), "-o", str(out), link.http])
+        assert done.returncode == 0 and sha256_file(out) == link.sha256
+
+        ftp = ftplib.FTP()
+        ftp.connect(host, ftp_port, timeout=10)
+        ftp.login(link.token, "x")
+        ftp.sock.settimeout(10)
+        with pytest.raises(ftplib.error_temp, match="^421"):
+            ftp.getresp()  # nothing asked: the server speaks only to close the idle session
+        ftp.close()
+
+        conn = await asyncssh.connect(
+            host, sftp_port, username=link.token, known_hosts=None, client_keys=None, agent_path=None
+        )
+        sftp = await conn.start_sftp_client()
+        await asyncio.wait_for(conn.wait_closed(), 8)
+        sftp.exit()
+    finally:
+        assert stop_server(proc) == 0
+        catalog.dispose()
+
+
+def test_embedded_gateway_leaves_no_thread_or_fd_behind(tmp_path: Path) -> None:
+    from gateway.server import serve
+
+    config, catalog = make_catalog(tmp_path)
+    threads_before = set(threading.enumerate())
+    fds_before = _open_fds()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    ports: dict[str, int] = {}
+    ready = threading.Event()
+
+    def started(bound: dict[str, int]) -> None:
+        ports.update(bound)
+        ready.set()
+
+    result: list[int] = []
+    runner = threading.Thread(
+        target=lambda: result.append(
+            loop.run_until_complete(serve(catalog, announce=False, stop=stop, started=started))
+        )
+    )
+    runner.start()
+    try:
+        assert ready.wait(30)
+        gw = Gateway(tmp_path, config, catalog, None, "127.0.0.1", ports["http"], ports["ftp"], ports["sftp"], tmp_path)  # type: ignore[arg-type]
+        link = gw.link(gw.image(size=500_000))
+        for proto in ("http", "ftp", "sftp"):
+            out = tmp_path / proto
+            subprocess.run(["curl", "-sS", "-k", "--fail", "-o", str(out), getattr(link, proto)], check=True)
+            assert sha256_file(out) == link.sha256
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        runner.join(30)
+    loop.close()
+    assert result == [0]
+    catalog.dispose()
+    deadline = time.monotonic() + 5
+    while True:
+        threads = [t for t in threading.enumerate() if t not in threads_before]
+        fds = {fd: _target(fd) for fd in _open_fds() - fds_before}
+        if not threads and not fds:
+            break
+        assert time.monotonic() < deadline, f"leaked threads {threads}, fds {fds}"
+        time.sleep(0.05)
+
+
+def _target(fd: int) -> str:
+    import os
+
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
