@@ -1,5 +1,8 @@
 """FTP downloads (pyftpdlib, in a thread of its own): the token is the user name, any password.
 
+With a TLS certificate configured, explicit FTPS (`AUTH TLS`) is offered too, when pyOpenSSL is
+installed (pyftpdlib's TLS support needs it); plain FTP stays available for stock clients.
+
 After login the session sees a read-only root holding only the link's file and its `.sha256`:
 `LIST`, `NLST`, `MLSD`, `MLST`, `SIZE`, `MDTM`, `REST`, `RETR` work (with sendfile); every write
 (`STOR`, `APPE`, `STOU`, `DELE`, `MKD`, `RMD`, `RNFR`/`RNTO`, `MFMT`) is refused with 550 and
@@ -182,15 +185,10 @@ class TokenAuthorizer(DummyAuthorizer):
         return None
 
 
-class GatewayDTPHandler(DTPHandler):
-    """The data channel; counts what it sends for the periodic accounting."""
-
-
 class GatewayFTPHandler(FTPHandler):
     """One FTP session of one link."""
 
     abstracted_fs = OneFileFS
-    dtp_handler = GatewayDTPHandler
     use_sendfile = True
     permit_foreign_addresses = False
     permit_privileged_ports = False
@@ -299,21 +297,35 @@ class FtpGateway:
         self.registry = registry
         self.sessions: set[GatewayFTPHandler] = set()
         self._stop = threading.Event()
-        handler = type(
-            "ImagehubFTPHandler",
-            (GatewayFTPHandler,),
-            {
-                "registry": registry,
-                "gateway": self,
-                "authorizer": TokenAuthorizer(registry),
-                "timeout": settings.idle_timeout_seconds or None,
-                "passive_ports": parse_port_range(settings.ftp_passive_ports),
-                "banner": "imagehub download gateway ready.",
-            },
-        )
-        handler.dtp_handler = type(
-            "ImagehubDTPHandler", (GatewayDTPHandler,), {"timeout": settings.idle_timeout_seconds}
-        )
+        attributes: dict[str, Any] = {
+            "registry": registry,
+            "gateway": self,
+            "authorizer": TokenAuthorizer(registry),
+            "timeout": settings.idle_timeout_seconds or None,
+            "passive_ports": parse_port_range(settings.ftp_passive_ports),
+            "banner": "imagehub download gateway ready.",
+        }
+        bases: tuple[type, ...] = (GatewayFTPHandler,)
+        dtp_base: type = DTPHandler
+        self.tls = False
+        if settings.tls_cert and settings.tls_key:
+            try:  # explicit FTPS (AUTH TLS) needs pyOpenSSL, an optional dependency of pyftpdlib
+                from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+            except ImportError:
+                log.warning("FTP stays plain: FTPS (AUTH TLS) needs the pyOpenSSL package")
+            else:
+                bases = (GatewayFTPHandler, TLS_FTPHandler)
+                dtp_base = TLS_DTPHandler
+                attributes.update(
+                    certfile=settings.tls_cert,
+                    keyfile=settings.tls_key,
+                    tls_control_required=False,
+                    tls_data_required=False,
+                    proto_cmds={k: v for k, v in TLS_FTPHandler.proto_cmds.items() if k not in REFUSED_CMDS},
+                )
+                self.tls = True
+        attributes["dtp_handler"] = type("ImagehubDTPHandler", (dtp_base,), {"timeout": settings.idle_timeout_seconds})
+        handler = type("ImagehubFTPHandler", bases, attributes)
         self.handler = handler
         self.server = FTPServer((host, port), handler)
         self.server.max_cons = 1024

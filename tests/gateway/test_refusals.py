@@ -422,3 +422,32 @@ def test_bytes_served_are_accounted(gw: Gateway, tmp_path: Path) -> None:
         assert time.monotonic() < deadline, links.describe(gw.catalog, link.id)
         time.sleep(0.1)
     assert links.describe(gw.catalog, link.id)["bytes_served"] == 3 * 300_000
+
+
+async def test_connection_limit_per_link_on_ftp_and_sftp(gw: Gateway) -> None:
+    link = gw.link(gw.image(size=1000))
+    limit = gw.catalog.settings.gateway.max_connections_per_link
+    sessions = [ftp_login(gw, link.token) for _ in range(limit // 2)]
+    conns = [await sftp_connect(gw, link.token) for _ in range(limit - len(sessions))]
+    try:
+        with pytest.raises(ftplib.error_perm, match="^530 Too many connections"):
+            ftp_login(gw, link.token)
+        with pytest.raises(asyncssh.PermissionDenied):
+            await sftp_connect(gw, link.token)
+        other = gw.link(gw.image(size=1000))  # the limit is per link
+        ftp_login(gw, other.token).quit()
+        sessions.pop().quit()
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                sessions.append(ftp_login(gw, link.token))
+                break
+            except ftplib.error_perm:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+    finally:
+        for session in sessions:
+            session.quit()
+        for conn in conns:
+            conn.close()
+            await conn.wait_closed()

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ftplib
+import hashlib
+import importlib.util
+import ipaddress
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -74,6 +78,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
@@ -99,6 +104,16 @@ async def test_https_and_idle_timeouts(tmp_path: Path) -> None:
         out = tmp_path / "out"
         done = subprocess.run(["curl", "-sS", "--fail", "--cacert", str(cert), "-o", str(out), link.http])
         assert done.returncode == 0 and sha256_file(out) == link.sha256
+
+        if importlib.util.find_spec("OpenSSL") is not None:  # FTPS needs pyOpenSSL (optional)
+            ftps = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=str(cert)))
+            ftps.connect(host, ftp_port, timeout=10)
+            ftps.login(link.token, "x")  # AUTH TLS first, then USER/PASS encrypted
+            ftps.prot_p()
+            chunks: list[bytes] = []
+            ftps.retrbinary(f"RETR {link.filename}", chunks.append)
+            assert hashlib.sha256(b"".join(chunks)).hexdigest() == link.sha256
+            ftps.quit()
 
         ftp = ftplib.FTP()
         ftp.connect(host, ftp_port, timeout=10)
