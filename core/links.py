@@ -377,3 +377,14 @@ def describe(catalog: Catalog, link_id: str, token: str | None = None) -> dict[s
         if link is None:
             raise NotFound(f"link {link_id} not found")
         return link_view(catalog, session, link, token)
+
+
+def ensure_prepared(catalog: Catalog, served: Served) -> None:
+    """Queue the export/checksum job for a link whose file is not ready and has no job under way
+    (e.g. an export cache removed by hand): the link then answers once the job is done."""
+    if served.ready:
+        return
+    with db.write_session(catalog.engine) as session:
+        image = session.get(Image, served.image_id)
+        if image is not None and lifecycle.allows(image.status, Operation.DOWNLOAD):
+            exports.ensure(catalog, session, image, served.format)

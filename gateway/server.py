@@ -24,6 +24,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from core.catalog import Catalog
+from core.errors import Failed
 from core.links import PORTS_FILE
 from core.settings import Settings
 from core.worker import Worker
@@ -89,75 +90,80 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
 
     registry = Registry(catalog, Metrics(catalog))
-
-    runner = web.AppRunner(http.make_app(registry), access_log=None, handle_signals=False, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, gw.http_port, ssl_context=_ssl_context(settings), reuse_address=True)
-    await site.start()
-    http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    host_key = settings.data_dir / "ssh_host_ed25519_key"
-    acceptor = await sftp.listen(registry, host, gw.sftp_port, host_key)
-    sftp_port = acceptor.get_port()
-
-    ftp_gateway = ftp.FtpGateway(registry, host, gw.ftp_port)
-    ftp_gateway.start()
-
-    admin_acceptor = admin_door = None
-    if gw.admin_ssh_port:
-        admin_acceptor, admin_door = await admin_ssh.listen(catalog, host, gw.admin_ssh_port)
-
-    job_worker: Worker | None = None
-    worker_thread: threading.Thread | None = None
-    if worker:
-        job_worker = Worker(catalog, label="serve")
-        worker_thread = threading.Thread(target=job_worker.run_forever, name="job-worker", daemon=True)
-        worker_thread.start()
-
-    ports = {"http": http_port, "ftp": ftp_gateway.port, "sftp": sftp_port}
-    line = f"imagehub serve: http={host}:{http_port} ftp={host}:{ftp_gateway.port} sftp={host}:{sftp_port}"
-    if admin_acceptor is not None:
-        ports["admin_ssh"] = admin_acceptor.get_port()
-        line += f" admin_ssh={host}:{ports['admin_ssh']}"
-    _write_ports(catalog, ports)
-    log.info(line)
-    if announce:
-        print(line, flush=True)
-    if started is not None:
-        started(ports)
-
-    async def ticker() -> None:
-        while True:
-            await asyncio.sleep(TICK_SECONDS)
-            await asyncio.to_thread(registry.tick)
-
-    tick_task = asyncio.create_task(ticker())
-    try:
-        await stop.wait()
-    finally:
-        log.info("imagehub serve: stopping")
-        tick_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tick_task
-        acceptor.close()
-        if admin_acceptor is not None and admin_door is not None:
-            admin_acceptor.close()
-            await admin_door.close()
-        registry.cut_all("shutdown")
-        await site.stop()
-        await runner.cleanup()
-        await acceptor.wait_closed()
-        ftp_gateway.stop()
-        if job_worker is not None and worker_thread is not None:
-            job_worker.stop.set()
-            job_worker.wake()
-            await asyncio.to_thread(worker_thread.join, 60)
-        await asyncio.to_thread(registry.flush)
-        _remove_ports(catalog)
+    async with contextlib.AsyncExitStack() as stack:
         if signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-        log.info("imagehub serve: stopped")
+            stack.callback(lambda: [loop.remove_signal_handler(sig) for sig in (signal.SIGTERM, signal.SIGINT)])
+        stack.push_async_callback(asyncio.to_thread, registry.flush)  # the last bytes, once all has stopped
+        # Started in order, stopped in reverse; a port that cannot be bound stops here with one line.
+        try:
+            runner = web.AppRunner(http.make_app(registry), access_log=None, handle_signals=False, shutdown_timeout=2.0)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            site = web.TCPSite(runner, host, gw.http_port, ssl_context=_ssl_context(settings), reuse_address=True)
+            await site.start()
+            http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+            host_key = settings.data_dir / "ssh_host_ed25519_key"
+            acceptor = await sftp.listen(registry, host, gw.sftp_port, host_key)
+            stack.push_async_callback(acceptor.wait_closed)
+            stack.callback(acceptor.close)
+            sftp_port = acceptor.get_port()
+
+            ftp_gateway = ftp.FtpGateway(registry, host, gw.ftp_port)
+            ftp_gateway.start()
+            stack.callback(ftp_gateway.stop)
+
+            admin_acceptor = None
+            if gw.admin_ssh_port:
+                admin_acceptor, admin_door = await admin_ssh.listen(catalog, host, gw.admin_ssh_port)
+                stack.push_async_callback(admin_door.close)
+                stack.callback(admin_acceptor.close)
+            # Unwinding runs backwards: transfers are cut first, then the servers close.
+            stack.callback(registry.cut_all, "shutdown")
+        except OSError as exc:
+            raise Failed(f"the gateway cannot listen on {host}: {exc.strerror or exc}") from exc
+        except ssl.SSLError as exc:
+            raise Failed(f"the TLS certificate or key cannot be used: {exc}") from exc
+
+        if worker:
+            job_worker = Worker(catalog, label="serve")
+            worker_thread = threading.Thread(target=job_worker.run_forever, name="job-worker", daemon=True)
+            worker_thread.start()
+
+            async def stop_worker() -> None:
+                job_worker.stop.set()
+                job_worker.wake()
+                await asyncio.to_thread(worker_thread.join, 60)
+
+            stack.push_async_callback(stop_worker)
+
+        ports = {"http": http_port, "ftp": ftp_gateway.port, "sftp": sftp_port}
+        line = f"imagehub serve: http={host}:{http_port} ftp={host}:{ftp_gateway.port} sftp={host}:{sftp_port}"
+        if admin_acceptor is not None:
+            ports["admin_ssh"] = admin_acceptor.get_port()
+            line += f" admin_ssh={host}:{ports['admin_ssh']}"
+        _write_ports(catalog, ports)
+        stack.callback(_remove_ports, catalog)
+        log.info(line)
+        if announce:
+            print(line, flush=True)
+        if started is not None:
+            started(ports)
+
+        async def ticker() -> None:
+            while True:
+                await asyncio.sleep(TICK_SECONDS)
+                await asyncio.to_thread(registry.tick)
+
+        tick_task = asyncio.create_task(ticker())
+        try:
+            await stop.wait()
+        finally:
+            log.info("imagehub serve: stopping")
+            tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tick_task
+    log.info("imagehub serve: stopped")
     return 0
 
 

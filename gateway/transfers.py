@@ -132,10 +132,16 @@ class Registry:
     # ---- tokens ----
     def validate(self, token: str, filename: str | None, protocol: str, peer: str = "-") -> Served:
         try:
-            return links.validate_token(self.catalog, token, filename)
+            served = links.validate_token(self.catalog, token, filename)
         except Refused as exc:
             self.refused(protocol, exc.reason, links.link_id_of(token), peer)
             raise
+        if not served.ready:
+            try:
+                links.ensure_prepared(self.catalog, served)
+            except Exception:
+                log.exception("queueing the preparation of link %s failed", served.link_id)
+        return served
 
     def refused(self, protocol: str, reason: str, link_id: str | None, peer: str) -> None:
         self.metrics.refusals.labels(protocol, reason).inc()

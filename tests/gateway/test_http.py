@@ -201,3 +201,21 @@ def test_healthz_and_metrics(gw: Gateway, link: Link) -> None:
         "imagehub_jobs",
     ):
         assert name in text, name
+
+
+def test_file_not_ready_answers_503_then_serves_once_prepared(gw: Gateway) -> None:
+    import time
+
+    from core import links
+
+    link = gw.link(gw.image(size=50_000))
+    served = links.validate_token(gw.catalog, link.token)
+    served.sum_path.unlink()  # as if the checksum cache were lost: the link must heal itself
+    status, headers, _ = request(link)
+    assert status == 503 and headers["retry-after"]
+    deadline = time.monotonic() + 20
+    while (status := request(link)[0]) == 503:
+        assert time.monotonic() < deadline, "the server's worker never prepared the file again"
+        time.sleep(0.1)
+    assert status == 200
+    assert links.describe(gw.catalog, link.id)["sha256"] == link.sha256

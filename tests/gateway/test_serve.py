@@ -187,3 +187,23 @@ def _target(fd: int) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return "?"
+
+
+def test_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    import socket
+    import sys
+
+    config, catalog = make_catalog(tmp_path)
+    catalog.dispose()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {"IMAGEHUB_CONFIG": str(config), "IMAGEHUB_GATEWAY__SFTP_PORT": str(port), "PATH": "/usr/bin:/bin"}
+        done = subprocess.run(
+            [sys.executable, "-m", "tui.cli", "serve"], capture_output=True, text=True, env=env, timeout=60
+        )
+    assert done.returncode == 1
+    assert "imagehub: error: the gateway cannot listen on 127.0.0.1" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (catalog.settings.data_dir / links.PORTS_FILE).exists()
