@@ -15,6 +15,7 @@ still holds the job. Any failure: `import_failed` with one line, staging removed
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -76,6 +77,9 @@ def run_import(ctx: JobContext) -> None:
     # downloading
     if received.exists() and not source_file.exists():
         received.unlink()  # a raw source moved on by a run that died before publishing: fetch again
+    if received.exists() and not _staged_intact(ctx, source_file, json.loads(received.read_text())):
+        received.unlink()
+        source_file.unlink(missing_ok=True)  # the machine went down before the staged file was on disk
     if received.exists():
         summary = json.loads(received.read_text())
     else:
@@ -163,6 +167,23 @@ def run_import(ctx: JobContext) -> None:
         final.unlink(missing_ok=True)
         raise
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _staged_intact(ctx: JobContext, path: Path, summary: dict[str, object]) -> bool:
+    """A complete source left by an earlier attempt: trust it only if it still hashes the same."""
+    if ctx.job.attempts <= 1:
+        return True
+    total = int(summary["size"])  # type: ignore[call-overload]
+    if not path.exists() or path.stat().st_size != total:
+        return False
+    digest = hashlib.sha256()
+    done = 0
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            done += len(chunk)
+            ctx.progress("verifying", done, total)
+    return digest.hexdigest() == summary["sha256"]
 
 
 def _record_available(ctx: JobContext, image_id: str, disk_format: str, virtual_size: int, sha256: str) -> None:

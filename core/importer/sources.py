@@ -22,14 +22,18 @@ import hashlib
 import http.client
 import json
 import logging
+import mmap
 import os
+import queue
 import re
 import socket
 import ssl
+import stat
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import unquote, urljoin
 
 from core.errors import Failed
@@ -73,71 +77,171 @@ class FetchMeta:
             return cls()
 
 
-@dataclass
 class StagedFile:
-    """The staged copy of the source: hashed as written, capped, holes kept."""
+    """The staged copy of the source: hashed as written, capped, holes kept.
 
-    path: Path
-    cap: int
-    progress: Progress
-    hasher: Any = field(default_factory=hashlib.sha256)
-    written: int = 0
-    total: int | None = None
-    _fh: BinaryIO | None = None
-    _zeros: bytes = field(default=bytes(CHUNK), repr=False)
+    Receiving, hashing and writing overlap: the caller fills buffers (`buffer`, then `commit`) while
+    two threads of this object hash and write the ones already filled, in order (hashlib and file
+    writes release the GIL), so a download costs about max(receive, hash, write), not their sum.
+    The file goes through the page cache on purpose: qemu-img reads it right after, usually from
+    memory (that is the pass over the file that hashing while streaming saves). `written` counts the
+    bytes committed;
+    after `drain` they are all hashed and in the file.
+    """
+
+    DEPTH = 16
+
+    def __init__(self, path: Path, cap: int, progress: Progress) -> None:
+        self.path = path
+        self.cap = cap
+        self.progress = progress
+        self.hasher: Any = hashlib.sha256()
+        self.written = 0
+        self.total: int | None = None
+        self._fd = -1
+        self._zeros = memoryview(bytes(CHUNK))
+        self._free: queue.Queue[mmap.mmap] = queue.Queue()
+        self._queues: list[queue.Queue[tuple[mmap.mmap, int] | None]] = [queue.Queue(), queue.Queue()]
+        self._pending: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        self._pos = 0
 
     def open(self, rehash: Callable[[int], None] | None = None) -> None:
         """Open for appending; what is already on disk is hashed once (a resumed import)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        self._fh = os.fdopen(fd, "r+b", buffering=0)
-        size = os.fstat(fd).st_size
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        size = os.fstat(self._fd).st_size
         self.hasher = hashlib.sha256()
         self.written = 0
-        if size:
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            while self.written < size:
-                n = self._fh.readinto(view[: min(CHUNK, size - self.written)])
-                if not n:
-                    break
-                self.hasher.update(view[:n])
-                self.written += n
-                if rehash is not None:
-                    rehash(self.written)
-        self._fh.seek(self.written)
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while self.written < size:
+            n = os.preadv(self._fd, [view[: min(CHUNK, size - self.written)]], self.written)
+            if not n:
+                break
+            self.hasher.update(view[:n])
+            self.written += n
+            if rehash is not None:
+                rehash(self.written)
+        self._pos = self.written
+        for _ in range(self.DEPTH):
+            self._free.put(mmap.mmap(-1, CHUNK))
+        self._threads = [
+            threading.Thread(target=self._consume, args=(self._queues[0], self._hash), name="import-hash", daemon=True),
+            threading.Thread(
+                target=self._consume, args=(self._queues[1], self._write), name="import-write", daemon=True
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def reset(self) -> None:
-        assert self._fh is not None
-        self._fh.seek(0)
-        self._fh.truncate(0)
-        self.hasher = hashlib.sha256()
-        self.written = 0
+    def _hash(self, view: memoryview) -> None:
+        self.hasher.update(view)
 
-    def write(self, data: memoryview) -> None:
-        assert self._fh is not None
-        n = len(data)
-        if self.written + n > self.cap:
-            raise Failed(f"source is larger than the {_human(self.cap)} allowed for this target size")
-        self.hasher.update(data)
-        if n == CHUNK and data == self._zeros:
-            self._fh.seek(n, os.SEEK_CUR)  # a hole: nothing written
+    def _write(self, view: memoryview) -> None:
+        n = len(view)
+        if n >= 65536 and view == self._zeros[:n]:
+            pass  # a hole: nothing written
         else:
-            self._fh.write(data)
+            os.pwrite(self._fd, view, self._pos)
+        self._pos += n
+
+    def _consume(self, jobs: queue.Queue[tuple[mmap.mmap, int] | None], work: Callable[[memoryview], None]) -> None:
+        while (item := jobs.get()) is not None:
+            buf, n = item
+            try:
+                if self._error is None:
+                    with memoryview(buf) as view:
+                        work(view[:n])
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                with self._lock:
+                    self._pending[id(buf)] -= 1
+                    done = self._pending[id(buf)] == 0
+                if done:
+                    self._free.put(buf)
+                jobs.task_done()
+        jobs.task_done()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            error = self._error
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+            raise Failed(f"cannot write the staged source: {reason.lower()}") from error
+
+    def buffer(self) -> mmap.mmap:
+        """An empty, page-aligned buffer of `CHUNK` bytes to receive into."""
+        self._check()
+        return self._free.get()
+
+    def give_back(self, buf: mmap.mmap) -> None:
+        self._free.put(buf)
+
+    def commit(self, buf: mmap.mmap, n: int) -> None:
+        """The first `n` bytes of `buf` are the next bytes of the source."""
+        if self.written + n > self.cap:
+            self._free.put(buf)
+            raise Failed(f"source is larger than the {_human(self.cap)} allowed for this target size")
+        self._check()
+        with self._lock:
+            self._pending[id(buf)] = len(self._queues)
+        for jobs in self._queues:
+            jobs.put((buf, n))
         self.written += n
         self.progress(self.written, self.total)
 
+    def drain(self) -> None:
+        """Wait until every committed byte is hashed and in the file."""
+        for jobs in self._queues:
+            jobs.join()
+        self._check()
+
+    def reset(self) -> None:
+        self.drain()
+        os.ftruncate(self._fd, 0)
+        self.hasher = hashlib.sha256()
+        self.written = 0
+        self._pos = 0
+
     def finish(self) -> str:
-        """Fix the length (trailing holes), flush to disk and return the SHA-256."""
-        assert self._fh is not None
-        self._fh.truncate(self.written)
-        os.fsync(self._fh.fileno())
-        return self.hasher.hexdigest()
+        """Fix the length (trailing holes) and return the SHA-256.
+
+        Not flushed to disk (that would cost a whole write-back wait): after a crash, a resumed job
+        hashes the staged file again before trusting it (see core.importer.job)."""
+        self.drain()
+        os.ftruncate(self._fd, self.written)
+        return str(self.hasher.hexdigest())
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        for jobs in self._queues:
+            if self._threads:
+                jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+        while not self._free.empty():
+            self._free.get().close()
+
+
+def read_full(read: Callable[[memoryview], int], buf: mmap.mmap) -> int:
+    """Fill `buf` from `read` (recv_into, readinto) until it is full or the source ends."""
+    view = memoryview(buf)
+    done = 0
+    try:
+        while done < CHUNK:
+            n = read(view[done:])
+            if not n:
+                break
+            done += n
+    finally:
+        view.release()
+    return done
 
 
 def _human(size: int) -> str:
@@ -158,21 +262,19 @@ def fetch_file(path: Path, sink: StagedFile) -> None:
         raise Failed(f"source file {path} cannot be read: {exc.strerror or exc}") from exc
     with os.fdopen(fd, "rb", buffering=0) as src:
         info = os.fstat(src.fileno())
-        import stat
-
         if not stat.S_ISREG(info.st_mode):
             raise Failed(f"source file {path} is not a regular file")
         sink.total = info.st_size
         if sink.written > info.st_size:
             sink.reset()
         src.seek(sink.written)
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
         while True:
-            n = src.readinto(view)
+            buf = sink.buffer()
+            n = read_full(src.readinto, buf)
             if not n:
+                sink.give_back(buf)
                 break
-            sink.write(view[:n])
+            sink.commit(buf, n)
 
 
 # ---- HTTP and HTTPS -------------------------------------------------------------------------
@@ -313,16 +415,20 @@ def _validator(response: http.client.HTTPResponse) -> str | None:
 
 
 def _stream(response: Any, sink: StagedFile) -> None:
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
     while True:
+        buf = sink.buffer()
         try:
-            n = response.readinto(view)
+            n = read_full(response.readinto, buf)
         except (http.client.IncompleteRead, ConnectionError, TimeoutError, ssl.SSLError) as exc:
+            sink.give_back(buf)
             raise Interrupted(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            sink.give_back(buf)
+            raise
         if not n:
+            sink.give_back(buf)
             return
-        sink.write(view[:n])
+        sink.commit(buf, n)
 
 
 # ---- FTP ------------------------------------------------------------------------------------
@@ -372,16 +478,17 @@ def _ftp_once(policy: Policy, source: SourceUrl, sink: StagedFile, timeout: floa
                 raise Restart() from exc  # REST not supported
             raise Failed(f"FTP {code} from source") from exc
         with conn:
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            try:
-                while True:
-                    n = conn.recv_into(view)
-                    if not n:
-                        break
-                    sink.write(view[:n])
-            except (ConnectionError, TimeoutError) as exc:
-                raise Interrupted(str(exc)) from exc
+            while True:
+                buf = sink.buffer()
+                try:
+                    n = read_full(conn.recv_into, buf)
+                except (ConnectionError, TimeoutError) as exc:
+                    sink.give_back(buf)
+                    raise Interrupted(str(exc)) from exc
+                if not n:
+                    sink.give_back(buf)
+                    break
+                sink.commit(buf, n)
         if size is not None and sink.written != size:
             raise Interrupted(f"got {sink.written} of {size} bytes")  # no need to wait for the reply
         try:
@@ -415,6 +522,7 @@ def fetch_url(
     tls = tls_context(ca_bundle) if source.scheme == "https" else None
     failures = 0
     while True:
+        sink.drain()  # every byte received so far is in the file: the offset to resume from
         before = sink.written
         try:
             try:
