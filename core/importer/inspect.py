@@ -466,6 +466,8 @@ def tar_members(r: _Reader) -> list[TarMember]:
                 base = header[:100].split(b"\x00", 1)[0]
                 name = ((prefix + b"/" + base) if prefix else base).decode("utf-8", "replace")
             long_name = None
+            while name.startswith("./"):
+                name = name[2:]
             _check_member(name, kind)
             members.append(TarMember(name, data_offset, size))
             if len(members) > MAX_OVA_MEMBERS:
@@ -540,7 +542,7 @@ def parse_ovf(data: bytes, members: dict[str, TarMember]) -> TarMember:
 
 def _ova(r: _Reader) -> Inspection:
     members = tar_members(r)
-    by_name = {m.name.lstrip("./") if m.name.startswith("./") else m.name: m for m in members}
+    by_name = {m.name: m for m in members}
     ovfs = [m for m in members if m.name.lower().endswith(".ovf")]
     if not ovfs:
         raise Refused("tar archive without an .ovf descriptor: not an OVA; refused")

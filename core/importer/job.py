@@ -56,7 +56,49 @@ def _remove_store_files(catalog: Catalog, image_id: str) -> None:
         catalog.store.image_path(image_id, fmt).unlink(missing_ok=True)
 
 
+class LeaseKeeper:
+    """Renews the job's lease from a thread of its own while this process lives, so that a source
+    that goes quiet for a while does not let a second worker take the job while this one may still
+    write; only the stall sweep (no progress for `stall_timeout_seconds`) ends such a job. Once the
+    lease is lost, `check` raises and the staged file is not written any more."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.lost = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"lease-{ctx.job.id}", daemon=True)
+
+    def _run(self) -> None:
+        interval = max(0.2, self.ctx.lease_seconds / 3)
+        while not self.done.wait(interval):
+            try:
+                held = jobs.renew(self.ctx.catalog.engine, self.ctx.job.id or 0, self.ctx.owner, self.ctx.lease_seconds)
+            except Exception:  # the database is busy or away: try again at the next tick
+                log.warning("job %s: lease renewal failed", self.ctx.job.id, exc_info=True)
+                continue
+            if not held:
+                self.lost.set()
+                return
+
+    def check(self) -> None:
+        if self.lost.is_set() or self.ctx.stop.is_set():
+            raise LeaseLost(f"job {self.ctx.job.id} is no longer held")
+
+    def __enter__(self) -> LeaseKeeper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(5)
+
+
 def run_import(ctx: JobContext) -> None:
+    with LeaseKeeper(ctx) as keeper:
+        _run_import(ctx, keeper)
+
+
+def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
     catalog = ctx.catalog
     image_id = ctx.job.image_id
     assert image_id is not None
@@ -89,6 +131,7 @@ def run_import(ctx: JobContext) -> None:
             ctx.progress("downloading", done, total, force=total is not None and total != ctx.job.bytes_total)
 
         sink = sources.StagedFile(source_file, size_cap(target_bytes), report)
+        sink.guard = keeper.check
         sink.open(rehash=lambda done: ctx.progress("downloading", done, None))
         try:
             if params.get("source") == "file":
@@ -141,13 +184,16 @@ def run_import(ctx: JobContext) -> None:
         # converting
         output = work / f"output.{store_format}"
         ctx.progress("converting", 0, found.virtual_size, force=True)
-        convert.convert(
-            disk,
-            found.format,
-            output,
-            store_format,
-            lambda fraction: ctx.progress("converting", int(fraction * found.virtual_size), found.virtual_size),
-        )
+        seen = {"fraction": 0.0}
+
+        def converting(fraction: float) -> None:  # progress only when qemu-img advanced: stalls show
+            if fraction != seen["fraction"]:
+                seen["fraction"] = fraction
+                ctx.progress("converting", int(fraction * found.virtual_size), found.virtual_size)
+            else:
+                keeper.check()
+
+        convert.convert(disk, found.format, output, store_format, converting)
         if disk == source_file and not source_file.exists():
             received.unlink(missing_ok=True)  # raw -> raw moved the source: a rerun must fetch it again
 

@@ -107,6 +107,7 @@ class StagedFile:
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self._pos = 0
+        self.guard: Callable[[], None] | None = None  # raises to stop writing (e.g. the job's lease is lost)
 
     def open(self, rehash: Callable[[int], None] | None = None) -> None:
         """Open for appending; what is already on disk is hashed once (a resumed import)."""
@@ -141,6 +142,8 @@ class StagedFile:
         self.hasher.update(view)
 
     def _write(self, view: memoryview) -> None:
+        if self.guard is not None:
+            self.guard()
         n = len(view)
         if n >= 65536 and view == self._zeros[:n]:
             pass  # a hole: nothing written
