@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlmodel  # noqa: F401  (types used by migration scripts)
 from alembic import context
+from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -25,6 +26,9 @@ def run_migrations_online() -> None:
             render_as_batch=engine.dialect.name == "sqlite",
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # several nodes starting at once: one migrates, the others wait, then find it done
+                connection.execute(text("SELECT pg_advisory_xact_lock(8212000)"))
             context.run_migrations()
         connection.commit()
 

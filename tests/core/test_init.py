@@ -172,3 +172,39 @@ def test_the_same_migrations_upgrade_a_postgresql_catalog(tmp_path: Path, pg_clu
         assert connection.execute(text("SELECT name FROM tenant")).scalars().all() == ["old"]
     catalog.dispose()
     pg_cluster.drop_database(name)
+
+
+def test_nodes_starting_at_once_migrate_a_postgresql_catalog_once(tmp_path: Path, pg_cluster):
+    """Four processes (nodes) upgrade one empty PostgreSQL catalog at once: one migrates, none fails."""
+    import subprocess
+    import sys
+
+    name = pg_cluster.create_database()
+    url = pg_cluster.url(name)
+    code = (
+        "import sys; from core import db; engine = db.make_engine(sys.argv[1]); engine.connect().close(); "
+        "print('ready', flush=True); sys.stdin.read(1); db.upgrade(engine)"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url],
+            cwd=repo,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for node in nodes:  # all connected and imported: release them together
+        assert node.stdout.readline().strip() == "ready"
+    for node in nodes:
+        node.stdin.write("x")
+        node.stdin.flush()
+    failures = [node.stderr.read() for node in nodes if node.wait(timeout=120) != 0]
+    assert failures == []
+    engine = db.make_engine(url)
+    assert db.current_revision(engine) == db.head_revision()
+    engine.dispose()
+    pg_cluster.drop_database(name)
