@@ -1,8 +1,11 @@
-"""Demo data for `imagehub init --demo`: a tenant with images in every status, backed by real files."""
+"""Demo data for `imagehub init --demo`: a tenant with images in every status; those with a file are
+imported for real through the import pipeline."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlmodel import select
 
@@ -10,8 +13,9 @@ from core import audit, db, qemu
 from core.access import Actor
 from core.catalog import Catalog
 from core.clock import utcnow
+from core.errors import Failed
 from core.images import GIB, new_image
-from core.models import Account, Perm, Role, Status, Tenant
+from core.models import Account, Image, Perm, Role, Status, Tenant
 
 DEMO_TENANT = "demo"
 DEMO_OWNER = "demo-owner"
@@ -60,7 +64,12 @@ DEMO_IMAGES = (
 
 
 def seed_demo(catalog: Catalog) -> list[str]:
-    """Create the demo tenant, its accounts and images; does nothing if the tenant exists."""
+    """Create the demo tenant, its accounts and images; does nothing if the tenant exists.
+
+    Images that have a file (available, and deleted ones in the recycle bin) are imported for real
+    through the import pipeline, from small sparse qcow2 files made here; the others are registered
+    in their status directly.
+    """
     with db.write_session(catalog.engine) as session:
         if session.exec(select(Tenant).where(Tenant.name == DEMO_TENANT)).first() is not None:
             return []
@@ -74,13 +83,17 @@ def seed_demo(catalog: Catalog) -> list[str]:
         session.flush()
         assert owner.id is not None
         actor = Actor(owner.id, owner.name, owner.role, None, tenant.id)
-        created: list[str] = []
-        for spec in DEMO_IMAGES:
-            has_file = spec.status in (Status.AVAILABLE, Status.DELETED)
+        tenant_id = tenant.id
+    created: list[str] = []
+    for spec in DEMO_IMAGES:
+        if spec.status in (Status.AVAILABLE, Status.DELETED):
+            created.append(_import_demo_image(catalog, actor, spec))
+            continue
+        with db.write_session(catalog.engine) as session:
             image = new_image(
                 session,
                 actor,
-                tenant.id,
+                tenant_id,
                 name=spec.name,
                 description=spec.description,
                 os_type=spec.os_type,
@@ -89,16 +102,49 @@ def seed_demo(catalog: Catalog) -> list[str]:
                 arch=spec.arch,
                 status=spec.status,
                 target_size_gb=spec.size_gb,
-                disk_format="raw" if has_file else None,
-                virtual_size=spec.size_gb * GIB if has_file else None,
                 source="demo",
             )
             image.error = spec.error
-            if spec.status == Status.DELETED:
-                image.status_before_delete = Status.AVAILABLE
-                image.deleted_at = utcnow()
-            if has_file:
-                qemu.create(catalog.store.image_path(image.id, "raw"), "raw", spec.size_gb * GIB)
             audit.record(session, "imagehub init", "image.register", image.id, status=spec.status, demo=True)
             created.append(image.id)
-        return created
+    return created
+
+
+def _import_demo_image(catalog: Catalog, actor: Actor, spec: DemoImage) -> str:
+    """Import one demo image for real (a 1 GiB sparse qcow2 grown to its target size)."""
+    from core.importer.job import SingleJobWorker
+    from core.importer.submit import submit_import
+
+    catalog.store.ensure()
+    with tempfile.TemporaryDirectory(dir=catalog.store.staging_dir, prefix="demo-") as folder:
+        source = Path(folder) / f"{spec.name}.qcow2"
+        qemu.create(source, "qcow2", GIB)
+        view = submit_import(
+            catalog,
+            actor,
+            name=spec.name,
+            description=spec.description,
+            file=source,
+            os_type=spec.os_type,
+            platform=spec.platform,
+            arch=spec.arch,
+            os_version=spec.os_version,
+            size_gb=spec.size_gb,
+        )
+        worker = SingleJobWorker(catalog, view["job_id"], poll_seconds=0.02, label="demo")
+        try:
+            worker.run_until(view["job_id"], timeout=120)
+        finally:
+            worker.join()
+    with db.write_session(catalog.engine) as session:
+        image = session.get(Image, view["id"])
+        assert image is not None
+        if image.status != Status.AVAILABLE:
+            raise Failed(f"demo image {spec.name} could not be imported: {image.error}")
+        if spec.status == Status.DELETED:
+            image.status_before_delete = Status.AVAILABLE
+            image.status = Status.DELETED
+            image.deleted_at = utcnow()
+            session.add(image)
+        audit.record(session, "imagehub init", "image.register", image.id, status=spec.status, demo=True)
+        return image.id
