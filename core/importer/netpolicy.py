@@ -18,9 +18,9 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from core.errors import Invalid
+from core.errors import Failed, Invalid
 
 MAX_REDIRECTS = 5
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21}
@@ -55,8 +55,6 @@ class SourceUrl:
         host = f"[{self.host}]" if ":" in self.host else self.host
         netloc = host if self.port == DEFAULT_PORTS.get(self.scheme) else f"{host}:{self.port}"
         if with_credentials and self.username is not None:
-            from urllib.parse import quote
-
             userinfo = quote(self.username, safe="")
             if self.password is not None:
                 userinfo += ":" + quote(self.password, safe="")
@@ -212,8 +210,6 @@ def resolve_host(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
-        from core.errors import Failed
-
         raise Failed(f"source unreachable: host name {host} not found") from exc
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
@@ -221,7 +217,5 @@ def resolve_host(host: str, port: int) -> list[IPAddress]:
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        from core.errors import Failed
-
         raise Failed(f"source unreachable: host name {host} not found")
     return addresses

@@ -98,3 +98,34 @@ def test_store_format_qcow2_is_configurable(catalog: Catalog, people: People, tm
     subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(stored), str(raw)], check=True)
     assert raw.stat().st_size == 25 * GIB
     assert_pattern(raw)
+
+
+def test_bootable_iso_with_a_gpt_is_not_a_polyglot(catalog: Catalog, people: People, tmp_path: Path) -> None:
+    iso = make_iso(tmp_path, "hybrid.iso")
+    with open(iso, "r+b") as handle:  # a hybrid ISO: protective MBR and a GPT header in the system area
+        handle.seek(446)
+        handle.write(bytes([0, 0, 2, 0, 0xEE, 0xFF, 0xFF, 0xFF, 1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]))
+        handle.seek(510)
+        handle.write(b"\x55\xaa" + b"EFI PART")
+    image = import_and_wait(catalog, people.owner, file=str(iso))
+    assert image.status == Status.AVAILABLE, image.error
+    assert image.disk_format == "iso"
+
+
+def test_ova_made_by_tar_with_dot_slash_names(catalog: Catalog, people: People, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.importkit import ovf_text
+
+    disk = make_disk(tmp_path, "vmdk", options="subformat=streamOptimized")
+    folder = tmp_path / "ova"
+    folder.mkdir()
+    (folder / "vm.ovf").write_text(ovf_text([disk.name]))
+    (folder / disk.name).write_bytes(disk.read_bytes())
+    ova = tmp_path / "vm.ova"
+    subprocess.run(
+        ["tar", "--format=ustar", "-cf", str(ova), "-C", str(folder), "./vm.ovf", f"./{disk.name}"], check=True
+    )
+    image = import_and_wait(catalog, people.owner, file=str(ova))
+    assert image.status == Status.AVAILABLE, image.error
+    assert_pattern(catalog.store.image_path(image.id, "raw"))
