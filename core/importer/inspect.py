@@ -563,7 +563,8 @@ def cross_check(path: Path, found: Inspection) -> Inspection:
     try:
         info = qemu.info(path, qemu_format)
     except Failed as exc:
-        raise Refused(f"{found.format} image is damaged or not what its header says ({exc})") from exc
+        detail = str(exc).replace(str(path), path.name)  # no server paths in the user's reason
+        raise Refused(f"{found.format} image is damaged or not what its header says ({detail})") from exc
     if info.get("format") != qemu_format:
         raise Refused(f"format check failed: qemu-img sees {info.get('format')}, not {found.format}")
     if info.get("backing-filename") or info.get("full-backing-filename"):
@@ -598,7 +599,10 @@ def check_output(path: Path, store_format: str, expected_size: int) -> None:
         raise Refused(f"converted image failed inspection: {exc}") from exc
     if found.format != store_format:
         raise Refused(f"converted image is not plain {store_format} (it looks like {found.format}); refused")
-    info = qemu.info(path, store_format)
+    try:
+        info = qemu.info(path, store_format)
+    except Failed as exc:
+        raise Refused("converted image failed inspection: qemu-img cannot read it") from exc
     if info.get("format") != store_format or int(info.get("virtual-size") or 0) != expected_size:
         raise Refused("converted image failed inspection: wrong format or size")
 

@@ -52,6 +52,11 @@ def qcow2_truncated(tmp: Path) -> Path:
     return path
 
 
+def qcow2_damaged(tmp: Path) -> Path:
+    """Passes the header checks; qemu-img refuses it."""
+    return patch(make_disk(tmp, "qcow2"), 40, struct.pack(">Q", 3 * 65536 + 8))
+
+
 def qcow2_too_big(tmp: Path) -> Path:
     return make_disk(tmp, "qcow2", "30G", pattern=False)
 
@@ -187,6 +192,11 @@ CASES: list[tuple[Callable[[Path], Path], str]] = [
     (qcow2_unknown_feature, "qcow2 with unknown incompatible features (0x400) refused"),
     (qcow2_version_4, "qcow2 version 4 is refused (only versions 2 and 3)"),
     (qcow2_truncated, "file is shorter than its header claims (truncated?)"),
+    (
+        qcow2_damaged,
+        "qcow2 image is damaged or not what its header says "
+        "(qemu-img info failed: qemu-img: Could not open 'source': Active L1 table offset invalid)",
+    ),
     (qcow2_too_big, "virtual size 30 GiB exceeds target size 20 GiB"),
     (vmdk_descriptor_file, "vmdk descriptor files (extents in other files) are refused; import a single-file vmdk"),
     (vmdk_extent_elsewhere, "vmdk extent in another file refused"),
