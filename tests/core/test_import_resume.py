@@ -101,3 +101,29 @@ def test_an_import_without_progress_ends_stalled(catalog: Catalog, people: Peopl
     assert image.status == Status.IMPORT_FAILED
     assert image.error == "stalled: no data for 1 seconds"
     assert leftovers(catalog) == []
+
+
+def test_max_concurrent_bounds_the_imports_a_worker_runs_at_once(
+    catalog: Catalog, people: People, tmp_path: Path
+) -> None:
+    source = random_qcow2(tmp_path, 2)
+    behaviour = HttpBehaviour(files={"/a.qcow2": source, "/b.qcow2": source}, hold_after=1 << 20)
+    catalog.settings.import_.max_concurrent = 1
+    with http_server(behaviour) as base:
+        catalog.settings.import_.allowed_ports = [port_of(base)]
+        first = submit_import(catalog, people.owner, name="a", url=f"{base}/a.qcow2", size_gb=20, **OS)
+        second = submit_import(catalog, people.owner, name="b", url=f"{base}/b.qcow2", size_gb=20, **OS)
+        worker = Worker(catalog, kinds=["import"], poll_seconds=0.05)
+        try:
+            assert worker.poll_once() == [first["job_id"]]
+            assert behaviour.reached.wait(20)
+            assert worker.poll_once() == []  # full: the second waits in the queue
+            second_job = jobs.get(catalog.engine, second["job_id"])
+            assert second_job is not None and second_job.state == jobs.QUEUED
+            behaviour.release.set()
+            assert worker.run_until(second["job_id"], timeout=60) is not None
+        finally:
+            behaviour.release.set()
+            worker.join()
+    assert image_row(catalog, first["id"]).status == Status.AVAILABLE
+    assert image_row(catalog, second["id"]).status == Status.AVAILABLE

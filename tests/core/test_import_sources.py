@@ -189,3 +189,18 @@ def test_size_cap_is_enforced_while_streaming_without_content_length(tmp_path: P
         finally:
             sink.close()
     assert sink.written <= 2 << 20
+
+
+def test_a_source_that_ignores_ranges_is_fetched_again_from_the_start(
+    catalog: Catalog, people: People, tmp_path: Path
+) -> None:
+    source = make_disk(tmp_path, "qcow2", "64M", options="preallocation=full")
+    cut = 3 << 20
+    behaviour = HttpBehaviour(files={"/disk.qcow2": source}, cut_after=cut, ranges=False)
+    with http_server(behaviour) as base:
+        allow(catalog, base)
+        image = import_and_wait(catalog, people.owner, url=f"{base}/disk.qcow2")
+    assert image.status == Status.AVAILABLE, image.error
+    assert image.sha256 == sha256_of(source)
+    assert [r["range"] for r in behaviour.requests] == [None, f"bytes={cut}-"]
+    assert behaviour.sent == cut + source.stat().st_size  # the answer was 200: everything again
