@@ -10,6 +10,9 @@ imagehub's conversion writes with O_DIRECT (`-t none`) where the file system all
 `--baseline-direct` gives the baseline's qemu-img the same option, to separate that gain from the
 one of hashing while streaming. Prints both times (best of `--rounds`), the ratio (target: at most
 0.8) and peak memory (target: under 200 MB).
+On a freshly booted VM, memory the guest never touched makes the first page-cache writes slow
+(measured here: 2 GiB in 3.5 s the first time, 0.35 s after): both sides pay it at random, so
+compare the best of several rounds.
 Usage: `python bench/import.py [--size-gib 2] [--rounds 2] [--baseline-direct] [--workdir DIR]`.
 """
 

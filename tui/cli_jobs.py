@@ -21,6 +21,7 @@ from core.models import Job, Status
 from tui.cli import GROUPS, PROG, Context, emit_json, extend, human_size
 
 POLL_SECONDS = 0.2
+SWEEP_SECONDS = 5.0
 BAR_WIDTH = 24
 
 
@@ -73,10 +74,14 @@ def wait_for_job(ctx: Context, job_id: int, stream: TextIO = sys.stderr) -> Job 
     """Follow (and, when no server runs, do) the job until it ends."""
     worker = None if _serve_running(ctx) else SingleJobWorker(ctx.catalog, job_id, label="cli")
     progress = Progress(stream)
+    last_sweep = time.monotonic()
     try:
         while True:
             if worker is not None:
                 worker.poll_once()
+                if time.monotonic() - last_sweep > SWEEP_SECONDS:  # no server runs: end stalled jobs here
+                    worker.sweep()
+                    last_sweep = time.monotonic()
             job = jobs.get(ctx.catalog.engine, job_id)
             if job is None or job.state not in jobs.ACTIVE_STATES:
                 return job
