@@ -18,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import or_, update
 from sqlmodel import col, select
@@ -105,7 +107,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
     with db.read_session(catalog.engine) as session:
         image = session.get(Image, image_id)
         if image is None or image.status != Status.IMPORTING:
-            raise LeaseLost(f"image {image_id} is no longer importing")
+            raise Failed(f"image {image_id} is no longer importing")
     params = ctx.params
     settings = catalog.settings.import_
     store_format = settings.store_format if settings.store_format in STORE_FORMATS else "raw"
@@ -117,14 +119,14 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
     source_file = work / "source"
 
     # downloading
-    if received.exists() and not source_file.exists():
-        received.unlink()  # a raw source moved on by a run that died before publishing: fetch again
-    if received.exists() and not _staged_intact(ctx, source_file, json.loads(received.read_text())):
-        received.unlink()
+    summary = _read_summary(received)
+    if summary is not None and not source_file.exists():
+        summary = None  # a raw or ISO source moved on by a run that died before recording: fetch again
+    if summary is not None and not _staged_intact(ctx, source_file, summary):
+        summary = None
         source_file.unlink(missing_ok=True)  # the machine went down before the staged file was on disk
-    if received.exists():
-        summary = json.loads(received.read_text())
-    else:
+    if summary is None:
+        received.unlink(missing_ok=True)
         ctx.progress("downloading", 0, None, force=True)
 
         def report(done: int, total: int | None) -> None:  # at once when the total becomes known
@@ -147,7 +149,9 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         finally:
             sink.close()
         summary = {"sha256": digest, "size": sink.written}
-        received.write_text(json.dumps(summary))
+        partial = work / "received.json.tmp"
+        partial.write_text(json.dumps(summary))
+        os.replace(partial, received)
     size = int(summary["size"])
 
     # verifying
@@ -215,11 +219,22 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _staged_intact(ctx: JobContext, path: Path, summary: dict[str, object]) -> bool:
+def _read_summary(path: Path) -> dict[str, Any] | None:
+    """What a finished download recorded (its SHA-256 and size), if anything."""
+    try:
+        summary = json.loads(path.read_text())
+        int(summary["size"])
+        str(summary["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return dict(summary)
+
+
+def _staged_intact(ctx: JobContext, path: Path, summary: dict[str, Any]) -> bool:
     """A complete source left by an earlier attempt: trust it only if it still hashes the same."""
     if ctx.job.attempts <= 1:
         return True
-    total = int(summary["size"])  # type: ignore[call-overload]
+    total = int(summary["size"])
     if not path.exists() or path.stat().st_size != total:
         return False
     digest = hashlib.sha256()
