@@ -143,8 +143,10 @@ def _matches(r: _Reader, head: bytes) -> list[str]:
     return found
 
 
-def detect(path: Path) -> Inspection:
-    """Detect and check the format of `path`; raise `Refused` with the user's reason."""
+def detect(path: Path, *, source: bool = True) -> Inspection:
+    """Detect and check the format of `path`; raise `Refused` with the user's reason.
+
+    `source=False` (a converted output): raw is plain data, not checked for looking like a page."""
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
@@ -175,7 +177,7 @@ def detect(path: Path) -> Inspection:
             return _iso(r)
         if kind == "ova":
             return _ova(r)
-        return _raw(r, head)
+        return _raw(r, head) if source else Inspection("raw", r.size, r.size)
     finally:
         os.close(fd)
 
@@ -190,7 +192,7 @@ def _raw(r: _Reader, head: bytes) -> Inspection:
         if head.startswith(magic):
             raise Refused(f"unsupported format: a {name}-compressed file; decompress it before importing")
     text = head[:512].lstrip().lower()
-    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"{", b"[")):
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")):
         raise Refused("unsupported format: the source is a web page or text, not a disk image")
     if r.size % SECTOR:
         raise Refused("unsupported format: not a disk image (size is not a multiple of 512 bytes)")
@@ -594,7 +596,7 @@ def check_target(found: Inspection, target_bytes: int) -> None:
 def check_output(path: Path, store_format: str, expected_size: int) -> None:
     """The converted file must be exactly the store format, of the expected size, nothing hidden in it."""
     try:
-        found = detect(path)
+        found = detect(path, source=False)
     except Refused as exc:
         raise Refused(f"converted image failed inspection: {exc}") from exc
     if found.format != store_format:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -127,3 +128,52 @@ def test_max_concurrent_bounds_the_imports_a_worker_runs_at_once(
             worker.join()
     assert image_row(catalog, first["id"]).status == Status.AVAILABLE
     assert image_row(catalog, second["id"]).status == Status.AVAILABLE
+
+
+def _leave_a_finished_download(catalog: Catalog, image_id: str, source: Path, digest: str) -> None:
+    """What a worker that died right after its download leaves in staging."""
+    work = staging_folder(catalog, image_id)
+    work.mkdir(parents=True)
+    (work / "source").write_bytes(source.read_bytes())
+    (work / "received.json").write_text(json.dumps({"sha256": digest, "size": source.stat().st_size}))
+
+
+def _claim_and_die(catalog: Catalog, job_id: int) -> None:
+    owner = jobs.worker_id("dead")
+    assert jobs.claim(catalog.engine, owner, ["import"], lease_seconds=0.0) is not None  # expires at once
+
+
+def test_a_finished_download_is_not_fetched_again_after_a_crash(
+    catalog: Catalog, people: People, tmp_path: Path
+) -> None:
+    source = random_qcow2(tmp_path, 2)
+    behaviour = HttpBehaviour(files={"/disk.qcow2": source})
+    with http_server(behaviour) as base:
+        catalog.settings.import_.allowed_ports = [port_of(base)]
+        view = submit_import(catalog, people.owner, name="x", url=f"{base}/disk.qcow2", size_gb=20, **OS)
+        _claim_and_die(catalog, view["job_id"])
+        _leave_a_finished_download(catalog, view["id"], source, sha256_of(source))
+        run_job(catalog, view["job_id"])
+    image = image_row(catalog, view["id"])
+    assert image.status == Status.AVAILABLE, image.error
+    assert image.sha256 == sha256_of(source)
+    assert behaviour.requests == []
+
+
+def test_a_finished_download_damaged_by_a_crash_is_fetched_again(
+    catalog: Catalog, people: People, tmp_path: Path
+) -> None:
+    source = random_qcow2(tmp_path, 2)
+    behaviour = HttpBehaviour(files={"/disk.qcow2": source})
+    with http_server(behaviour) as base:
+        catalog.settings.import_.allowed_ports = [port_of(base)]
+        view = submit_import(catalog, people.owner, name="x", url=f"{base}/disk.qcow2", size_gb=20, **OS)
+        _claim_and_die(catalog, view["job_id"])
+        damaged = tmp_path / "damaged.qcow2"
+        damaged.write_bytes(source.read_bytes()[:-4096] + bytes(4096))  # the last page never reached the disk
+        _leave_a_finished_download(catalog, view["id"], damaged, sha256_of(source))
+        run_job(catalog, view["job_id"])
+    image = image_row(catalog, view["id"])
+    assert image.status == Status.AVAILABLE, image.error
+    assert image.sha256 == sha256_of(source)
+    assert [r["range"] for r in behaviour.requests] == [None]
