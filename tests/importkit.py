@@ -318,7 +318,7 @@ def make_ca_and_server_cert(folder: Path) -> tuple[Path, ssl.SSLContext]:
 
 @contextmanager
 def ftp_server(
-    root: Path, user: str, password: str, dtp_handler: type | None = None
+    root: Path, user: str, password: str, dtp_handler: type | None = None, rest: bool = True
 ) -> Iterator[tuple[str, list[str]]]:
     """pyftpdlib on 127.0.0.1, port 0, one user; yields the base URL (no credentials) and a command log."""
     from pyftpdlib.authorizers import DummyAuthorizer
@@ -330,6 +330,9 @@ def ftp_server(
     class Handler(FTPHandler):
         def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
             commands.append(cmd if cmd == "PASS" else line)
+            if cmd == "REST" and not rest:
+                self.respond("502 Command not implemented.")
+                return
             super().pre_process_command(line, cmd, arg)
 
     authorizer = DummyAuthorizer()

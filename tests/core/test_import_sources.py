@@ -116,7 +116,9 @@ def test_http_cut_mid_file_resumes_with_a_range_request(catalog: Catalog, people
     assert behaviour.sent == size  # nothing fetched twice
 
 
-def test_ftp_cut_mid_file_resumes_with_rest(catalog: Catalog, people: People, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rest", [True, False], ids=["rest", "no-rest"])
+def test_ftp_cut_mid_file_resumes_with_rest(catalog: Catalog, people: People, tmp_path: Path, rest: bool) -> None:
+    """With REST the transfer goes on from the cut; a server without REST sends the file again."""
     from pyftpdlib.handlers import DTPHandler
 
     source = make_disk(tmp_path, "qcow2", "64M", options="preallocation=full")
@@ -131,7 +133,7 @@ def test_ftp_cut_mid_file_resumes_with_rest(catalog: Catalog, people: People, tm
             state["sent"] += len(data)
             return super().send(data)
 
-    with ftp_server(source.parent, "bob", "pw", dtp_handler=CuttingDTP) as (base, commands):
+    with ftp_server(source.parent, "bob", "pw", dtp_handler=CuttingDTP, rest=rest) as (base, commands):
         allow(catalog, base)
         url = f"ftp://bob:pw@{base.removeprefix('ftp://')}/{source.name}"
         image = import_and_wait(catalog, people.owner, url=url)
@@ -139,6 +141,7 @@ def test_ftp_cut_mid_file_resumes_with_rest(catalog: Catalog, people: People, tm
     assert image.sha256 == sha256_of(source)
     rests = [c for c in commands if c.startswith("REST")]
     assert len(rests) == 1 and int(rests[0].split()[1]) > 4 << 20
+    assert len([c for c in commands if c.startswith("RETR")]) == 2  # without REST: from byte 0 again
 
 
 def test_http_404_fails_with_the_status(catalog: Catalog, people: People) -> None:
