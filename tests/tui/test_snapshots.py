@@ -47,3 +47,30 @@ def test_delete_confirmation(images: Catalog, people: People, snap_compare: Any)
         await settle(pilot)
 
     assert snap_compare(make_app(images, people.owner), terminal_size=(80, 24), run_before=confirm)
+
+
+@pytest.fixture
+def fixed_import_root(images: Catalog) -> Catalog:
+    """The wizard shows its folder: use one whose path does not change between runs."""
+    from pathlib import Path
+
+    root = Path("/tmp/imagehub-tui-snapshots/incoming")
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("centos-7.9.qcow2", "win2016.vhd"):
+        (root / name).write_bytes(b"")
+    images.settings.tui.import_root = root
+    return images
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_import_wizard(fixed_import_root: Catalog, people: People, snap_compare: Any, size: tuple[int, int]) -> None:
+    async def open_wizard(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("i")
+        await settle(pilot)
+        await pilot.press(*"x" * 3)
+        app = pilot.app
+        app.screen.query_one("#size").value = "10"
+        await settle(pilot)
+
+    assert snap_compare(make_app(fixed_import_root, people.owner), terminal_size=size, run_before=open_wizard)

@@ -291,7 +291,7 @@ class ImagesScreen(BaseScreen):
         return image
 
     def action_import(self) -> None:
-        if not module_available("tui.screens.import_wizard") or not module_available("core.importer"):
+        if not module_available("tui.screens.import_wizard") or not module_available("core.importer.submit"):
             self._not_yet(_("Import"))
             return
         try:
