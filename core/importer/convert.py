@@ -4,7 +4,8 @@
 raw) and writes zeros as holes (`-S`), so a 500 GB target holding 2 GB of data costs about what 2 GB
 costs. A raw source is already staged sparse, so raw -> raw is a rename, not a copy. Resizing a raw
 file is a truncate (a hole); a qcow2 only grows its header. qemu-img runs with a memory limit; its
-progress (`-p`) is reported, and the job's lease is renewed while it works.
+progress (`-p`) is reported, the job's lease is renewed while it works, and it is stopped once it
+has run longer than `time_limit` (ten minutes plus 10 MiB/s of data) or the job is lost.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,12 +84,15 @@ def convert(
     readers = [threading.Thread(target=read_progress, daemon=True), threading.Thread(target=read_errors, daemon=True)]
     for reader in readers:
         reader.start()
+    deadline = time.monotonic() + time_limit(source)
     try:
         while True:
             try:
                 proc.wait(timeout=heartbeat_seconds)
                 break
             except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    raise Failed("conversion took too long; stopped") from None
                 progress(state["fraction"])
     except BaseException:
         proc.kill()
@@ -105,6 +110,12 @@ def convert(
     progress(1.0)
     with open(output, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def time_limit(source: Path) -> float:
+    """How long qemu-img convert may run: ten minutes plus 10 MiB/s of allocated source data."""
+    allocated = source.stat().st_blocks * 512
+    return 600.0 + allocated / (10 << 20)
 
 
 def direct_io_supported(folder: Path) -> bool:

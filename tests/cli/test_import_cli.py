@@ -18,6 +18,7 @@ from sqlmodel import select
 from core import db, jobs
 from core.catalog import Catalog
 from core.models import Job
+from core.worker import Worker
 from tests.conftest import IMAGEHUB, REPO, People
 from tests.importkit import GIB, HttpBehaviour, ftp_server, http_server, make_disk, port_of, run_job, sha256_of
 
@@ -176,3 +177,30 @@ def test_wait_only_follows_a_job_that_a_running_server_does(
     assert json.loads(out)["status"] == "available"
     finished = jobs.get(catalog.engine, job.id or 0)
     assert finished is not None and finished.lease_owner and finished.lease_owner.startswith("worker@")
+
+
+def test_image_show_reports_the_progress_of_a_running_import(
+    cli: Any, catalog: Catalog, people: People, tmp_path: Path
+) -> None:
+    disk = make_disk(tmp_path, "qcow2", "64M", options="preallocation=full")
+    behaviour = HttpBehaviour(files={"/disk.qcow2": disk}, hold_after=8 << 20)
+    with http_server(behaviour) as base:
+        port_env = {"IMAGEHUB_IMPORT__ALLOWED_PORTS": f"[{port_of(base)}]"}
+        started = cli(*import_args("--url", f"{base}/disk.qcow2", extra=("--json",)), env=port_env).json()
+        catalog.settings.import_.allowed_ports = [port_of(base)]
+        worker = Worker(catalog, kinds=["import"], poll_seconds=0.05)
+        try:
+            assert worker.poll_once() == [started["job_id"]]
+            assert behaviour.reached.wait(30)
+            deadline = time.monotonic() + 10  # progress is stored about once a second
+            while (shown := cli("image", "show", started["id"], "--json").json())["progress"]["bytes_done"] == 0:
+                assert time.monotonic() < deadline
+            text = cli("image", "show", started["id"]).out
+        finally:
+            behaviour.release.set()
+            worker.join()
+    progress = shown["progress"]
+    assert shown["status"] == "importing"
+    assert progress["phase"] == "downloading" and progress["state"] == "running"
+    assert progress["bytes_total"] == disk.stat().st_size and 0 < progress["bytes_done"] <= 8 << 20
+    assert "progress:       downloading" in text
