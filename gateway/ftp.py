@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import posixpath
+import socket
 import threading
 from typing import Any
 
@@ -305,6 +306,9 @@ class FtpGateway:
             "passive_ports": parse_port_range(settings.ftp_passive_ports),
             "banner": "imagehub download gateway ready.",
         }
+        masquerade = passive_address(registry.catalog.settings.public_host, host)
+        if masquerade:
+            attributes["masquerade_address"] = masquerade
         bases: tuple[type, ...] = (GatewayFTPHandler,)
         dtp_base: type = DTPHandler
         self.tls = False
@@ -359,6 +363,18 @@ class FtpGateway:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.thread.join(timeout)
+
+
+def passive_address(public_host: str, host: str) -> str | None:
+    """The IPv4 address announced in PASV replies when links name another host than the bound one
+    (a load balancer or NAT); None to announce the bound address."""
+    if not public_host or public_host == host:
+        return None
+    try:
+        return socket.gethostbyname(public_host)
+    except OSError:
+        log.warning("gateway.public_host %s does not resolve; PASV announces %s", public_host, host)
+        return None
 
 
 def parse_port_range(text: str) -> list[int] | None:

@@ -293,8 +293,19 @@ class Downloads:
 def make_app(registry: Registry) -> web.Application:
     downloads = Downloads(registry)
 
+    def catalog_reachable() -> bool:
+        try:
+            with registry.catalog.engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+            return True
+        except Exception:
+            return False
+
     async def healthz(_request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        """200 while this node serves and reaches the catalog; 503 otherwise (load balancers)."""
+        if await asyncio.to_thread(catalog_reachable):
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="catalog unreachable\n")
 
     async def metrics(_request: web.Request) -> web.Response:
         body = await asyncio.to_thread(generate_latest, registry.metrics.registry)

@@ -207,3 +207,15 @@ def test_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
     assert "imagehub: error: the gateway cannot listen on 127.0.0.1" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (catalog.settings.data_dir / links.PORTS_FILE).exists()
+
+
+def test_pasv_announces_the_public_host_behind_a_balancer() -> None:
+    from gateway.ftp import parse_port_range, passive_address
+
+    assert passive_address("", "127.0.0.1") is None
+    assert passive_address("127.0.0.1", "127.0.0.1") is None
+    assert passive_address("localhost", "0.0.0.0") == "127.0.0.1"
+    assert parse_port_range("30000-30002") == [30000, 30001, 30002]
+    assert parse_port_range("") is None
+    with pytest.raises(ValueError):
+        parse_port_range("5-1")
