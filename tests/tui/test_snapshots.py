@@ -8,7 +8,7 @@ import pytest
 
 from core.catalog import Catalog
 from tests.conftest import People
-from tests.tui.conftest import make_app, settle
+from tests.tui.conftest import make_app, move_to, settle
 from tui.i18n import set_language
 
 
@@ -74,3 +74,37 @@ def test_import_wizard(fixed_import_root: Catalog, people: People, snap_compare:
         await settle(pilot)
 
     assert snap_compare(make_app(fixed_import_root, people.owner), terminal_size=size, run_before=open_wizard)
+
+
+FIXED_LINK = {
+    "id": "lnk-fixed001",
+    "image_id": "img-acme0001",
+    "format": "raw",
+    "filename": "img-acme0001.raw",
+    "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "size": 21474836480,
+    "state": "active",
+    "expires_at": "2026-01-03T03:04:05Z",
+    "http": "http://images.example.com:8080/d/lnk-fixed001.TOKEN/img-acme0001.raw",
+    "ftp": "ftp://lnk-fixed001.TOKEN@images.example.com:2121/img-acme0001.raw",
+    "sftp": "sftp://lnk-fixed001.TOKEN@images.example.com:2222/img-acme0001.raw",
+    "sftp_command": "sftp -P 2222 -o StrictHostKeyChecking=accept-new"
+    " lnk-fixed001.TOKEN@images.example.com:img-acme0001.raw .",
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_link_screen(
+    images: Catalog, people: People, snap_compare: Any, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core import links
+
+    monkeypatch.setattr(links, "create_link", lambda *a, **k: links.Created(dict(FIXED_LINK), "TOKEN", None))
+
+    async def generate(pilot: Any) -> None:
+        await settle(pilot)
+        move_to(pilot.app, "img-acme0001")
+        await pilot.press("g", "ctrl+g")
+        await settle(pilot)
+
+    assert snap_compare(make_app(images, people.owner), terminal_size=size, run_before=generate)

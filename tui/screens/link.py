@@ -1,0 +1,192 @@
+"""Download links (spec 4.4): choose a format, generate, then the HTTP, FTP and SFTP URLs, the `sftp`
+command, the expiry and the SHA-256 — each copyable (OSC 52 clipboard) and selectable.
+
+The link is made by core.links; when the file still has to be prepared (an export or its checksum),
+the screen polls the link until it is ready while the worker does the work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Button, Footer, Header, Label, Select, Static
+
+from tui.i18n import N_, _
+from tui.screens.base import BaseScreen, report_error, translate_bindings
+from tui.widgets.format import human_size, short_time
+
+FIELDS = (
+    ("http", N_("HTTP")),
+    ("ftp", N_("FTP")),
+    ("sftp", N_("SFTP")),
+    ("sftp_command", N_("sftp command")),
+    ("sha256", N_("SHA-256")),
+    ("expires_at", N_("Expires")),
+)
+
+
+class CopyField(Static, can_focus=True):
+    """One value of the link: focus it and press Enter or c to copy it."""
+
+    DEFAULT_CSS = """
+    CopyField { height: auto; padding: 0 1; margin: 0 0 1 0; }
+    CopyField:focus { background: $boost; }
+    """
+    BINDINGS = [Binding("enter,c", "copy", N_("Copy"), id="link.copy", tooltip=N_("Copy to the clipboard (OSC 52)"))]
+
+    def __init__(self, key: str, label: str) -> None:
+        super().__init__("", id=f"field-{key}")
+        self.key = key
+        self.label = label
+        self.value = ""
+        translate_bindings(self)
+
+    def set_value(self, value: str | None, shown: str | None = None) -> None:
+        self.value = value or ""
+        text = Text.assemble((self.label, "bold"), "\n", shown if shown is not None else (value or "-"))
+        self.update(text)
+
+    def action_copy(self) -> None:
+        if not self.value:
+            self.app.notify(_("Nothing to copy yet."), severity="warning")
+            return
+        self.app.copy_to_clipboard(self.value)
+        self.app.notify(_("{what} copied to the clipboard.").format(what=self.label), timeout=3)
+
+
+class LinkScreen(BaseScreen):
+    DEFAULT_CSS = """
+    LinkScreen #choose { height: auto; padding: 1 1 0 1; }
+    LinkScreen #choose > Label { padding: 0 1 0 0; }
+    LinkScreen #choose > Select { width: 24; }
+    LinkScreen #choose > Label { padding: 0 1 0 0; width: auto; }
+    LinkScreen #choose > Button { margin-left: 2; }
+    LinkScreen #link-state { padding: 0 1; height: auto; }
+    LinkScreen #fields { height: 1fr; }
+    """
+    BINDINGS = [
+        Binding("escape", "back", N_("Back"), id="link.back", tooltip=N_("Back to the image list")),
+        Binding("ctrl+g", "generate", N_("Generate"), id="link.generate", tooltip=N_("Generate the download links")),
+        Binding("1", "copy('http')", N_("Copy HTTP"), id="link.copy_http", show=False),
+        Binding("2", "copy('ftp')", N_("Copy FTP"), id="link.copy_ftp", show=False),
+        Binding("3", "copy('sftp')", N_("Copy SFTP"), id="link.copy_sftp", show=False),
+        Binding("4", "copy('sftp_command')", N_("Copy sftp command"), id="link.copy_command", show=False),
+    ]
+
+    def __init__(self, image: dict[str, Any], poll_seconds: float = 1.0) -> None:
+        super().__init__()
+        self.image = image
+        self.poll_seconds = poll_seconds
+        self.link: dict[str, Any] | None = None
+        self.token: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="▣")
+        with Horizontal(id="choose"):
+            yield Label(_("Format"))
+            yield Select(
+                [("RAW", "raw"), (_("QCOW2 (smaller)"), "qcow2")],
+                value="raw",
+                allow_blank=False,
+                id="format",
+                compact=True,
+            )
+            yield Button(_("Generate links"), id="generate", variant="primary", compact=True)
+        yield Static(
+            _("Links are valid for 24 hours and resume with curl -C -, wget -c, lftp or sftp."), id="link-state"
+        )
+        with VerticalScroll(id="fields"):
+            for key, label in FIELDS:
+                yield CopyField(key, _(label))
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.title = "imagehub"
+        self.sub_title = _("Download {name} ({id})").format(name=self.image["name"], id=self.image["id"])
+        for field in self.query(CopyField):
+            field.display = False
+        self.query_one("#generate", Button).focus()
+
+    @on(Button.Pressed, "#generate")
+    def action_generate(self) -> None:
+        value = self.query_one("#format", Select).value
+        self.query_one("#generate", Button).disabled = True
+        self._create(str(value))
+
+    @work(thread=True, exclusive=True, group="link-create", exit_on_error=False)
+    def _create(self, fmt: str) -> None:
+        from core.links import create_link
+
+        app: Any = self.app
+        try:
+            created = create_link(app.catalog, app.actor, self.image["id"], fmt)
+        except Exception as exc:
+            app.call_from_thread(self._failed, exc)
+            return
+        app.call_from_thread(self._created, created.view, created.token, created.job_id)
+
+    def _failed(self, exc: Exception) -> None:
+        self.query_one("#generate", Button).disabled = False
+        report_error(self, exc, _("Download links"))
+
+    def _created(self, view: dict[str, Any], token: str, job_id: int | None) -> None:
+        self.token = token
+        self._show(view)
+        app: Any = self.app
+        if job_id is not None:
+            app.wake_worker()
+        if view.get("sha256") is None:
+            self.set_interval(self.poll_seconds, self._poll, name="link-poll")
+        fields = list(self.query(CopyField))
+        if fields:
+            fields[0].focus()
+
+    def _poll(self) -> None:
+        if self.link is not None and self.link.get("sha256") is None:
+            self._describe(self.link["id"])
+
+    @work(thread=True, exclusive=True, group="link-poll", exit_on_error=False)
+    def _describe(self, link_id: str) -> None:
+        from core.links import describe
+
+        app: Any = self.app
+        view = describe(app.catalog, link_id, self.token)
+        app.call_from_thread(self._show, view)
+
+    def _show(self, view: dict[str, Any]) -> None:
+        self.link = view
+        state = view.get("state") or ""
+        states = {
+            "active": _("ready: the links answer now"),
+            "preparing": _("preparing the file (checksum or conversion); the links answer once it is ready"),
+            "export_failed": _("preparing the file failed; generate a new link later"),
+        }
+        size = f" · {human_size(view['size'])}" if view.get("size") else ""
+        self.query_one("#link-state", Static).update(
+            Text.assemble(
+                (view["id"], "bold"), " · ", view["filename"], size, " · ", (states.get(state, state), "italic")
+            )
+        )
+        for field in self.query(CopyField):
+            field.display = True
+            if field.key == "expires_at":
+                field.set_value(
+                    view.get("expires_at"), _("{time} UTC (24 hours)").format(time=short_time(view.get("expires_at")))
+                )
+            elif field.key == "sha256":
+                field.set_value(view.get("sha256"), view.get("sha256") or _("being computed…"))
+            else:
+                field.set_value(view.get(field.key))
+
+    def action_copy(self, key: str) -> None:
+        fields = [f for f in self.query(CopyField) if f.key == key]
+        if fields:
+            fields[0].action_copy()
+
+    def action_back(self) -> None:
+        self.dismiss(None)
