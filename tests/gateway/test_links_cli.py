@@ -137,3 +137,16 @@ def test_tokens_never_reach_the_logs(gw: Gateway, tmp_path) -> None:
         )
     secret_part = link.token.split(".")[1]
     assert secret_part not in log
+
+
+def test_exports_are_removed_with_the_image(gw: Gateway) -> None:
+    from core import images
+
+    image_id = gw.image(size=100_000)
+    qcow = gw.link(image_id, "qcow2")
+    export = gw.catalog.store.exports_dir / qcow.filename
+    assert export.is_file() and export.with_name(export.name + ".sha256").is_file()
+    owner = gw.actor("acme-owner")
+    assert images.delete_images(gw.catalog, owner, [image_id])[0].ok
+    assert images.destroy_images(gw.catalog, owner, [image_id])[0].ok
+    assert not gw.catalog.store.files_of_image(image_id)

@@ -219,3 +219,30 @@ def test_pasv_announces_the_public_host_behind_a_balancer() -> None:
     assert parse_port_range("") is None
     with pytest.raises(ValueError):
         parse_port_range("5-1")
+
+
+def test_sigterm_releases_the_lease_of_a_running_job(tmp_path: Path) -> None:
+    from core import jobs
+
+    config, catalog = make_catalog(tmp_path)
+    proc, (host, http_port, ftp_port, sftp_port) = start_server(config, tmp_path, tmp_path / "serve.log")
+    try:
+        gw = Gateway(tmp_path, config, catalog, proc, host, http_port, ftp_port, sftp_port, tmp_path / "serve.log")
+        image_id = gw.image(size=1000)
+        with catalog.store.image_path(image_id, "raw").open("r+b") as handle:
+            handle.truncate(64 * 1024**3)  # sparse: hashing it keeps the server's worker busy for a while
+        created = links.create_link(catalog, gw.actor("acme-owner"), image_id)
+        assert created.job_id is not None
+        deadline = time.monotonic() + 20
+        while not ((job := jobs.get(catalog.engine, created.job_id)) and job.state == "running" and job.bytes_done):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.05)
+        assert job.lease_owner and job.lease_owner.startswith("serve@")
+        assert stop_server(proc) == 0
+        job = jobs.get(catalog.engine, created.job_id)
+        assert job is not None and job.state == "queued" and job.lease_owner is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        catalog.dispose()
