@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from core.links import REFUSAL_MESSAGE, Refused, Served
 from gateway.transfers import Registry, reset_on_close
 
-SENDFILE_CHUNK = 16 * 1024 * 1024
+SENDFILE_CHUNK = 8 * 1024 * 1024  # also the granularity of bytes accounted for a cut transfer
 MAX_RANGES = 64
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
