@@ -150,3 +150,15 @@ def test_exports_are_removed_with_the_image(gw: Gateway) -> None:
     assert images.delete_images(gw.catalog, owner, [image_id])[0].ok
     assert images.destroy_images(gw.catalog, owner, [image_id])[0].ok
     assert not gw.catalog.store.files_of_image(image_id)
+
+
+def test_failed_preparation_exits_1_and_leaves_no_usable_link(gw: Gateway) -> None:
+    image_id = gw.image(size=1000)
+    gw.catalog.store.image_path(image_id, "raw").unlink()  # the stored file is gone
+    done = gw.cli("image", "download-link", image_id, "--format", "qcow2", "--json")
+    assert done.returncode == 1
+    assert "preparing the download failed" in done.stderr and "missing" in done.stderr
+    assert done.stdout == ""
+    rows = [r for r in links.list_links(gw.catalog, gw.actor("acme-owner"), image_id)]
+    assert len(rows) == 1 and rows[0]["state"] == "revoked"
+    assert not list(gw.catalog.store.staging_dir.glob(f"{image_id}*"))
