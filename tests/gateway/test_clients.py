@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,15 @@ RATE = 256 * 1024
 @pytest.fixture(scope="module")
 def link(gw: Gateway) -> Link:
     return gw.link(gw.image(size=SIZE))
+
+
+@pytest.fixture(autouse=True)
+def _drop_downloads(tmp_path: Path) -> Iterator[None]:
+    """Downloads are large: do not leave them in pytest's kept temporary folders."""
+    yield
+    for path in tmp_path.iterdir():
+        if path.is_file():
+            path.unlink()
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
