@@ -72,6 +72,14 @@ def test_import_wizard(fixed_import_root: Catalog, people: People, snap_compare:
         app = pilot.app
         app.screen.query_one("#size").value = "10"
         await settle(pilot)
+        for box in app.screen.query("Input"):
+            box.cursor_blink = False  # a blinking cursor makes the picture depend on timing
+        tree = app.screen.query_one("#files")
+        for _attempt in range(100):  # the tree loads its folder in a worker of its own
+            if len(tree.root.children) == 2:
+                break
+            await pilot.pause(0.02)
+        await settle(pilot)
 
     assert snap_compare(make_app(fixed_import_root, people.owner), terminal_size=size, run_before=open_wizard)
 
