@@ -1,12 +1,12 @@
 """SFTP downloads (asyncssh): the token is the SSH user name and no password is asked.
 
-A valid token skips authentication entirely (OpenSSH `sftp` runs without a prompt; a client that
-sends the token as password is accepted too); an invalid one is offered password authentication
-that never succeeds. The host key is the one `imagehub init` made. The session sees a read-only
-root holding only the link's file and its `.sha256`: `stat`, `opendir`/`readdir`, `open` for
-reading and reads at any offset (up to 4 MiB each, served whole, with `os.pread` off the event
-loop); writes, removes, renames, `mkdir`/`rmdir`, links and `setstat` are refused. Only the
-`sftp` subsystem is offered: no shell, exec, scp or forwarding.
+A valid token skips authentication entirely (OpenSSH `sftp` runs without a prompt); for clients
+that cannot put it in the user name, any user name with the token as password is accepted too.
+The host key is the one `imagehub init` made. The session sees a read-only root holding only the
+link's file and its `.sha256`: `stat`, `opendir`/`readdir`, `open` for reading and reads at any
+offset (up to 4 MiB each, served whole, with `os.pread` off the event loop); writes, removes,
+renames, `mkdir`/`rmdir`, links and `setstat` are refused. Only the `sftp` subsystem is offered:
+no shell, exec, scp or forwarding.
 """
 
 from __future__ import annotations
@@ -39,12 +39,15 @@ _READ_ACCESS = 0x1 | 0x8 | 0x80 | 0x20000 | 0x100000  # ACE4 read data/named att
 class Session:
     """One SSH connection of one link."""
 
-    def __init__(self, registry: Registry, served: Served, conn: Conn, ssh: asyncssh.SSHServerConnection) -> None:
+    def __init__(
+        self, registry: Registry, served: Served, conn: Conn, ssh: asyncssh.SSHServerConnection, token: str
+    ) -> None:
         self.registry = registry
         self.served = served
         self.conn = conn
         self.ssh = ssh
         self.peer = conn.peer
+        self.token = token
 
 
 class _Handle:
@@ -71,13 +74,12 @@ class GatewaySSHServer(asyncssh.SSHServer):
             self.registry.close_conn(self.session.conn)
             self.session = None
 
-    async def begin_auth(self, username: str) -> bool:
-        if self.session is not None:
-            return False
+    async def _attach(self, token: str) -> bool:
+        """Open the session of the link `token` names; False if it is refused."""
+        ssh = self.ssh
+        assert ssh is not None
         try:
-            served = await asyncio.to_thread(self.registry.validate, username, None, "sftp", self.peer)
-            ssh = self.ssh
-            assert ssh is not None
+            served = await asyncio.to_thread(self.registry.validate, token, None, "sftp", self.peer)
             loop = asyncio.get_running_loop()
 
             def cut(reason: str) -> None:
@@ -85,16 +87,25 @@ class GatewaySSHServer(asyncssh.SSHServer):
 
             conn = self.registry.open_conn(served.link_id, "sftp", self.peer, cut)
         except Refused:
-            return True  # password auth is offered and never succeeds
-        self.session = Session(self.registry, served, conn, ssh)
+            return False
+        self.session = Session(self.registry, served, conn, ssh, token)
         ssh.set_extra_info(imagehub_session=self.session)
-        return False
+        return True
+
+    async def begin_auth(self, username: str) -> bool:
+        """A valid token as user name needs no authentication at all."""
+        if self.session is not None:
+            return False
+        return not await self._attach(username)
 
     def password_auth_supported(self) -> bool:
         return True
 
-    def validate_password(self, username: str, password: str) -> bool:
-        return False
+    async def validate_password(self, username: str, password: str) -> bool:
+        """For clients that cannot use the token as user name: any user name, the token as password."""
+        if self.session is not None:
+            return True
+        return await self._attach(password)
 
     def kbdint_auth_supported(self) -> bool:
         return False
@@ -185,7 +196,7 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
             raise SFTPPermissionDenied("Is a directory")
         s = self.s
         try:
-            await asyncio.to_thread(s.registry.validate, s.ssh.get_extra_info("username") or "", None, "sftp", s.peer)
+            await asyncio.to_thread(s.registry.validate, s.token, None, "sftp", s.peer)
         except Refused:
             raise SFTPPermissionDenied("This download link is no longer valid") from None
         fd = await asyncio.to_thread(os.open, self._real(name), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
