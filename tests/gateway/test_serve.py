@@ -66,6 +66,28 @@ def test_serve_stops_cleanly_mid_transfer(tmp_path: Path, sig: int) -> None:
         catalog.dispose()
 
 
+def free_port_range(count: int) -> int:
+    """The first of `count` consecutive ports free right now on 127.0.0.1."""
+    import random
+    import socket
+
+    for _ in range(200):
+        first = random.randrange(40000, 60000)
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise AssertionError("no free port range")
+
+
 def self_signed(folder: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
@@ -93,7 +115,10 @@ async def test_https_and_idle_timeouts(tmp_path: Path) -> None:
     config, catalog = make_catalog(tmp_path)
     cert, key = self_signed(tmp_path)
     text = config.read_text().replace(GATEWAY_CONFIG, "")
-    gateway = GATEWAY_CONFIG.replace("idle_timeout_seconds = 60", "idle_timeout_seconds = 1")
+    first = free_port_range(4)
+    gateway = GATEWAY_CONFIG.replace("idle_timeout_seconds = 60", "idle_timeout_seconds = 1").replace(
+        'ftp_passive_ports = ""', f'ftp_passive_ports = "{first}-{first + 3}"'
+    )
     config.write_text(text + gateway + f'tls_cert = "{cert}"\ntls_key = "{key}"\n')
     catalog.settings = load_settings(config)
     proc, (host, http_port, ftp_port, sftp_port) = start_server(config, tmp_path, tmp_path / "serve.log")
@@ -118,6 +143,7 @@ async def test_https_and_idle_timeouts(tmp_path: Path) -> None:
         ftp = ftplib.FTP()
         ftp.connect(host, ftp_port, timeout=10)
         ftp.login(link.token, "x")
+        assert first <= ftp.makepasv()[1] <= first + 3, "passive ports come from gateway.ftp_passive_ports"
         ftp.sock.settimeout(10)
         with pytest.raises(ftplib.error_temp, match="^421"):
             ftp.getresp()  # nothing asked: the server speaks only to close the idle session
