@@ -348,3 +348,15 @@ async def test_pages_through_a_large_list(catalog: Catalog, people: People) -> N
         await pilot.press("up")
         await settle(pilot)
         assert "101–200" in str(app.screen.query_one("#list-status", Static).render())
+
+
+async def test_guide_in_chinese(images: Catalog, people: People) -> None:
+    from textual.widgets import Markdown
+
+    app = make_app(images, people.owner, language="zh_CN")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("f1")
+        await settle(pilot)
+        source = app.screen.query_one(Markdown).source
+        assert source.startswith("# 自定义镜像指南") and "qemu-img convert" in source

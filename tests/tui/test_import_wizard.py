@@ -80,7 +80,7 @@ async def test_wizard_imports_a_local_qcow2_to_available(
     incoming.mkdir(parents=True, exist_ok=True)
     source = incoming / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(source), "64M"], check=True)
-    app = make_app(images, people.owner, embedded_worker=True)
+    app = make_app(images, people.owner)  # the worker starts once the list shows `importing`
     async with app.run_test(size=(120, 40)) as pilot:
         await open_wizard(pilot)
         screen = app.screen
@@ -98,6 +98,7 @@ async def test_wizard_imports_a_local_qcow2_to_available(
         assert type(app.screen).__name__ == "ImagesScreen"
         row = next(r for r in image_list(app).rows if r["name"] == "from-tui")
         assert row["status"] == "importing"
+        app.start_worker()
         deadline = time.monotonic() + 60
         while status_of(images, row["id"]) == "importing" and time.monotonic() < deadline:
             await pilot.pause(0.1)
