@@ -109,6 +109,8 @@ class ImportSettings(BaseModel):
     ca_bundle: extra CA certificates (PEM) trusted for HTTPS sources.
     max_concurrent: import jobs run at once by one worker.
     max_concurrent_total: jobs run at once across every worker sharing the catalog (0: no cap).
+    local_roots: folders whose files may be imported with --file (empty: tui.import_root only);
+        the store, staging, exports and keys under data_dir are never importable.
     stall_timeout_seconds: an import receiving no data this long fails as stalled.
     store_format: format images are stored in: "raw" or "qcow2".
     """
@@ -120,6 +122,7 @@ class ImportSettings(BaseModel):
     ca_bundle: str = ""
     max_concurrent: int = 2
     max_concurrent_total: int = 0
+    local_roots: list[Path] = Field(default_factory=list)
     stall_timeout_seconds: int = 600
     store_format: str = "raw"
 
@@ -272,6 +275,7 @@ def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any
         value = getattr(settings.gateway, key)
         if value:
             setattr(settings.gateway, key, str(_resolve(base, Path(value))))
+    settings.import_.local_roots = [_resolve(base, root) for root in settings.import_.local_roots]
     if settings.import_.ca_bundle:
         settings.import_.ca_bundle = str(_resolve(base, Path(settings.import_.ca_bundle)))
     return settings

@@ -38,7 +38,9 @@ def write_config(folder: Path, extra: str = "") -> Path:
     path.write_text(
         '[storage]\ndata_dir = "var"\n'
         f'[images]\nos_matrix = "{REPO / "config" / "os_matrix.toml"}"\n'
-        "[import]\nallow_private_networks = true\nstall_timeout_seconds = 600\n" + extra
+        "[import]\nallow_private_networks = true\nstall_timeout_seconds = 600\n"
+        # fixtures are made in the test's folder: local imports are allowed from there (data_dir excepted)
+        'local_roots = ["."]\n' + extra
     )
     return path
 

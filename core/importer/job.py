@@ -33,6 +33,7 @@ from core.catalog import Catalog
 from core.clock import utcnow
 from core.errors import Failed
 from core.importer import convert, credentials, inspect, sources
+from core.importer.localfiles import check_local_file
 from core.importer.netpolicy import Policy
 from core.importer.submit import KIND
 from core.models import Image, Job, Status
@@ -137,7 +138,8 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         sink.open(rehash=lambda done: ctx.progress("downloading", done, None))
         try:
             if params.get("source") == "file":
-                sources.fetch_file(Path(params["path"]), sink)
+                # checked again: the folder rules may have changed, or a path component been swapped
+                sources.fetch_file(check_local_file(ctx.catalog.settings, params["path"]), sink)
             else:
                 url = credentials.unseal(catalog.secret(), ctx.job.secret) if ctx.job.secret else params["url"]
                 policy = Policy.from_settings(catalog.settings)

@@ -9,7 +9,6 @@ parameters hold the redacted URL.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from core import audit, db, jobs
@@ -18,6 +17,7 @@ from core.catalog import Catalog
 from core.errors import ImagehubError, Invalid
 from core.images import get_image, new_image, resolve_tenant_for_create
 from core.importer import credentials
+from core.importer.localfiles import check_local_file
 from core.importer.netpolicy import Policy
 from core.models import Status
 from core.validation import check_description, check_name, check_os, check_sha256, check_size_gb
@@ -63,12 +63,7 @@ def submit_import(
             if source.username is not None:
                 secret = credentials.seal(catalog.secret(), source.geturl())
         else:
-            path = Path(os.path.abspath(Path(str(file)).expanduser()))
-            if not path.is_file():
-                raise Invalid(f"file {path} does not exist or is not a regular file")
-            if not os.access(path, os.R_OK):
-                raise Invalid(f"file {path} cannot be read")
-            shown = str(path.resolve())
+            shown = str(check_local_file(catalog.settings, file))
             params.update(source="file", path=shown)
         target = shown
         with db.write_session(catalog.engine) as session:

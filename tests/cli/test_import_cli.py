@@ -83,7 +83,9 @@ def test_import_without_wait_leaves_the_job_queued(cli: Any, people: People, tmp
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (import_args("--file", "/nonexistent.qcow2"), "file /nonexistent.qcow2 does not exist"),
+        (import_args("--file", "/nonexistent.qcow2"), "file /nonexistent.qcow2 is not in an import folder"),
+        (import_args("--file", "/etc/hostname"), "file /etc/hostname is not in an import folder"),
+        (import_args("--file", "missing.qcow2"), "file missing.qcow2 does not exist"),
         (import_args("--file", "/etc/hostname", size="10"), "size-gb 10 is out of range"),
         (import_args("--file", "/etc/hostname", size="501"), "size-gb 501 is out of range"),
         (import_args("--url", "file:///etc/passwd"), "url scheme file is not allowed"),
@@ -204,3 +206,18 @@ def test_image_show_reports_the_progress_of_a_running_import(
     assert progress["phase"] == "downloading" and progress["state"] == "running"
     assert progress["bytes_total"] == disk.stat().st_size and 0 < progress["bytes_done"] <= 8 << 20
     assert "progress:       downloading" in text
+
+
+def test_server_files_outside_the_import_folders_are_refused(cli: Any, people: People, config_path) -> None:
+    """Nobody imports (and then downloads) the catalog, the secret, another image or a file via a symlink."""
+    folder = config_path.parent
+    other = make_disk(folder, "qcow2")
+    store = folder / "var" / "images" / "img-someones.raw"
+    store.write_bytes(b"\0" * 4096)
+    (folder / "escape.raw").symlink_to("/etc/hostname")
+    for path in ("var/catalog.db", "var/secret.key", str(store), "escape.raw", "var/ssh_host_ed25519_key"):
+        done = cli(*import_args("--file", path))
+        assert done.code == 2, path
+        assert "is not in an import folder" in done.err, path
+    assert cli("image", "list", "--json").json() == []
+    assert cli(*import_args("--file", str(other))).code == 0

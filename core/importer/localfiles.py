@@ -1,0 +1,42 @@
+"""Which server files may be imported as a "local file": only those inside the import folders.
+
+A local-file import reads a file as the service's user, and the image can then be downloaded: without
+this rule anyone allowed to import could read the catalog, the signing secret or another tenant's
+image. The path is resolved (symlinks followed) before the check, at submission and again right
+before the worker opens it; the answer does not say whether a file outside the folders exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.errors import Invalid
+from core.settings import Settings
+
+PROTECTED_FOLDERS = ("images", "staging", "exports", "vms", "logs")
+
+
+def import_roots(settings: Settings) -> list[Path]:
+    roots = settings.import_.local_roots or [settings.tui.import_root]
+    return [Path(os.path.realpath(root)) for root in roots]
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_local_file(settings: Settings, given: str | os.PathLike[str]) -> Path:
+    """The real path of an importable regular file, or Invalid with one line."""
+    path = Path(os.path.realpath(os.path.expanduser(os.fspath(given))))
+    roots = import_roots(settings)
+    data_dir = Path(os.path.realpath(settings.data_dir))
+    protected = path.parent == data_dir or any(_within(path, data_dir / name) for name in PROTECTED_FOLDERS)
+    if protected or not any(_within(path, root) for root in roots):
+        folders = ", ".join(str(root) for root in roots)
+        raise Invalid(f"file {given} is not in an import folder ({folders}); copy it there first")
+    if not path.is_file():
+        raise Invalid(f"file {given} does not exist or is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise Invalid(f"file {given} cannot be read")
+    return path
