@@ -109,6 +109,8 @@ class ImportSettings(BaseModel):
     ca_bundle: extra CA certificates (PEM) trusted for HTTPS sources.
     max_concurrent: import jobs run at once by one worker.
     max_concurrent_total: jobs run at once across every worker sharing the catalog (0: no cap).
+    job_lease_seconds: a worker renews its job lease this often (about a third of it); a worker that
+        dies loses its jobs to another after this long.
     local_roots: folders whose files may be imported with --file (empty: tui.import_root only);
         the store, staging, exports and keys under data_dir are never importable.
     stall_timeout_seconds: an import receiving no data this long fails as stalled.
@@ -122,6 +124,7 @@ class ImportSettings(BaseModel):
     ca_bundle: str = ""
     max_concurrent: int = 2
     max_concurrent_total: int = 0
+    job_lease_seconds: float = 30.0
     local_roots: list[Path] = Field(default_factory=list)
     stall_timeout_seconds: int = 600
     store_format: str = "raw"

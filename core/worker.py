@@ -122,7 +122,7 @@ class Worker:
         *,
         max_concurrent: int | None = None,
         kinds: Iterable[str] | None = None,
-        lease_seconds: float = jobs.DEFAULT_LEASE_SECONDS,
+        lease_seconds: float | None = None,
         poll_seconds: float = 0.5,
         label: str = "worker",
         max_running_total: int | None = None,
@@ -130,7 +130,7 @@ class Worker:
         self.catalog = catalog
         self.max_concurrent = max_concurrent or catalog.settings.import_.max_concurrent
         self.kinds = list(kinds) if kinds is not None else None
-        self.lease_seconds = lease_seconds
+        self.lease_seconds = lease_seconds or catalog.settings.import_.job_lease_seconds
         self.poll_seconds = poll_seconds
         self.owner = jobs.worker_id(label)
         self.max_running_total = max_running_total or catalog.settings.import_.max_concurrent_total or None
