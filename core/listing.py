@@ -1,40 +1,20 @@
-"""Cheap read-only queries for list views: counts per status and the progress of running jobs.
+"""Cheap read-only queries for list views: the progress of the jobs running on a page of images.
 
-Used by the TUI to label its status tabs and to draw progress bars without loading whole images.
+Used by the TUI to draw progress bars without loading each image on its own.
 Access is checked the same way as `core.images` (an actor sees only its tenants).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import func
 from sqlmodel import col, select
 
 from core import access, db
 from core.access import Actor
 from core.catalog import Catalog
-from core.images import ImageQuery, _filtered, job_progress
+from core.images import job_progress
 from core.models import Image, Job
-
-
-def status_counts(catalog: Catalog, actor: Actor, query: ImageQuery | None = None) -> dict[str, int]:
-    """status -> number of images matching `query` (its status is ignored; `deleted` included)."""
-    query = replace(query or ImageQuery(), status=None, limit=None, offset=0)
-    with db.read_session(catalog.engine) as session:
-        statement = _filtered(session, actor, query)
-        # _filtered hides deleted images when no status is asked for: count them separately.
-        subquery = statement.subquery()
-        counts = {
-            str(status): int(n)
-            for status, n in session.exec(
-                select(subquery.c.status, func.count()).group_by(subquery.c.status)  # type: ignore[call-overload]
-            )
-        }
-        deleted = _filtered(session, actor, replace(query, status="deleted")).subquery()
-        counts["deleted"] = int(session.exec(select(func.count()).select_from(deleted)).one())
-        return counts
 
 
 def active_progress(catalog: Catalog, actor: Actor, image_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -360,3 +360,16 @@ async def test_guide_in_chinese(images: Catalog, people: People) -> None:
         await settle(pilot)
         source = app.screen.query_one(Markdown).source
         assert source.startswith("# 自定义镜像指南") and "qemu-img convert" in source
+
+
+async def test_clicking_a_column_header_sorts_by_it(images: Catalog, people: People) -> None:
+    app = make_app(images, people.owner)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        table = image_list(app).table
+        table.post_message(
+            table.HeaderSelected(table, table.columns["name"].key, 0, table.columns["name"].label)  # type: ignore[arg-type]
+        )
+        await settle(pilot)
+        names = [row["name"] for row in image_list(app).rows]
+        assert image_list(app).image_query.sort == "name" and names == sorted(names)

@@ -21,7 +21,7 @@ def key_rows(app: Any, screen: Screen[Any]) -> list[tuple[str, str, str]]:
     seen: set[str] = set()
     for node in (screen, app):
         for _key, binding in node._bindings:
-            if not binding.description or binding.action in seen:
+            if not binding.id or not binding.description or binding.action in seen:
                 continue
             seen.add(binding.action)
             keys = ", ".join(app.get_key_display(Binding(k.strip(), binding.action)) for k in binding.key.split(","))

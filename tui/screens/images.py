@@ -142,6 +142,14 @@ class ImagesScreen(BaseScreen):
         sort = SORT_CYCLE[(index + 1) % len(SORT_CYCLE)]
         self._set_query(sort=sort, descending=sort in ("created_at", "size"))
 
+    @on(ImageList.SortRequested)
+    def _sort_by(self, event: ImageList.SortRequested) -> None:
+        query = self.image_list.image_query
+        if event.sort == query.sort:
+            self._set_query(descending=not query.descending)
+        else:
+            self._set_query(sort=event.sort, descending=event.sort in ("created_at", "size"))
+
     def action_reverse(self) -> None:
         self._set_query(descending=not self.image_list.image_query.descending)
 

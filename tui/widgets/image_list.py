@@ -335,6 +335,20 @@ class ImageList(Vertical):
     def previous_page(self) -> None:
         self._page(ImageTable.PageRequested(-1))
 
+    class SortRequested(Message):
+        """A column header was clicked: sort by it (again: reverse)."""
+
+        def __init__(self, sort: str) -> None:
+            super().__init__()
+            self.sort = sort
+
+    @on(DataTable.HeaderSelected)
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        sort = SORT_KEYS.get(str(event.column_key.value))
+        if sort:
+            self.post_message(self.SortRequested(sort))
+
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.update_detail()
