@@ -373,3 +373,19 @@ async def test_clicking_a_column_header_sorts_by_it(images: Catalog, people: Peo
         await settle(pilot)
         names = [row["name"] for row in image_list(app).rows]
         assert image_list(app).image_query.sort == "name" and names == sorted(names)
+
+
+async def test_edit_a_deleted_image_in_the_recycle_bin(images: Catalog, people: People) -> None:
+    app = make_app(images, people.owner)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        move_to(app, "img-acme0007")
+        await pilot.press("e")
+        await settle(pilot)
+        app.screen.query_one("#name", Input).value = "old-test-2"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "RecycleBinScreen"
+        assert next(r for r in image_list(app).rows if r["id"] == "img-acme0007")["name"] == "old-test-2"

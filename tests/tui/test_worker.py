@@ -97,3 +97,20 @@ async def test_live_refresh_keeps_cursor_and_selection(images: Catalog, people: 
         assert set(image_list(app).selected) == {"img-acme0002"}
         cell = image_list(app).table.get_cell("img-acme0003", "status")
         assert "90%" in str(cell)
+
+
+async def test_an_import_that_ends_is_announced(images: Catalog, people: People) -> None:
+    from core.models import Image
+    from tests.tui.conftest import image_list
+
+    app = make_app(images, people.owner)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        with db.write_session(images.engine) as session:
+            image = session.get(Image, "img-acme0003")
+            assert image is not None
+            image.status = "available"
+            session.add(image)
+        image_list(app).reload()
+        await settle(pilot)
+        assert any(n.message == "win-iis is now available." for n in app._notifications)

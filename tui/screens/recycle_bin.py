@@ -28,6 +28,7 @@ class RecycleBinScreen(BaseScreen):
         Binding(
             "D,delete", "destroy", N_("Destroy"), id="bin.destroy", tooltip=N_("Destroy for good"), key_display="D"
         ),
+        Binding("e", "edit", N_("Edit"), id="bin.edit", tooltip=N_("Change the name and remark"), show=False),
         Binding("right_square_bracket", "next_page", N_("Next page"), id="bin.next", show=False),
         Binding("left_square_bracket", "previous_page", N_("Previous page"), id="bin.previous", show=False),
     ]
@@ -68,6 +69,20 @@ class RecycleBinScreen(BaseScreen):
 
     def action_previous_page(self) -> None:
         self.image_list.previous_page()
+
+    def action_edit(self) -> None:
+        from tui.screens.edit import EditScreen
+
+        image = self.image_list.current()
+        if image is None:
+            self.app.notify(_("The recycle bin is empty."), severity="warning")
+            return
+
+        def edited(result: dict[str, Any] | None) -> None:
+            if result is not None:
+                self.image_list.reload()
+
+        self.app.push_screen(EditScreen(image), edited)
 
     def action_restore(self) -> None:
         names = self.image_list.targets()

@@ -32,6 +32,7 @@ from tui.widgets.format import (
     progress_line,
     short_time,
     status_cell,
+    status_label,
 )
 
 log = logging.getLogger("imagehub.tui")
@@ -288,6 +289,7 @@ class ImageList(Vertical):
         force: bool = False,
     ) -> None:
         table = self.table
+        self._announce_finished(page)
         old_keys = [r["id"] for r in self.rows]
         new_keys = [r["id"] for r in page]
         if not force and old_keys == new_keys and table.row_count == len(new_keys):
@@ -314,6 +316,20 @@ class ImageList(Vertical):
                 table.move_cursor(row=max(0, min(row, len(page) - 1)), animate=False)
         self._update_status()
         self.update_detail()
+
+    def _announce_finished(self, page: list[dict[str, Any]]) -> None:
+        """An image in view that leaves `importing`/`creating` gets a notification (live status)."""
+        before = {r["id"]: r["status"] for r in self.rows}
+        for image in page:
+            old = before.get(image["id"])
+            if old in ("importing", "creating") and image["status"] != old:
+                failed = image["status"] == "import_failed"
+                message = (
+                    _("{name} failed: {reason}").format(name=image["name"], reason=image.get("error") or "")
+                    if failed
+                    else _("{name} is now {status}.").format(name=image["name"], status=status_label(image["status"]))
+                )
+                self.app.notify(message, severity="error" if failed else "information", timeout=8)
 
     # ---- paging, selection ---------------------------------------------------------------
 
@@ -412,6 +428,10 @@ class ImageList(Vertical):
             parts.append(_("{n} selected").format(n=len(self.selected)))
         if self.image_query.text:
             parts.append(_("filter: {text}").format(text=self.image_query.text))
+        column = next((title for key, title, *_w in COLUMNS if SORT_KEYS.get(key) == self.image_query.sort), None)
+        if column is not None and not self._wide:
+            arrow = "▼" if self.image_query.descending else "▲"
+            parts.append(_("sorted by {column} {arrow}").format(column=_(column), arrow=arrow))
         self.query_one("#list-status", Static).update(" · ".join(parts))
 
     def update_detail(self) -> None:
