@@ -7,6 +7,7 @@ exception is logged and shown as one line, never as a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterable
@@ -114,7 +115,10 @@ class ImagehubApp(App[None]):
         self._worker_thread = None
 
     async def action_quit(self) -> None:
-        self.stop_worker()
+        if self.worker is not None and self.worker.running:
+            self.notify(_("Pausing running jobs; the next worker resumes them…"), timeout=10)
+            await asyncio.sleep(0)  # let the notification show before waiting
+        await asyncio.to_thread(self.stop_worker, 10.0)
         self.exit()
 
     def on_unmount(self) -> None:

@@ -107,3 +107,15 @@ async def test_wizard_imports_a_local_qcow2_to_available(
         await settle(pilot)
         assert next(r for r in image_list(app).rows if r["id"] == row["id"])["status"] == "available"
     assert app.worker is not None and app.worker.stop.is_set()
+
+
+async def test_admin_chooses_the_tenant_in_the_wizard(images: Catalog, people: People) -> None:
+    app = make_app(images, people.admin)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_wizard(pilot)
+        tenant = app.screen.query_one("#tenant", Select)
+        options = [str(o[1]) for o in tenant._options if o[1] is not Select.NULL]
+        assert options == ["acme", "globex"]
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert message(app, "tenant") == "choose the tenant the image belongs to"

@@ -287,7 +287,6 @@ class ImagesScreen(BaseScreen):
         app.call_from_thread(
             app.notify, _("Wrote {n} images to {path}").format(n=count, path=path), title=_("Export"), timeout=10
         )
-        self.last_export = path
 
     def _not_yet(self, what: str) -> None:
         self.app.notify(_("{what} is not available yet in this version.").format(what=what), severity="warning")
