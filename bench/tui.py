@@ -2,7 +2,9 @@
 
 Run: .venv/bin/python bench/tui.py [--images N]. Drives the real app with Textual's pilot (headless,
 120×40) against a catalog in a temporary folder. "repaint" is from the key press until the table
-shows the new page; "settled" also waits for the total count, which runs in its own worker.
+shows the new page ("settled", with --verbose, also waits for the other workers then running). The
+total count ("1–100 of N") runs in its own worker once typing pauses, off the keystroke path; its
+time is printed for information.
 Target (issue 5): well under 100 ms for both opening the list and a filter keystroke.
 """
 
@@ -10,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -77,7 +82,19 @@ def build(config: Path, count: int) -> None:
         if rows:
             connection.execute(insert(Image), rows)
             connection.execute(insert(IssuedId), ids)
+    # A catalog in use is checkpointed as it goes; one 100k-row transaction leaves a 70 MB WAL that
+    # the first reader of a new process would otherwise have to index (cold-start cost, not the TUI's).
     catalog.dispose()
+    database = sqlite3.connect(catalog.settings.data_dir / "catalog.db")
+    database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    database.close()
+
+
+async def wait_for_workers(app: Any) -> None:
+    """Await the app's workers; one replaced by a newer keystroke ends cancelled, which is fine."""
+    for worker in [w for w in app.workers if not w.is_finished]:
+        with contextlib.suppress(Exception):
+            await worker.wait()
 
 
 async def run(config: Path, account: str, keys: str, verbose: bool = False) -> dict[str, list[float]]:
@@ -91,7 +108,7 @@ async def run(config: Path, account: str, keys: str, verbose: bool = False) -> d
     from textual.widgets import Input
 
     from tui.app import ImagehubApp
-    from tui.widgets.image_list import ImageList
+    from tui.widgets.image_list import COUNT_DELAY, ImageList
 
     catalog = open_catalog(load_settings(config))
     with db.read_session(catalog.engine) as session:
@@ -114,7 +131,10 @@ async def run(config: Path, account: str, keys: str, verbose: bool = False) -> d
         now = time.perf_counter()
         results["start"].append((now - started) * 1000)
         results["open"].append((image_list.first_shown_at - image_list.mounted_at) * 1000)
-        await app.workers.wait_for_complete()
+        results["open_sql"] = [app.prefetch_ms or image_list.query_ms]
+        # A person takes longer than the count delay to start typing: let the first total be counted.
+        await asyncio.sleep(COUNT_DELAY + 0.05)
+        await wait_for_workers(app)
         await pilot.press("slash")
         box = app.screen.query_one("#filter", Input)
         typed = ""
@@ -124,7 +144,8 @@ async def run(config: Path, account: str, keys: str, verbose: bool = False) -> d
             box.post_message(events.Key(key, key))
             await shown(image_list, typed.strip() or None)
             results["repaint"].append((time.perf_counter() - started) * 1000)
-            await app.workers.wait_for_complete()
+            results.setdefault("repaint_sql", []).append(image_list.query_ms)
+            await wait_for_workers(app)
             results["settled"].append((time.perf_counter() - started) * 1000)
             if verbose:
                 print(
@@ -135,6 +156,21 @@ async def run(config: Path, account: str, keys: str, verbose: bool = False) -> d
         assert image_list.rows, "the filter should match something"
     catalog.dispose()
     return results
+
+
+def count_times(config: Path, text: str) -> list[float]:
+    from core.images import ImageQuery, count_images
+
+    catalog = open_catalog(load_settings(config))
+    with db.read_session(catalog.engine) as session:
+        actor = resolve_actor(session, "admin")
+    times = []
+    for query in (ImageQuery(), ImageQuery(text=text)):
+        started = time.perf_counter()
+        count_images(catalog, actor, query)
+        times.append((time.perf_counter() - started) * 1000)
+    catalog.dispose()
+    return times
 
 
 def main() -> None:
@@ -150,16 +186,22 @@ def main() -> None:
         build(config, options.images)
         print(f"built a catalog of {options.images:,} images in {time.perf_counter() - started:.1f} s")
         results = asyncio.run(run(config, "admin", options.keys, options.verbose))
+        results["count"] = count_times(config, options.keys)
     print(f"{'what':44}{'median':>9}{'max':>9}{'target':>9}  verdict")
     rows = [
+        ("total count, unfiltered (after typing pauses)", results["count"][:1]),
+        ("total count, final filter (after typing pauses)", results["count"][1:]),
         ("app start (Textual boot) to first page", results["start"]),
         ("open: list mounted to first page shown", results["open"]),
+        ("  page query (run while Textual starts)", results["open_sql"]),
         (f"filter keystroke repaint ({len(options.keys)} keys)", results["repaint"]),
-        ("filter keystroke incl. total count", results["settled"]),
+        ("  of which the page query (SQL + rows)", results["repaint_sql"]),
     ]
     for label, values in rows:
+        if not values:
+            continue
         median, worst = statistics.median(values), max(values)
-        if label.startswith("app start"):
+        if label.startswith(("app start", "total count", "  ")):
             print(f"{label:44}{median:7.1f}ms{worst:7.1f}ms{'-':>9}  (for information)")
             continue
         verdict = "ok" if worst <= TARGET_MS else ("median ok" if median <= TARGET_MS else "MISSED")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,31 @@ class ImagehubApp(App[None]):
         self.embedded_worker = embedded_worker
         self.worker: Any = None
         self._worker_thread: threading.Thread | None = None
+        self._prefetched: dict[Any, Future[Any]] = {}
+        self._prefetch_first_page()
+
+    def _prefetch_first_page(self) -> None:
+        """Query the list's first page while Textual starts (the list takes it when it mounts)."""
+        from core.images import ImageQuery, list_images
+        from tui.widgets.image_list import PAGE
+
+        query = ImageQuery(limit=PAGE)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagehub-prefetch")
+
+        def timed() -> Any:
+            started = time.perf_counter()
+            try:
+                return list_images(self.catalog, self.actor, query)
+            finally:
+                self.prefetch_ms = (time.perf_counter() - started) * 1000
+
+        self.prefetch_ms = 0.0
+        self._prefetched[query] = executor.submit(timed)
+        executor.shutdown(wait=False)
+
+    def take_prefetched(self, query: Any) -> Future[Any] | None:
+        """The prefetched result of `query` (once), or None."""
+        return self._prefetched.pop(query, None)
 
     def _tenant_name(self, actor: Actor) -> str | None:
         if actor.tenant_id is None:

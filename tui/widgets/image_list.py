@@ -135,6 +135,7 @@ class ImageList(Vertical):
         self._count_timer: Timer | None = None
         self.mounted_at = 0.0  # perf_counter() at mount and when the first page was shown (bench/tui.py)
         self.first_shown_at = 0.0
+        self.query_ms = 0.0  # how long the last page query took (bench/tui.py)
 
     def compose(self) -> ComposeResult:
         table = ImageTable(cursor_type="row", zebra_stripes=True, id="images-table")
@@ -217,9 +218,21 @@ class ImageList(Vertical):
     def reload(self, *, cursor_row: int | None = None, counts: bool = True) -> None:
         self._generation += 1
         self.loading_page = True
-        self._load(self._generation, self.image_query, self.page_offset, cursor_row)
         if counts:
             self._count_wanted = True
+        app: Any = self.app
+        query = replace(self.image_query, limit=PAGE, offset=self.page_offset)
+        prefetched = app.take_prefetched(query) if hasattr(app, "take_prefetched") else None
+        if prefetched is not None and prefetched.done() and prefetched.exception() is None:
+            # The app started this query while Textual was starting: show it now, no thread hop.
+            page = prefetched.result()
+            known = {r["id"]: self.progress[r["id"]] for r in page if r["id"] in self.progress}
+            self._show(self._generation, page, known, cursor_row)
+            self._load_progress(self._generation, page, known)
+            return
+        if prefetched is not None and prefetched.done():
+            prefetched = None  # it failed: ask again, and let that report the error
+        self._load(self._generation, self.image_query, self.page_offset, cursor_row, prefetched)
 
     def _tick(self) -> None:
         if not self.screen.is_current or self.loading_page:
@@ -228,13 +241,41 @@ class ImageList(Vertical):
         self.reload(counts=transient)
 
     @work(thread=True, exclusive=True, group="image-page", exit_on_error=False)
-    def _load(self, generation: int, query: ImageQuery, offset: int, cursor_row: int | None) -> None:
+    def _load(
+        self, generation: int, query: ImageQuery, offset: int, cursor_row: int | None, prefetched: Any = None
+    ) -> None:
         app: Any = self.app
-        page = list_images(app.catalog, app.actor, replace(query, limit=PAGE, offset=offset))
-        progress = active_progress(app.catalog, app.actor, [r["id"] for r in page if r["status"] in TRANSIENT])
+        started = time.perf_counter()
+        if prefetched is not None:
+            page = prefetched.result()
+        else:
+            page = list_images(app.catalog, app.actor, replace(query, limit=PAGE, offset=offset))
+        self.query_ms = (time.perf_counter() - started) * 1000
         if get_current_worker().is_cancelled:
             return
-        self.app.call_from_thread(self._show, generation, page, progress, cursor_row)
+        # Rows first (with the progress already known), then the fresh progress of the running jobs.
+        known = {r["id"]: self.progress[r["id"]] for r in page if r["id"] in self.progress}
+        self.app.call_from_thread(self._show, generation, page, known, cursor_row)
+        self._fetch_progress(generation, page, known)
+
+    @work(thread=True, exclusive=True, group="image-progress", exit_on_error=False)
+    def _load_progress(self, generation: int, page: list[dict[str, Any]], known: dict[str, Any]) -> None:
+        self._fetch_progress(generation, page, known)
+
+    def _fetch_progress(self, generation: int, page: list[dict[str, Any]], known: dict[str, Any]) -> None:
+        """In a worker thread: the progress of the page's running jobs, then update those cells."""
+        app: Any = self.app
+        transient = [r["id"] for r in page if r["status"] in TRANSIENT]
+        if not transient and not known:
+            return
+        progress = active_progress(app.catalog, app.actor, transient)
+        if get_current_worker().is_cancelled:
+            return
+        self.app.call_from_thread(self._show_progress, generation, page, progress)
+
+    def _show_progress(self, generation: int, page: list[dict[str, Any]], progress: dict[str, dict[str, Any]]) -> None:
+        if generation == self._generation and [r["id"] for r in self.rows] == [r["id"] for r in page]:
+            self._render_rows(self.rows, progress, keep_cursor=True)
 
     @work(thread=True, exclusive=True, group="image-count", exit_on_error=False)
     def _count(self, query: ImageQuery) -> None:
