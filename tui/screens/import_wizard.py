@@ -95,7 +95,13 @@ class ImportWizard(BaseScreen):
                 ),
             )
             yield from self._row("file", _("Image file"), Input(placeholder=str(root / "…"), id="file", compact=True))
-            yield Static(_("Files in {folder}:").format(folder=root), classes="hint", id="files-hint")
+            if root.is_dir():
+                hint = _("Files in {folder}:").format(folder=root)
+            else:
+                hint = _("{folder} does not exist (tui.import_root); showing {cwd}:").format(
+                    folder=root, cwd=Path.cwd()
+                )
+            yield Static(hint, classes="hint", id="files-hint")
             yield DirectoryTree(root if root.is_dir() else Path.cwd(), id="files")
             yield from self._row(
                 "url",
