@@ -130,6 +130,7 @@ def _import_demo_image(catalog: Catalog, actor: Actor, spec: DemoImage) -> str:
             arch=spec.arch,
             os_version=spec.os_version,
             size_gb=spec.size_gb,
+            internal_file=True,
         )
         worker = SingleJobWorker(catalog, view["job_id"], poll_seconds=0.02, label="demo")
         try:

@@ -139,7 +139,9 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         try:
             if params.get("source") == "file":
                 # checked again: the folder rules may have changed, or a path component been swapped
-                sources.fetch_file(check_local_file(ctx.catalog.settings, params["path"]), sink)
+                sources.fetch_file(
+                    check_local_file(ctx.catalog.settings, params["path"], internal=bool(params.get("internal"))), sink
+                )
             else:
                 url = credentials.unseal(catalog.secret(), ctx.job.secret) if ctx.job.secret else params["url"]
                 policy = Policy.from_settings(catalog.settings)

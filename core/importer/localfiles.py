@@ -26,13 +26,20 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_local_file(settings: Settings, given: str | os.PathLike[str]) -> Path:
-    """The real path of an importable regular file, or Invalid with one line."""
+def check_local_file(settings: Settings, given: str | os.PathLike[str], *, internal: bool = False) -> Path:
+    """The real path of an importable regular file, or Invalid with one line.
+
+    `internal`: a file imagehub made itself in staging (the demo data); never reachable from a face.
+    """
     path = Path(os.path.realpath(os.path.expanduser(os.fspath(given))))
     roots = import_roots(settings)
     data_dir = Path(os.path.realpath(settings.data_dir))
     protected = path.parent == data_dir or any(_within(path, data_dir / name) for name in PROTECTED_FOLDERS)
-    if protected or not any(_within(path, root) for root in roots):
+    if internal:
+        allowed = _within(path, data_dir / "staging")
+    else:
+        allowed = not protected and any(_within(path, root) for root in roots)
+    if not allowed:
         folders = ", ".join(str(root) for root in roots)
         raise Invalid(f"file {given} is not in an import folder ({folders}); copy it there first")
     if not path.is_file():

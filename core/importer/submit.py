@@ -40,6 +40,7 @@ def submit_import(
     size_gb: object,
     sha256: str | None = None,
     tenant: str | None = None,
+    internal_file: bool = False,
 ) -> dict[str, Any]:
     """Queue an import; returns the new image (contract JSON) with `job_id`."""
     target = "url" if url is not None else "file"
@@ -63,8 +64,8 @@ def submit_import(
             if source.username is not None:
                 secret = credentials.seal(catalog.secret(), source.geturl())
         else:
-            shown = str(check_local_file(catalog.settings, file))
-            params.update(source="file", path=shown)
+            shown = str(check_local_file(catalog.settings, file, internal=internal_file))
+            params.update(source="file", path=shown, internal=internal_file)
         target = shown
         with db.write_session(catalog.engine) as session:
             tenant_id = resolve_tenant_for_create(session, actor, tenant)

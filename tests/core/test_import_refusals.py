@@ -257,3 +257,21 @@ def test_qemu_img_is_never_asked_to_probe(tmp_path: Path) -> None:
     subprocess.run(["chmod", "000", str(tmp_path / next(p.name for p in tmp_path.glob("disk-qcow2*")))], check=True)
     with pytest.raises(inspect.Refused, match="qcow2 backing file refused"):
         inspect.detect(over)
+
+
+def test_internal_files_come_only_from_staging(catalog) -> None:
+    """The demo's own files may be imported from staging; nothing else gets that exception."""
+    import pytest as _pytest
+
+    from core.errors import Invalid as _Invalid
+    from core.importer.localfiles import check_local_file
+
+    staged = catalog.store.staging_dir / "demo-x" / "disk.qcow2"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"\0" * 512)
+    assert check_local_file(catalog.settings, staged, internal=True) == staged.resolve()
+    with _pytest.raises(_Invalid, match="not in an import folder"):
+        check_local_file(catalog.settings, staged)
+    for outside in ("/etc/hostname", catalog.secret_path, catalog.settings.data_dir / "catalog.db"):
+        with _pytest.raises(_Invalid, match="not in an import folder"):
+            check_local_file(catalog.settings, outside, internal=True)
