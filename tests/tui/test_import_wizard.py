@@ -119,3 +119,13 @@ async def test_admin_chooses_the_tenant_in_the_wizard(images: Catalog, people: P
         await pilot.press("ctrl+s")
         await settle(pilot)
         assert message(app, "tenant") == "choose the tenant the image belongs to"
+
+
+async def test_wizard_refuses_a_file_outside_the_import_folder(images: Catalog, people: People) -> None:
+    outside = images.secret_path  # the signing secret must never be importable
+    app = make_app(images, people.owner)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_wizard(pilot)
+        app.screen.query_one("#file", Input).value = str(outside)
+        await pilot.pause()
+        assert "is not in an import folder" in message(app, "file")

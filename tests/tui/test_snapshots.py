@@ -59,6 +59,8 @@ def fixed_import_root(images: Catalog) -> Catalog:
     for name in ("centos-7.9.qcow2", "win2016.vhd"):
         (root / name).write_bytes(b"")
     images.settings.tui.import_root = root
+    if hasattr(images.settings.import_, "local_roots"):
+        images.settings.import_.local_roots = [root]
     return images
 
 

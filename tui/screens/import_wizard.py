@@ -74,7 +74,7 @@ class ImportWizard(BaseScreen):
         app: Any = self.app
         settings = app.catalog.settings
         matrix = app.catalog.os_matrix
-        root = Path(settings.tui.import_root)
+        root = self._browser_root(settings)
         yield Header(show_clock=False, icon="▣")
         with VerticalScroll(id="form"):
             if app.actor.is_admin:
@@ -135,6 +135,16 @@ class ImportWizard(BaseScreen):
             yield Button(_("Cancel"), id="cancel", compact=True)
             yield Button(_("Start import"), id="start", variant="primary", compact=True)
         yield Footer(compact=True)
+
+    @staticmethod
+    def _browser_root(settings: Any) -> Path:
+        """The first folder files may be imported from (core.importer.localfiles), else tui.import_root."""
+        try:
+            from core.importer.localfiles import import_roots
+        except ImportError:
+            return Path(settings.tui.import_root)
+        roots = import_roots(settings)
+        return next((r for r in roots if r.is_dir()), roots[0] if roots else Path(settings.tui.import_root))
 
     def on_mount(self) -> None:
         app: Any = self.app
@@ -200,12 +210,15 @@ class ImportWizard(BaseScreen):
         return found
 
     def _file_problem(self, value: str) -> str | None:
+        app: Any = self.app
         if not value.strip():
             return _("choose a file below or type its path")
-        path = Path(value).expanduser()
-        if not path.is_file():
-            return f"file {path} does not exist or is not a regular file"
-        return None
+        try:
+            from core.importer.localfiles import check_local_file
+        except ImportError:  # an older core without the import-folder rule
+            path = Path(value).expanduser()
+            return None if path.is_file() else f"file {path} does not exist or is not a regular file"
+        return problem(lambda: check_local_file(app.catalog.settings, value.strip()))
 
     def _url_problem(self, value: str) -> str | None:
         from core.importer.netpolicy import Policy
