@@ -13,8 +13,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Header, Input, Tab, Tabs
 
+from core import lifecycle
 from core.accounts import list_tenants
+from core.errors import ImagehubError
 from core.images import ImageQuery, delete_images
+from core.lifecycle import Operation
 from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error
 from tui.screens.batch import names_list, result_lines, summary
@@ -291,10 +294,18 @@ class ImagesScreen(BaseScreen):
     def _not_yet(self, what: str) -> None:
         self.app.notify(_("{what} is not available yet in this version.").format(what=what), severity="warning")
 
-    def _current_or_warn(self) -> dict[str, Any] | None:
+    def _current_or_warn(self, operation: Operation | None = None) -> dict[str, Any] | None:
+        """The image under the cursor, if `operation` is allowed in its status (core's rule and message)."""
         image = self.image_list.current()
         if image is None:
             self.app.notify(_("No image here."), severity="warning")
+            return None
+        if operation is not None:
+            try:
+                lifecycle.require(image["id"], image["status"], operation)
+            except ImagehubError as exc:
+                report_error(self, exc)
+                return None
         return image
 
     def action_import(self) -> None:
@@ -317,7 +328,7 @@ class ImagesScreen(BaseScreen):
         self.app.push_screen(ImportWizard(tenant=self.tenant), started)
 
     def action_link(self) -> None:
-        image = self._current_or_warn()
+        image = self._current_or_warn(Operation.DOWNLOAD)
         if image is None:
             return
         if not module_available("core.links") or not module_available("tui.screens.link"):
@@ -331,7 +342,7 @@ class ImagesScreen(BaseScreen):
         self.app.push_screen(LinkScreen(image))
 
     def action_create_vm(self) -> None:
-        image = self._current_or_warn()
+        image = self._current_or_warn(Operation.CREATE_VM)
         if image is None:
             return
         if not module_available("core.vms") or not module_available("tui.screens.vm_create"):
