@@ -60,8 +60,10 @@ def claim(
     kinds: Iterable[str] | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     max_running_total: int | None = None,
+    job_id: int | None = None,
 ) -> Job | None:
-    """Take the oldest queued job, or one whose lease expired; None when there is nothing to do."""
+    """Take the oldest queued job, or one whose lease expired (only job `job_id`, if given);
+    None when there is nothing to do."""
     now = utcnow()
     with db.write_session(engine) as session:
         if max_running_total is not None:
@@ -79,6 +81,8 @@ def claim(
             statement = select(Job).where(condition).order_by(col(Job.id)).limit(1)
             if kinds is not None:
                 statement = statement.where(col(Job.kind).in_(list(kinds)))
+            if job_id is not None:
+                statement = statement.where(col(Job.id) == job_id)
             if not db.is_sqlite(engine):
                 statement = statement.with_for_update(skip_locked=True)
             job = session.exec(statement).first()

@@ -126,6 +126,7 @@ class Worker:
         poll_seconds: float = 0.5,
         label: str = "worker",
         max_running_total: int | None = None,
+        only_job: int | None = None,
     ) -> None:
         self.catalog = catalog
         self.max_concurrent = max_concurrent or catalog.settings.import_.max_concurrent
@@ -134,6 +135,8 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.owner = jobs.worker_id(label)
         self.max_running_total = max_running_total or catalog.settings.import_.max_concurrent_total or None
+        # a worker for one job only (the CLI's --wait when no server runs): it never takes other work
+        self.only_job = only_job
         self.stop = threading.Event()
         self._wake = threading.Event()
         self._threads: dict[int, threading.Thread] = {}
@@ -158,8 +161,11 @@ class Worker:
         """Claim as many jobs as there is room for and start them; returns their IDs."""
         started: list[int] = []
         kinds = self.kinds if self.kinds is not None else list(HANDLERS)
-        while not self.stop.is_set() and self.running < self.max_concurrent:
-            job = jobs.claim(self.catalog.engine, self.owner, kinds, self.lease_seconds, self.max_running_total)
+        limit = 1 if self.only_job is not None else self.max_concurrent
+        while not self.stop.is_set() and self.running < limit:
+            job = jobs.claim(
+                self.catalog.engine, self.owner, kinds, self.lease_seconds, self.max_running_total, self.only_job
+            )
             if job is None:
                 break
             assert job.id is not None

@@ -8,16 +8,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
-from core import capture, jobs, vms
+from core import capture, vms
 from core.errors import ImagehubError, Invalid
 from core.images import get_image
 from core.models import Status
-from core.worker import Worker
 from tui.cli import GROUPS, PROG, Context, Parser, emit_json, extend, human_size, print_table
+from tui.cli_jobs import wait_for_job
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -103,30 +102,6 @@ def cmd_vm_delete(ctx: Context) -> int:
     return code
 
 
-def _wait(ctx: Context, job_id: int) -> None:
-    """Run a local worker for the job (a running `imagehub serve` may take it instead) until it ends."""
-    worker = Worker(ctx.catalog, kinds=[capture.KIND], max_concurrent=1, label="cli")
-    show = sys.stderr.isatty()
-    last = ""
-    try:
-        while True:
-            worker.poll_once()
-            job = jobs.get(ctx.catalog.engine, job_id)
-            if job is None or job.state not in jobs.ACTIVE_STATES:
-                break
-            if show and job.bytes_total:
-                pct = 100 * job.bytes_done / job.bytes_total
-                line = f"{job.phase or job.state} {pct:3.0f}% of {human_size(job.bytes_total)}"
-                if line != last:
-                    sys.stderr.write(f"\r{line}")
-                    last = line
-            time.sleep(0.2)
-    finally:
-        worker.join()
-        if show and last:
-            sys.stderr.write("\n")
-
-
 def cmd_image_capture(ctx: Context) -> int:
     a = ctx.args
     image = capture.submit_capture(
@@ -143,7 +118,7 @@ def cmd_image_capture(ctx: Context) -> int:
     )
     job_id = image["job_id"]
     if a.wait:
-        _wait(ctx, job_id)
+        wait_for_job(ctx, job_id)
         image = {**get_image(ctx.catalog, ctx.actor, image["id"]), "job_id": job_id}
     if a.json:
         emit_json(image)

@@ -21,11 +21,9 @@ import logging
 import os
 import shutil
 import threading
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, update
 from sqlmodel import col, select
 
 from core import audit, db, jobs
@@ -286,52 +284,9 @@ def mark_failed(catalog: Catalog, image_id: str | None, reason: str) -> None:
     _remove_store_files(catalog, image_id)
 
 
-def claim_job(catalog: Catalog, job_id: int, owner: str, lease_seconds: float) -> Job | None:
-    """Claim one given job (queued, or running under an expired lease); None if someone holds it."""
-    now = utcnow()
-    with db.write_session(catalog.engine) as session:
-        result = session.exec(  # type: ignore[call-overload]
-            update(Job)
-            .where(
-                col(Job.id) == job_id,
-                or_(
-                    col(Job.state) == jobs.QUEUED,
-                    (col(Job.state) == jobs.RUNNING) & (col(Job.lease_expires_at) < now),
-                ),
-            )
-            .values(
-                state=jobs.RUNNING,
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempts=col(Job.attempts) + 1,
-                updated_at=now,
-                progress_at=now,
-            )
-        )
-        if not result.rowcount:
-            return None
-    return jobs.get(catalog.engine, job_id)
-
-
-class SingleJobWorker(Worker):
-    """A worker for one job only (the CLI's `--wait` when no server runs): it never takes other work.
-    If another worker holds the job, it only waits for the job to end."""
-
-    def __init__(self, catalog: Catalog, job_id: int, **kwargs: object) -> None:
-        super().__init__(catalog, kinds=[KIND], max_concurrent=1, **kwargs)  # type: ignore[arg-type]
-        self.job_id = job_id
-
-    def poll_once(self) -> list[int]:
-        if self.stop.is_set() or self.running:
-            return []
-        job = claim_job(self.catalog, self.job_id, self.owner, self.lease_seconds)
-        if job is None or job.id is None:
-            return []
-        thread = threading.Thread(target=self._run, args=(job,), name=f"job-{job.id}", daemon=True)
-        with self._lock:
-            self._threads[job.id] = thread
-        thread.start()
-        return [job.id]
+def SingleJobWorker(catalog: Catalog, job_id: int, **kwargs: Any) -> Worker:
+    """A worker for this one job only; if another worker holds it, it only waits for it to end."""
+    return Worker(catalog, only_job=job_id, max_concurrent=1, **kwargs)
 
 
 class ImportHandler:
