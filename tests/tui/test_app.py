@@ -389,3 +389,16 @@ async def test_edit_a_deleted_image_in_the_recycle_bin(images: Catalog, people: 
         await settle(pilot)
         assert type(app.screen).__name__ == "RecycleBinScreen"
         assert next(r for r in image_list(app).rows if r["id"] == "img-acme0007")["name"] == "old-test-2"
+
+
+async def test_q_in_a_dialog_closes_the_dialog_not_the_app(images: Catalog, people: People) -> None:
+    app = make_app(images, people.owner)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        move_to(app, "img-acme0001")
+        await pilot.press("d")
+        await settle(pilot)
+        await pilot.press("q")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ImagesScreen" and app.is_running
+        assert status_of(images, "img-acme0001") == "available"

@@ -34,7 +34,7 @@ class ConfirmScreen(BaseModal):
 
     DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmScreen")
     BINDINGS = [
-        Binding("escape", "answer(False)", N_("Cancel"), id="confirm.cancel", tooltip=N_("Do nothing")),
+        Binding("escape,q", "answer(False)", N_("Cancel"), id="confirm.cancel", tooltip=N_("Do nothing")),
         Binding("n", "answer(False)", N_("No"), show=False),
         Binding("y", "answer(True)", N_("Yes"), show=False),
     ]
@@ -95,7 +95,7 @@ class ResultsScreen(BaseModal):
     """Per-item outcomes of a batch (✓ / ✗ with the reason)."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="ResultsScreen")
-    BINDINGS = [Binding("escape,enter", "close", N_("Close"), id="results.close", tooltip=N_("Back to the list"))]
+    BINDINGS = [Binding("escape,enter,q", "close", N_("Close"), id="results.close", tooltip=N_("Back to the list"))]
 
     def __init__(self, title: str, lines: Sequence[Text]) -> None:
         super().__init__()
@@ -122,7 +122,7 @@ class PromptScreen(BaseModal):
     """One line of input, checked as you type by `check` (returns an error message or None)."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="PromptScreen")
-    BINDINGS = [Binding("escape", "cancel", N_("Cancel"), id="prompt.cancel", tooltip=N_("Do nothing"))]
+    BINDINGS = [Binding("escape,q", "cancel", N_("Cancel"), id="prompt.cancel", tooltip=N_("Do nothing"))]
 
     def __init__(
         self, title: str, label: str, value: str = "", *, check: Callable[[str], str | None] | None = None
@@ -177,7 +177,7 @@ class ChooseScreen(BaseModal):
     """Pick one of `choices` (value, label); returns the value or None."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="ChooseScreen") + "ChooseScreen OptionList { height: auto; max-height: 14; }"
-    BINDINGS = [Binding("escape", "cancel", N_("Cancel"), id="choose.cancel", tooltip=N_("Do nothing"))]
+    BINDINGS = [Binding("escape,q", "cancel", N_("Cancel"), id="choose.cancel", tooltip=N_("Do nothing"))]
 
     def __init__(self, title: str, choices: Sequence[tuple[str, str]], current: str | None = None) -> None:
         super().__init__()

@@ -32,7 +32,7 @@ class EditScreen(BaseModal):
 
     DEFAULT_CSS = DIALOG_CSS.format(name="EditScreen") + "EditScreen Input { margin-bottom: 0; }"
     BINDINGS = [
-        Binding("escape", "cancel", N_("Cancel"), id="edit.cancel", tooltip=N_("Close without saving")),
+        Binding("escape,q", "cancel", N_("Cancel"), id="edit.cancel", tooltip=N_("Close without saving")),
         Binding("ctrl+s", "save", N_("Save"), id="edit.save", tooltip=N_("Save the name and remark")),
     ]
 

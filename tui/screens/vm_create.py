@@ -53,7 +53,7 @@ class VmCreateScreen(BaseModal):
 
     DEFAULT_CSS = DIALOG_CSS.format(name="VmCreateScreen") + "VmCreateScreen .dialog-message { height: auto; }"
     BINDINGS = [
-        Binding("escape", "cancel", N_("Cancel"), id="vm.cancel", tooltip=N_("Close without creating")),
+        Binding("escape,q", "cancel", N_("Cancel"), id="vm.cancel", tooltip=N_("Close without creating")),
         Binding("ctrl+s", "create", N_("Create"), id="vm.create", tooltip=N_("Create the VM")),
     ]
 
