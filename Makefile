@@ -33,8 +33,13 @@ lint: install
 test: install lint
 	$(BIN)/pytest
 
+# Speed and memory against targets and reference tools (gateway.py needs nginx, vsftpd, openssh-server).
 bench: install
 	$(BIN)/python bench/catalog.py
+	$(BIN)/python bench/tui.py
+	$(BIN)/python bench/import.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
