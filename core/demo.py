@@ -64,28 +64,36 @@ DEMO_IMAGES = (
 
 
 def seed_demo(catalog: Catalog) -> list[str]:
-    """Create the demo tenant, its accounts and images; does nothing if the tenant exists.
+    """Create the demo tenant, its accounts and images; returns the images created now.
 
+    Idempotent and resumable: what exists already (by name) is left alone, so a second run
+    changes nothing and a run that was interrupted is completed by the next.
     Images that have a file (available, and deleted ones in the recycle bin) are imported for real
     through the import pipeline, from small sparse qcow2 files made here; the others are registered
     in their status directly.
     """
     with db.write_session(catalog.engine) as session:
-        if session.exec(select(Tenant).where(Tenant.name == DEMO_TENANT)).first() is not None:
-            return []
-        tenant = Tenant(name=DEMO_TENANT)
-        session.add(tenant)
-        session.flush()
+        tenant = session.exec(select(Tenant).where(Tenant.name == DEMO_TENANT)).first()
+        if tenant is None:
+            tenant = Tenant(name=DEMO_TENANT)
+            session.add(tenant)
+            session.flush()
         assert tenant.id is not None
-        owner = Account(name=DEMO_OWNER, tenant_id=tenant.id, role=Role.OWNER)
-        session.add(owner)
-        session.add(Account(name=DEMO_VIEWER, tenant_id=tenant.id, role=Role.MEMBER, perm=Perm.VIEW))
+        owner = session.exec(select(Account).where(Account.name == DEMO_OWNER)).first()
+        if owner is None:
+            owner = Account(name=DEMO_OWNER, tenant_id=tenant.id, role=Role.OWNER)
+            session.add(owner)
+        if session.exec(select(Account).where(Account.name == DEMO_VIEWER)).first() is None:
+            session.add(Account(name=DEMO_VIEWER, tenant_id=tenant.id, role=Role.MEMBER, perm=Perm.VIEW))
         session.flush()
         assert owner.id is not None
         actor = Actor(owner.id, owner.name, owner.role, None, tenant.id)
         tenant_id = tenant.id
+        existing = set(session.exec(select(Image.name).where(Image.tenant_id == tenant_id)))
     created: list[str] = []
     for spec in DEMO_IMAGES:
+        if spec.name in existing:
+            continue
         if spec.status in (Status.AVAILABLE, Status.DELETED):
             created.append(_import_demo_image(catalog, actor, spec))
             continue

@@ -142,3 +142,14 @@ def test_audit_trail_lists_changes_and_refusals(cli, demo):
     refused = cli("audit", "list", "--target", demo["win-iis"], "--action", "image.delete", "--json").json()
     assert refused[0]["outcome"] == "refused" and "importing" in refused[0]["reason"]
     assert cli("audit", "list", account="demo-owner").code == 4
+
+
+def test_demo_is_idempotent_and_resumable(cli, demo):
+    again = cli("init", "--demo", "--json")
+    assert again.code == 0 and again.json()["changed"] is False and again.json()["demo_images"] == []
+    # an interrupted seeding (an image missing) is completed by the next run
+    assert cli("image", "destroy", demo["old-test"]).code == 0
+    resumed = cli("init", "--demo", "--json").json()
+    assert len(resumed["demo_images"]) == 1
+    names = {i["name"] for i in cli("image", "list", "--status", "deleted", "--json").json()}
+    assert "old-test" in names
