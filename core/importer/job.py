@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from core import audit, db, exports, jobs
+from core import audit, db, jobs
 from core.catalog import Catalog
 from core.clock import utcnow
 from core.errors import Failed
@@ -209,12 +209,11 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         inspect.check_output(output, store_format, target_bytes)
         disk_format, virtual_size = store_format, target_bytes
 
-    # finishing: publish, then the served file's checksum, so that download links answer at once
-    ctx.progress("finishing", 0, virtual_size, force=True)
+    # finishing
+    ctx.progress("finishing", virtual_size, virtual_size, force=True)
     final = catalog.store.image_path(image_id, disk_format)
     catalog.store.publish(output, final)
     try:
-        exports.write_checksum(final, lambda done, total: ctx.progress("finishing", done, total))
         _record_available(ctx, image_id, disk_format, virtual_size, summary["sha256"])
     except BaseException:
         final.unlink(missing_ok=True)
