@@ -36,10 +36,21 @@ _CHUNK = 8 * 1024 * 1024
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
-def served_path(catalog: Catalog, image: Image, fmt: str) -> Path:
-    """Where the file served for `image` in format `fmt` lives (stored file or export cache)."""
+def effective_format(image: Image, fmt: str) -> str:
+    """The format a link serves when `fmt` is asked for: an ISO (installation media) only as it is."""
+    if image.disk_format == "iso":
+        if fmt in ("raw", "iso"):
+            return "iso"
+        raise Invalid(f"image {image.id} is an ISO (installation media) and is downloaded as it is; "
+                      "leave out --format")  # fmt: skip
     if fmt not in FORMATS:
         raise Invalid(f"format {fmt} is unknown; choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def served_path(catalog: Catalog, image: Image, fmt: str) -> Path:
+    """Where the file served for `image` in format `fmt` lives (stored file or export cache)."""
+    fmt = effective_format(image, fmt)
     if image.disk_format == fmt:
         return catalog.store.image_path(image.id, fmt)
     return catalog.store.export_path(image.id, fmt)
@@ -181,7 +192,9 @@ class ExportJob:
             code = proc.wait()
             if code != 0:
                 err = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace").strip().splitlines()
-                raise Failed(f"qemu-img convert failed: {err[-1] if err else f'exit status {code}'}")
+                line = err[-1] if err else f"exit status {code}"
+                line = line.replace(str(source), source.name).replace(str(staged), staged.name)  # no server paths
+                raise Failed(f"qemu-img convert failed: {line}")
             with db.read_session(ctx.catalog.engine) as session:
                 image = session.get(Image, ctx.job.image_id)
                 if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD):

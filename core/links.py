@@ -99,10 +99,6 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def filename_for(image_id: str, fmt: str) -> str:
-    return f"{image_id}.{fmt}"
-
-
 # ---- URLs ---------------------------------------------------------------------------------------
 
 
@@ -192,24 +188,44 @@ def link_view(
 # ---- services -----------------------------------------------------------------------------------
 
 
+def _downloadable(session: Session, actor: Actor, image_id: str, fmt: str) -> tuple[Image, str]:
+    """The image (visible, `available`, with a file) and the format a link to it serves."""
+    image = session.get(Image, image_id)
+    if image is None or not actor.sees_tenant(image.tenant_id):
+        raise NotFound(f"image {image_id} not found")
+    lifecycle.require(image_id, image.status, Operation.DOWNLOAD)
+    if not image.disk_format:
+        raise ImagehubError(f"image {image_id} has no stored file")
+    return image, exports.effective_format(image, fmt)
+
+
+def prepare(catalog: Catalog, actor: Actor, image_id: str, fmt: str = "raw") -> int | None:
+    """Start making what a link to (image, fmt) serves (an export, the checksum); the job to wait for.
+
+    Faces wait for it before `create_link`, so that a link's lifetime starts when it can be used."""
+    with db.write_session(catalog.engine) as session:
+        image, served = _downloadable(session, actor, image_id, fmt)
+        job = exports.ensure(catalog, session, image, served)
+        return job.id if job is not None else None
+
+
+def check_ttl(catalog: Catalog, ttl: int | None) -> int:
+    """The lifetime a link gets: `ttl` (1 s up to links.ttl_seconds), or links.ttl_seconds."""
+    max_ttl = catalog.settings.links.ttl_seconds
+    if ttl is None:
+        return max_ttl
+    if ttl < 1 or ttl > max_ttl:
+        raise Invalid(f"--ttl must be between 1 and {max_ttl} seconds")
+    return ttl
+
+
 def create_link(catalog: Catalog, actor: Actor, image_id: str, fmt: str = "raw", ttl: int | None = None) -> Created:
     """Record a link to `image_id` in format `fmt`, valid `ttl` seconds (at most links.ttl_seconds)."""
-    max_ttl = catalog.settings.links.ttl_seconds
     try:
-        if fmt not in exports.FORMATS:
-            raise Invalid(f"format {fmt} is unknown; choose one of {', '.join(exports.FORMATS)}")
-        if ttl is None:
-            ttl = max_ttl
-        if ttl < 1 or ttl > max_ttl:
-            raise Invalid(f"--ttl must be between 1 and {max_ttl} seconds")
+        ttl = check_ttl(catalog, ttl)
         signer = _signer(catalog)
         with db.write_session(catalog.engine) as session:
-            image = session.get(Image, image_id)
-            if image is None or not actor.sees_tenant(image.tenant_id):
-                raise NotFound(f"image {image_id} not found")
-            lifecycle.require(image_id, image.status, Operation.DOWNLOAD)
-            if not image.disk_format:
-                raise ImagehubError(f"image {image_id} has no stored file")
+            image, fmt = _downloadable(session, actor, image_id, fmt)
             link_id = issue_id(session, "lnk")
             token = signer.sign(f"{link_id}.{secrets.token_urlsafe(16)}").decode("ascii")
             now = utcnow()
@@ -219,7 +235,7 @@ def create_link(catalog: Catalog, actor: Actor, image_id: str, fmt: str = "raw",
                 tenant_id=image.tenant_id,
                 account_id=actor.account_id,
                 format=fmt,
-                filename=filename_for(image_id, fmt),
+                filename=exports.served_path(catalog, image, fmt).name,
                 token_hash=token_hash(token),
                 created_at=now,
                 expires_at=now + timedelta(seconds=ttl),

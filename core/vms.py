@@ -123,6 +123,8 @@ def create_vm(
                 raise NotFound(f"image {image_id} not found")
             access.require_manage(actor, image.tenant_id, f"image {image_id}")
             lifecycle.require(image_id, image.status, Operation.CREATE_VM)
+            if image.disk_format == "iso":
+                raise Conflict(f"image {image_id} is an ISO (installation media); a VM boots from a disk image")
             check_password(password, image.os_type)
             driver = catalog.settings.compute.driver
             vm_id = issue_id(session, "vm")

@@ -3,43 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from core import jobs, links
 from core.errors import Failed
 from tui.cli import GROUPS, Context, Parser, emit_json, extend, human_size, print_table
+from tui.cli_jobs import wait_for_job
 
 
-def _wait_for(ctx: Context, job_id: int) -> None:
-    """Run (or wait for the server to run) the export job; progress on stderr when it is a terminal."""
-    from core.worker import Worker
-
-    worker = Worker(ctx.catalog, kinds=["export"], max_concurrent=1, label="cli")
-    show = sys.stderr.isatty()
-    last = ""
-
-    def poll() -> Any:
-        nonlocal last
-        job = jobs.get(ctx.catalog.engine, job_id)
-        if show and job is not None and job.bytes_total:
-            text = f"\r{job.phase or job.state}: {100 * job.bytes_done / job.bytes_total:3.0f}%"
-            if text != last:
-                sys.stderr.write(text)
-                sys.stderr.flush()
-                last = text
-        return job
-
-    try:
-        while True:
-            job = worker.run_until(job_id, timeout=0.5)
-            job = poll()
-            if job is None or job.state not in jobs.ACTIVE_STATES:
-                break
-    finally:
-        worker.join()
-        if show and last:
-            sys.stderr.write("\n")
+def _prepare(ctx: Context, image_id: str, fmt: str) -> None:
+    """Make the file ready (export, checksum) before the link exists, so its lifetime starts usable."""
+    job_id = links.prepare(ctx.catalog, ctx.actor, image_id, fmt)
+    if job_id is None:
+        return
+    job = wait_for_job(ctx, job_id)
     if job is None or job.state != jobs.DONE:
         reason = job.error if job is not None and job.error else (job.state if job is not None else "gone")
         raise Failed(f"preparing the download failed: {reason}")
@@ -47,15 +24,11 @@ def _wait_for(ctx: Context, job_id: int) -> None:
 
 def cmd_download_link(ctx: Context) -> int:
     a = ctx.args
+    links.check_ttl(ctx.catalog, a.ttl)
+    if not a.no_wait:
+        _prepare(ctx, a.id, a.format)
     created = links.create_link(ctx.catalog, ctx.actor, a.id, a.format, a.ttl)
     view = created.view
-    if created.job_id is not None and not a.no_wait:
-        try:
-            _wait_for(ctx, created.job_id)
-        except Failed:
-            links.revoke_link(ctx.catalog, ctx.actor, view["id"])
-            raise
-        view = links.describe(ctx.catalog, view["id"], created.token)
     if a.json:
         emit_json(view)
         return 0

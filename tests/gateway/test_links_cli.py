@@ -159,6 +159,22 @@ def test_failed_preparation_exits_1_and_leaves_no_usable_link(gw: Gateway) -> No
     assert done.returncode == 1
     assert "preparing the download failed" in done.stderr and "missing" in done.stderr
     assert done.stdout == ""
-    rows = [r for r in links.list_links(gw.catalog, gw.actor("acme-owner"), image_id)]
-    assert len(rows) == 1 and rows[0]["state"] == "revoked"
+    # the file is prepared before the link is made: a failed preparation makes no link at all
+    assert links.list_links(gw.catalog, gw.actor("acme-owner"), image_id) == []
     assert not list(gw.catalog.store.staging_dir.glob(f"{image_id}*"))
+
+
+def test_a_links_lifetime_starts_once_its_file_is_ready(gw: Gateway) -> None:
+    """The export and checksum are made first, then the link: a short --ttl is not spent waiting."""
+    from core import jobs
+    from core.clock import iso
+
+    image_id = gw.image(size=3_000_001)
+    done = gw.cli("image", "download-link", image_id, "--format", "qcow2", "--ttl", "30", "--json")
+    assert done.returncode == 0, done.stderr
+    link = json.loads(done.stdout)
+    assert link["state"] == "active" and link["sha256"]
+    (row,) = links.list_links(gw.catalog, gw.actor("acme-owner"), image_id)
+    export = jobs.latest_for_image(gw.catalog.engine, image_id)
+    assert export.kind == "export" and export.state == jobs.DONE
+    assert row["created_at"] >= iso(export.finished_at)
