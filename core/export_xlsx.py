@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +25,15 @@ WIDTHS = (32, 14, 12, 26, 14, 48, 20)
 DATE_FORMAT = "yyyy-mm-dd hh:mm:ss"
 
 
+def _text(sheet: object, value: str) -> object:
+    """User text as a cell: never a formula (a name like `=HYPERLINK(...)` stays text in Excel)."""
+    if value.startswith("="):
+        cell = WriteOnlyCell(sheet, value=value)  # type: ignore[arg-type]
+        cell.data_type = "s"
+        return cell
+    return value
+
+
 def export_xlsx(
     catalog: Catalog,
     actor: Actor,
@@ -35,6 +47,22 @@ def export_xlsx(
         raise Invalid(f"export path {path} must end in .xlsx")
     if not path.parent.is_dir():
         raise Invalid(f"folder {path.parent} does not exist")
+    rows = iter_images(catalog, actor, query)
+    first = next(rows, None)  # a refused query (unknown tenant...) fails here, before any file exists
+    with tempfile.TemporaryDirectory(prefix="imagehub-xlsx-") as folder:
+        staged = Path(folder) / "images.xlsx"
+        count = _write(staged, itertools.chain([first] if first else [], rows), headers, status_label)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            shutil.copyfile(staged, temporary)
+            os.replace(temporary, path)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise Failed(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return count
+
+
+def _write(target: Path, images: Iterable[dict], headers: Sequence[str], status_label: dict[str, str] | None) -> int:
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet("Images")
     for index, width in enumerate(WIDTHS, start=1):
@@ -48,28 +76,22 @@ def export_xlsx(
         header_cells.append(cell)
     sheet.append(header_cells)
     count = 0
-    for image in iter_images(catalog, actor, query):
+    for image in images:
         created = WriteOnlyCell(sheet, value=datetime.fromisoformat(image["created_at"].rstrip("Z")))
         created.number_format = DATE_FORMAT
         status = image["status"]
         sheet.append(
             [
-                image["name"],
+                _text(sheet, image["name"]),
                 image["id"],
                 image["os_type"],
                 image["os_name"],
                 status_label.get(status, status) if status_label else status,
-                image["description"],
+                _text(sheet, image["description"]),
                 created,
             ]
         )
         count += 1
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(headers))}{count + 1}"
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        workbook.save(temporary)
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise Failed(f"cannot write {path}: {exc.strerror}") from exc
+    workbook.save(target)
     return count

@@ -56,3 +56,29 @@ def test_export_refuses_a_bad_path_and_leaves_nothing(catalog: Catalog, people: 
     with pytest.raises(Invalid, match="does not exist"):
         export_xlsx(catalog, people.owner, tmp_path / "missing" / "images.xlsx")
     assert sorted(tmp_path.iterdir()) == [tmp_path / "imagehub.toml", tmp_path / "var"]
+
+
+def test_user_text_never_becomes_a_formula(catalog: Catalog, people: People, tmp_path: Path):
+    from core.images import edit_image
+
+    image_id = make_image(catalog, people.owner, Status.AVAILABLE, name="x")
+    edit_image(catalog, people.owner, image_id, name='=HYPERLINK("http://evil","x")', description="=1+1")
+    path = tmp_path / "images.xlsx"
+    export_xlsx(catalog, people.owner, path)
+    row = load_workbook(path).active[2]
+    assert (row[0].value, row[0].data_type) == ('=HYPERLINK("http://evil","x")', "s")
+    assert (row[5].value, row[5].data_type) == ("=1+1", "s")
+
+
+def test_refusals_leave_no_file_and_no_noise(catalog: Catalog, people: People, tmp_path: Path, capfd):
+    from core.errors import Failed, NotFound
+
+    with pytest.raises(NotFound):
+        export_xlsx(catalog, people.owner, tmp_path / "x.xlsx", ImageQuery(tenant="globex"))
+    with pytest.raises(Failed, match="cannot write"):
+        export_xlsx(catalog, people.owner, Path("/proc/x.xlsx"))
+    import gc
+
+    gc.collect()
+    assert "Exception ignored" not in capfd.readouterr().err
+    assert not (tmp_path / "x.xlsx").exists()
