@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -126,6 +126,14 @@ class ImportSettings(BaseModel):
     max_concurrent_total: int = 0
     job_lease_seconds: float = 30.0
     local_roots: list[Path] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _stall_outlasts_lease(self) -> ImportSettings:
+        # A worker that dies must lose its job (lease) before the job could be called stalled,
+        # so that it is resumed elsewhere rather than failed.
+        if self.stall_timeout_seconds <= self.job_lease_seconds:
+            raise ValueError("stall_timeout_seconds must be longer than job_lease_seconds")
+        return self
     stall_timeout_seconds: int = 600
     store_format: str = "raw"
 

@@ -294,6 +294,8 @@ def cmd_audit_list(ctx: Context) -> int:
 
     access.require_admin(ctx.actor, "read the audit trail")
     a = ctx.args
+    if a.limit < 1:
+        raise Invalid("--limit must be at least 1")
     events = audit.list_events(ctx.catalog.engine, target=a.target, action=a.action, limit=a.limit)
     if a.json:
         emit_json(events)
@@ -423,7 +425,12 @@ def _load_extensions() -> None:
                 raise
 
 
+# Files imagehub makes (catalog, images, exports, logs) are not for other users of the host.
+UMASK = 0o027
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(UMASK)
     _load_extensions()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -436,8 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not argv and sys.stdin.isatty() and sys.stdout.isatty():
             args = parser.parse_args(["tui"]) if "tui" in _subcommands(parser) else args
         if getattr(args, "handler", None) is None:
-            parser.print_usage(sys.stderr)
-            sys.stderr.write(f"{PROG}: error: a command is required\n")
+            sys.stderr.write(f"{PROG}: error: a command is required (see {PROG} --help)\n")
             return 2
     ctx = Context(args)
     try:

@@ -590,7 +590,12 @@ def cross_check(path: Path, found: Inspection) -> Inspection:
 
 def check_target(found: Inspection, target_bytes: int) -> None:
     if found.virtual_size > target_bytes:
-        raise Refused(f"virtual size {_gib(found.virtual_size)} exceeds target size {_gib(target_bytes)}")
+        shown, target = _gib(found.virtual_size), _gib(target_bytes)
+        if shown.split()[0].split(".")[0] == target.split()[0]:  # "20.00 GiB exceeds 20 GiB" says nothing
+            shown, target = f"{found.virtual_size} bytes", f"{target_bytes} bytes ({target})"
+            hint = "; choose a larger target size"
+            raise Refused(f"virtual size {shown} exceeds target size {target}{hint}")
+        raise Refused(f"virtual size {shown} exceeds target size {target}")
 
 
 def check_output(path: Path, store_format: str, expected_size: int) -> None:

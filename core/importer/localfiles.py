@@ -44,6 +44,8 @@ def check_local_file(settings: Settings, given: str | os.PathLike[str], *, inter
         raise Invalid(f"file {given} is not in an import folder ({folders}); copy it there first")
     if not path.is_file():
         raise Invalid(f"file {given} does not exist or is not a regular file")
+    if path.stat().st_nlink > 1:  # a hard link may name a file of the store under an import folder
+        raise Invalid(f"file {given} has other hard links; import a copy of it")
     if not os.access(path, os.R_OK):
         raise Invalid(f"file {given} cannot be read")
     return path

@@ -267,6 +267,8 @@ def fetch_file(path: Path, sink: StagedFile) -> None:
         info = os.fstat(src.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise Failed(f"source file {path} is not a regular file")
+        if info.st_nlink > 1:  # checked on the open file too: a link made after the path check
+            raise Failed(f"source file {path} has other hard links; import a copy of it")
         sink.total = info.st_size
         if sink.written > info.st_size:
             sink.reset()

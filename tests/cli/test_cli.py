@@ -122,7 +122,8 @@ def test_usage_errors_exit_2_with_one_line(cli):
     for args in (["image"], ["image", "frobnicate"], ["image", "list", "--limit", "many"], []):
         result = cli(*args)
         assert result.code == 2, args
-        assert result.err.strip().splitlines()[-1].startswith("imagehub: error:")
+        assert len(result.err.strip().splitlines()) == 1, (args, result.err)
+        assert result.err.startswith("imagehub: error:")
 
 
 def test_global_options_after_the_subcommand(cli, demo, tmp_path: Path):
@@ -142,6 +143,7 @@ def test_audit_trail_lists_changes_and_refusals(cli, demo):
     refused = cli("audit", "list", "--target", demo["win-iis"], "--action", "image.delete", "--json").json()
     assert refused[0]["outcome"] == "refused" and "importing" in refused[0]["reason"]
     assert cli("audit", "list", account="demo-owner").code == 4
+    assert cli("audit", "list", "--limit", "0").code == 2
 
 
 def test_demo_is_idempotent_and_resumable(cli, demo):
@@ -153,3 +155,14 @@ def test_demo_is_idempotent_and_resumable(cli, demo):
     assert len(resumed["demo_images"]) == 1
     names = {i["name"] for i in cli("image", "list", "--status", "deleted", "--json").json()}
     assert "old-test" in names
+
+
+def test_files_are_not_readable_by_other_users(cli, demo, config_path):
+    import stat
+
+    data = config_path.parent / "var"
+    made = [data / "catalog.db", *sorted((data / "images").iterdir())]
+    assert len(made) > 5
+    for path in made:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, path
+    assert stat.S_IMODE((data / "secret.key").stat().st_mode) == 0o600

@@ -220,4 +220,7 @@ def test_server_files_outside_the_import_folders_are_refused(cli: Any, people: P
         assert done.code == 2, path
         assert "is not in an import folder" in done.err, path
     assert cli("image", "list", "--json").json() == []
+    os.link(store, folder / "hardlinked.raw")  # a hard link to a stored image inside the import folder
+    linked = cli(*import_args("--file", "hardlinked.raw"))
+    assert linked.code == 2 and "has other hard links" in linked.err
     assert cli(*import_args("--file", str(other))).code == 0

@@ -61,6 +61,11 @@ def qcow2_too_big(tmp: Path) -> Path:
     return make_disk(tmp, "qcow2", "30G", pattern=False)
 
 
+def vhd_rounded_past_target(tmp: Path) -> Path:
+    """qemu rounds a 20G vpc disk up to its CHS geometry: a little more than 20 GiB."""
+    return make_disk(tmp, "vpc", "20G", pattern=False)
+
+
 def vmdk_descriptor_file(tmp: Path) -> Path:
     return make_disk(tmp, "vmdk", options="subformat=monolithicFlat", pattern=False)
 
@@ -198,6 +203,10 @@ CASES: list[tuple[Callable[[Path], Path], str]] = [
         "(qemu-img info failed: qemu-img: Could not open 'source': Active L1 table offset invalid)",
     ),
     (qcow2_too_big, "virtual size 30 GiB exceeds target size 20 GiB"),
+    (
+        vhd_rounded_past_target,
+        "virtual size 21475270656 bytes exceeds target size 21474836480 bytes (20 GiB); choose a larger target size",
+    ),
     (vmdk_descriptor_file, "vmdk descriptor files (extents in other files) are refused; import a single-file vmdk"),
     (vmdk_extent_elsewhere, "vmdk extent in another file refused"),
     (vmdk_two_extents, "vmdk with several extents refused"),

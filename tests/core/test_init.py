@@ -208,3 +208,9 @@ def test_nodes_starting_at_once_migrate_a_postgresql_catalog_once(tmp_path: Path
     assert db.current_revision(engine) == db.head_revision()
     engine.dispose()
     pg_cluster.drop_database(name)
+
+
+def test_a_stall_timeout_shorter_than_the_job_lease_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("IMAGEHUB_IMPORT__STALL_TIMEOUT_SECONDS", "8")
+    with pytest.raises(Invalid, match="stall_timeout_seconds must be longer than job_lease_seconds"):
+        load_settings(write_config(tmp_path))
