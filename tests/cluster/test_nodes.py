@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,12 +34,6 @@ from tests.importkit import HttpBehaviour, http_server, make_disk, sha256_of
 
 READY = re.compile(r"imagehub serve: http=[\d.]+:(\d+) ftp=[\d.]+:(\d+) sftp=[\d.]+:(\d+)")
 LEASE_SECONDS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -71,28 +64,30 @@ class Cluster:
     nodes: list[Node]
 
 
-def write_node_config(root: Path, name: str, url: str, source_port: int) -> tuple[Path, int]:
-    http = free_port()
+def write_node_config(root: Path, name: str, url: str, source_port: int) -> Path:
+    """Ports 0: each node binds free ports and announces them (no race for ports picked in advance)."""
     config = root / f"{name}.toml"
     config.write_text(
         f'[storage]\ndata_dir = "shared"\n[database]\nurl = "{url}"\n'
-        f'[gateway]\nhost = "127.0.0.1"\nhttp_port = {http}\nftp_port = {free_port()}\n'
-        f'sftp_port = {free_port()}\nftp_passive_ports = ""\n'
+        '[gateway]\nhost = "127.0.0.1"\nhttp_port = 0\nftp_port = 0\nsftp_port = 0\nftp_passive_ports = ""\n'
         f"[import]\nallow_private_networks = true\nmax_concurrent = 2\njob_lease_seconds = {LEASE_SECONDS}\n"
         f"allowed_ports = [{source_port}]\n"
         'local_roots = ["."]\n'
     )
-    return config, http
+    return config
 
 
-def start_node(name: str, config: Path, http: int) -> Node:
+def start_node(name: str, config: Path) -> Node:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")}
     env["IMAGEHUB_CONFIG"] = str(config)
-    process = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve"], env=env, cwd=REPO, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    log = config.with_suffix(".log")
+    with log.open("w") as errors:
+        process = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve"], env=env, cwd=REPO, text=True,
+                                   stdout=subprocess.PIPE, stderr=errors)  # fmt: skip
     line = process.stdout.readline()
-    assert READY.search(line), f"node {name} did not start: {line!r}"
-    return Node(name, config, process, http)
+    ready = READY.search(line)
+    assert ready, f"node {name} did not start: {line!r} {log.read_text()[-500:]}"
+    return Node(name, config, process, int(ready.group(1)))
 
 
 def stop_node(node: Node) -> None:
@@ -117,15 +112,16 @@ def source() -> Iterator[tuple[HttpBehaviour, str]]:
 def cluster(tmp_path: Path, pg_cluster, source) -> Iterator[Cluster]:
     url = pg_cluster.url(pg_cluster.create_database())
     port = int(source[1].rsplit(":", 1)[1])
-    configs = [write_node_config(tmp_path, name, url, port) for name in ("node-a", "node-b", "node-c")]
-    catalog, _ = initialise(load_settings(configs[0][0]))
+    names = ("node-a", "node-b", "node-c")
+    configs = [write_node_config(tmp_path, name, url, port) for name in names]
+    catalog, _ = initialise(load_settings(configs[0]))
     admin = resolve_actor_of(catalog, "admin")
     create_tenant(catalog, admin, "acme")
     create_account(catalog, admin, "acme-owner", tenant="acme", role="owner")
     nodes: list[Node] = []
     try:
-        for (config, http), name in zip(configs, ("node-a", "node-b", "node-c"), strict=True):
-            nodes.append(start_node(name, config, http))
+        for config, name in zip(configs, names, strict=True):
+            nodes.append(start_node(name, config))
         yield Cluster(tmp_path, catalog, nodes)
     finally:
         for node in nodes:
