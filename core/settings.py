@@ -126,6 +126,8 @@ class ImportSettings(BaseModel):
     max_concurrent_total: int = 0
     job_lease_seconds: float = 30.0
     local_roots: list[Path] = Field(default_factory=list)
+    stall_timeout_seconds: int = 600
+    store_format: str = "raw"
 
     @model_validator(mode="after")
     def _stall_outlasts_lease(self) -> ImportSettings:
@@ -134,8 +136,6 @@ class ImportSettings(BaseModel):
         if self.stall_timeout_seconds <= self.job_lease_seconds:
             raise ValueError("stall_timeout_seconds must be longer than job_lease_seconds")
         return self
-    stall_timeout_seconds: int = 600
-    store_format: str = "raw"
 
 
 class ComputeSettings(BaseModel):
