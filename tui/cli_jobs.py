@@ -111,19 +111,24 @@ def cmd_image_import(ctx: Context) -> int:
         sha256=a.sha256,
         tenant=a.tenant,
     )
+    return report_image_job(ctx, image, what="import", queued_as=f"importing (job {image['job_id']})")
+
+
+def report_image_job(ctx: Context, image: dict[str, Any], *, what: str, queued_as: str) -> int:
+    """After submitting an image's job (import, capture): wait if asked, print, exit 1 if it failed."""
     job_id = image["job_id"]
-    if a.wait:
+    if ctx.args.wait:
         wait_for_job(ctx, job_id)
         image = {**get_image(ctx.catalog, ctx.actor, image["id"]), "job_id": job_id}
-    if a.json:
+    if ctx.args.json:
         emit_json(image)
-    elif image["status"] == Status.IMPORTING:
-        print(f"{image['id']}: importing (job {job_id}); `imagehub serve` or --wait runs it")
     elif image["status"] == Status.AVAILABLE:
-        size = human_size(image["virtual_size"])
-        print(f"{image['id']}: available ({image['disk_format']}, {size}, sha256 {image['sha256']})")
+        digest = f", sha256 {image['sha256']}" if image["sha256"] else ""
+        print(f"{image['id']}: available ({image['disk_format']}, {human_size(image['virtual_size'])}{digest})")
+    elif image["status"] != Status.IMPORT_FAILED:
+        print(f"{image['id']}: {queued_as}; `imagehub serve` or --wait runs it")
     if image["status"] == Status.IMPORT_FAILED:
-        sys.stderr.write(f"{PROG}: error: import of {image['id']} failed: {image['error']}\n")
+        sys.stderr.write(f"{PROG}: error: {what} of {image['id']} failed: {image['error']}\n")
         return 1
     return 0
 

@@ -13,10 +13,8 @@ from typing import Any
 
 from core import capture, vms
 from core.errors import ImagehubError, Invalid
-from core.images import get_image
-from core.models import Status
-from tui.cli import GROUPS, PROG, Context, Parser, emit_json, extend, human_size, print_table
-from tui.cli_jobs import wait_for_job
+from tui.cli import GROUPS, PROG, Context, Parser, emit_json, extend, print_table
+from tui.cli_jobs import report_image_job
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -116,20 +114,7 @@ def cmd_image_capture(ctx: Context) -> int:
         os_version=a.os_version,
         size_gb=a.size_gb,
     )
-    job_id = image["job_id"]
-    if a.wait:
-        wait_for_job(ctx, job_id)
-        image = {**get_image(ctx.catalog, ctx.actor, image["id"]), "job_id": job_id}
-    if a.json:
-        emit_json(image)
-    elif image["status"] == Status.CREATING:
-        print(f"{image['id']}: creating from {a.vm} (job {job_id}); `imagehub serve` or --wait runs it")
-    elif image["status"] == Status.AVAILABLE:
-        print(f"{image['id']}: available ({human_size(image['virtual_size'])})")
-    if image["status"] == Status.IMPORT_FAILED:
-        sys.stderr.write(f"{PROG}: error: capture of {image['id']} failed: {image['error']}\n")
-        return 1
-    return 0
+    return report_image_job(ctx, image, what="capture", queued_as=f"creating from {a.vm} (job {image['job_id']})")
 
 
 def _add(group: Any, common: argparse.ArgumentParser, name: str, handler: Callable[[Context], int], text: str) -> Any:
