@@ -13,81 +13,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import random
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import insert  # noqa: E402
 
 from core import db  # noqa: E402
 from core.access import resolve_actor  # noqa: E402
-from core.bootstrap import initialise  # noqa: E402
 from core.catalog import open_catalog  # noqa: E402
-from core.models import Image, IssuedId, Tenant  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 
 TARGET_MS = 100.0
-STATUSES = ["available"] * 6 + ["importing", "import_failed", "creating", "deleted"]
-PLATFORMS = [("Linux", "CentOS", "7.9"), ("Linux", "Ubuntu", "16.04"), ("Windows", "Windows", "2016")]
 WORDS = ["web", "db", "cache", "build", "数据库"]
 
 
 def build(config: Path, count: int) -> None:
-    catalog, _ = initialise(load_settings(config))
-    now = datetime.now(UTC)
-    rng = random.Random(7)
-    with catalog.engine.begin() as connection:
-        tenant_ids = []
-        for name in ("bench-a", "bench-b"):
-            tenant_ids.append(
-                connection.execute(insert(Tenant).values(name=name, created_at=now)).inserted_primary_key[0]
-            )
-        rows, ids = [], []
-        for n in range(count):
-            os_type, platform, version = PLATFORMS[n % 3]
-            status = rng.choice(STATUSES)
-            rows.append(
-                {
-                    "id": f"img-{n:08d}",
-                    "name": f"image-{n:06d}-{rng.choice(WORDS)}",
-                    "description": "benchmark image",
-                    "tenant_id": tenant_ids[n % 2],
-                    "os_type": os_type,
-                    "platform": platform,
-                    "os_version": version,
-                    "arch": "x86_64",
-                    "status": status,
-                    "status_before_delete": "available" if status == "deleted" else None,
-                    "disk_format": "raw",
-                    "virtual_size": 20 * 1024**3,
-                    "target_size_gb": 20,
-                    "created_at": now - timedelta(seconds=n),
-                    "updated_at": now,
-                }
-            )
-            ids.append({"id": f"img-{n:08d}", "created_at": now})
-            if len(rows) == 10_000:
-                connection.execute(insert(Image), rows)
-                connection.execute(insert(IssuedId), ids)
-                rows, ids = [], []
-        if rows:
-            connection.execute(insert(Image), rows)
-            connection.execute(insert(IssuedId), ids)
-    # A catalog in use is checkpointed as it goes; one 100k-row transaction leaves a 70 MB WAL that
-    # the first reader of a new process would otherwise have to index (cold-start cost, not the TUI's).
-    catalog.dispose()
-    database = sqlite3.connect(catalog.settings.data_dir / "catalog.db")
-    database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    database.close()
+    """The same catalog as bench/catalog.py, with CJK words in some names (column alignment)."""
+    from bench.catalog import build as build_catalog
+
+    build_catalog(config, count, WORDS)
 
 
 async def wait_for_workers(app: Any) -> None:
