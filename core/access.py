@@ -39,7 +39,7 @@ class Actor:
 def resolve_actor(session: Session, name: str) -> Actor:
     account = session.exec(select(Account).where(Account.name == name)).first()
     if account is None:
-        raise Forbidden(f"account {name} does not exist")
+        raise Forbidden("account {name} does not exist", name=name)
     assert account.id is not None
     return Actor(account.id, account.name, account.role, account.perm, account.tenant_id)
 
@@ -53,19 +53,19 @@ def visible_tenant_ids(actor: Actor) -> set[int] | None:
 
 def require_visible(actor: Actor, tenant_id: int, what: str) -> None:
     if not actor.sees_tenant(tenant_id):
-        raise NotFound(f"{what} not found")
+        raise NotFound("{what} not found", what=what)
 
 
 def require_manage(actor: Actor, tenant_id: int, what: str) -> None:
     """Visible (else NotFound) and changeable by the actor (else Forbidden)."""
     require_visible(actor, tenant_id, what)
     if not actor.can_manage:
-        raise Forbidden(f"account {actor.name} may view but not change {what}")
+        raise Forbidden("account {actor_name} may view but not change {what}", actor_name=actor.name, what=what)
 
 
 def require_admin(actor: Actor, doing: str) -> None:
     if not actor.is_admin:
-        raise Forbidden(f"only platform admins may {doing}")
+        raise Forbidden("only platform admins may {doing}", doing=doing)
 
 
 def require_account_admin(actor: Actor, tenant_id: int | None, doing: str) -> None:
@@ -74,4 +74,4 @@ def require_account_admin(actor: Actor, tenant_id: int | None, doing: str) -> No
         return
     if actor.role == Role.OWNER and tenant_id is not None and tenant_id == actor.tenant_id:
         return
-    raise Forbidden(f"account {actor.name} may not {doing}")
+    raise Forbidden("account {actor_name} may not {doing}", actor_name=actor.name, doing=doing)

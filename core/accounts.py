@@ -10,14 +10,16 @@ from core import access, audit, db
 from core.access import Actor
 from core.catalog import Catalog
 from core.clock import iso
-from core.errors import Conflict, ImagehubError, Invalid, NotFound
+from core.errors import Conflict, ImagehubError, Invalid, Msg, NotFound
 from core.models import Account, Perm, Role, Tenant
 
 
 def _check_identifier(kind: str, value: str) -> str:
     name = value.strip()
     if not name or len(name) > 64 or not all(ch.isalnum() or ch in "-_." for ch in name):
-        raise Invalid(f"{kind} name {value!r} is invalid; use 1 to 64 letters, digits, '-', '_' or '.'")
+        raise Invalid(
+            "{kind} name {value!r} is invalid; use 1 to 64 letters, digits, '-', '_' or '.'", kind=kind, value=value
+        )
     return name
 
 
@@ -38,11 +40,11 @@ def account_view(account: Account, tenant_name: str | None) -> dict[str, Any]:
 
 def create_tenant(catalog: Catalog, actor: Actor, name: str) -> dict[str, Any]:
     try:
-        access.require_admin(actor, "create tenants")
+        access.require_admin(actor, Msg("create tenants"))
         name = _check_identifier("tenant", name)
         with db.write_session(catalog.engine) as session:
             if session.exec(select(Tenant).where(Tenant.name == name)).first() is not None:
-                raise Conflict(f"tenant {name} already exists")
+                raise Conflict("tenant {name} already exists", name=name)
             tenant = Tenant(name=name)
             session.add(tenant)
             session.flush()
@@ -68,11 +70,11 @@ def create_account(
     try:
         name = _check_identifier("account", name)
         if role not in (Role.OWNER, Role.MEMBER, Role.ADMIN):
-            raise Invalid(f"role {role} is unknown; choose one of owner, member, admin")
+            raise Invalid("role {role} is unknown; choose one of owner, member, admin", role=role)
         if role == Role.MEMBER:
             perm = perm or Perm.VIEW
             if perm not in (Perm.VIEW, Perm.MANAGE):
-                raise Invalid(f"perm {perm} is unknown; choose one of view, manage")
+                raise Invalid("perm {perm} is unknown; choose one of view, manage", perm=perm)
         elif perm is not None:
             raise Invalid("--perm applies to members only (owners and admins manage everything they see)")
         with db.write_session(catalog.engine) as session:
@@ -80,20 +82,20 @@ def create_account(
             if role == Role.ADMIN:
                 if tenant:
                     raise Invalid("platform admins belong to no tenant; leave out --tenant")
-                access.require_admin(actor, "create platform admins")
+                access.require_admin(actor, Msg("create platform admins"))
             else:
                 if not tenant:
                     raise Invalid("--tenant is required for owners and members")
                 found = session.exec(select(Tenant).where(Tenant.name == tenant)).first()
                 if found is None or not actor.sees_tenant(found.id or -1):
-                    raise NotFound(f"tenant {tenant} not found")
+                    raise NotFound("tenant {tenant} not found", tenant=tenant)
                 tenant_id = found.id
                 if role == Role.OWNER:
-                    access.require_admin(actor, "create tenant owners")
+                    access.require_admin(actor, Msg("create tenant owners"))
                 else:
-                    access.require_account_admin(actor, tenant_id, "create accounts in this tenant")
+                    access.require_account_admin(actor, tenant_id, Msg("create accounts in this tenant"))
             if session.exec(select(Account).where(Account.name == name)).first() is not None:
-                raise Conflict(f"account {name} already exists")
+                raise Conflict("account {name} already exists", name=name)
             account = Account(name=name, tenant_id=tenant_id, role=role, perm=perm if role == Role.MEMBER else None)
             session.add(account)
             session.flush()

@@ -23,7 +23,7 @@ from core.access import Actor
 from core.catalog import Catalog
 from core.clock import utcnow
 from core.compute import STOPPED
-from core.errors import Conflict, Failed, ImagehubError, NotFound
+from core.errors import Conflict, Failed, ImagehubError, Msg, NotFound
 from core.images import GIB, image_view, new_image
 from core.models import Image, Job, Status, Tenant, Vm
 from core.validation import check_description, check_name, check_os, check_size_gb
@@ -55,24 +55,30 @@ def submit_capture(
         with db.read_session(catalog.engine) as session:
             vm = session.get(Vm, vm_id)
             if vm is None or not actor.sees_tenant(vm.tenant_id):
-                raise NotFound(f"vm {vm_id} not found")
-            access.require_manage(actor, vm.tenant_id, f"vm {vm_id}")
+                raise NotFound("vm {vm_id} not found", vm_id=vm_id)
+            access.require_manage(actor, vm.tenant_id, Msg("vm {vm_id}", vm_id=vm_id))
         # The VM must really be stopped: ask its driver, not only the catalog.
         vms.refresh_status(catalog, vm)
         if vm.status != STOPPED:
-            raise Conflict(f"vm {vm_id} is {vm.status}; stop it before capturing an image from it")
+            raise Conflict(
+                "vm {vm_id} is {vm_status}; stop it before capturing an image from it", vm_id=vm_id, vm_status=vm.status
+            )
         overlay = vms.machine_spec(catalog, vm).disk
         if not overlay.is_file():
-            raise Failed(f"vm {vm_id} has no disk ({overlay.name} is missing)")
+            raise Failed("vm {vm_id} has no disk ({overlay_name} is missing)", vm_id=vm_id, overlay_name=overlay.name)
         with db.write_session(catalog.engine) as session:
             vm = session.get(Vm, vm_id)
             if vm is None:
-                raise NotFound(f"vm {vm_id} not found")
+                raise NotFound("vm {vm_id} not found", vm_id=vm_id)
             if vm.status != STOPPED:
-                raise Conflict(f"vm {vm_id} is {vm.status}; stop it before capturing an image from it")
+                raise Conflict(
+                    "vm {vm_id} is {vm_status}; stop it before capturing an image from it",
+                    vm_id=vm_id,
+                    vm_status=vm.status,
+                )
             busy = vms.capture_in_progress(session, vm_id)
             if busy:
-                raise Conflict(f"vm {vm_id} is already being captured into {busy}")
+                raise Conflict("vm {vm_id} is already being captured into {busy}", vm_id=vm_id, busy=busy)
             source = session.get(Image, vm.image_id)
             assert source is not None  # a VM's image cannot go while the VM exists
             choice = check_os(
@@ -127,10 +133,10 @@ class CaptureHandler:
         if image is None or image.status != Status.CREATING:
             return  # nothing left to do (the image moved on meanwhile)
         if vm is None:
-            raise Failed(f"vm {vm_id} no longer exists")
+            raise Failed("vm {vm_id} no longer exists", vm_id=vm_id)
         overlay = vms.machine_spec(catalog, vm).disk
         if not overlay.is_file():
-            raise Failed(f"vm {vm_id} has no disk ({overlay.name} is missing)")
+            raise Failed("vm {vm_id} has no disk ({overlay_name} is missing)", vm_id=vm_id, overlay_name=overlay.name)
         catalog.store.ensure()
         staged = catalog.store.staging_path(f"{image_id}.capture.raw")
         final = catalog.store.image_path(image_id, "raw")
@@ -199,7 +205,7 @@ class CaptureHandler:
             proc.stderr.close()
         if code != 0:
             lines = err.decode(errors="replace").strip().splitlines()
-            raise Failed(f"qemu-img convert failed: {lines[-1] if lines else f'exit status {code}'}")
+            raise Failed("qemu-img convert failed: {reason}", reason=lines[-1] if lines else f"exit status {code}")
 
     def failed(self, catalog: Catalog, job: Job, reason: str) -> None:
         """The image ends import_failed with the reason; nothing of it stays in the store."""

@@ -38,7 +38,9 @@ class Catalog:
         try:
             return self.secret_path.read_bytes().strip()
         except FileNotFoundError as exc:
-            raise Failed(f"signing secret {self.secret_path} is missing; run imagehub init") from exc
+            raise Failed(
+                "signing secret {secret_path} is missing; run imagehub init", secret_path=self.secret_path
+            ) from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -54,7 +56,7 @@ def open_catalog(settings: Settings) -> Catalog:
     if settings.database_url.startswith("sqlite:///"):
         path = Path(settings.database_url[len("sqlite:///") :])
         if not path.exists():
-            raise Failed(f"no catalog at {path}; run imagehub init first")
+            raise Failed("no catalog at {path}; run imagehub init first", path=path)
     catalog = connect(settings)
     revision = db.current_revision(catalog.engine)
     if revision is None:

@@ -140,11 +140,11 @@ class QmpClient:
         except OSError as exc:
             sock.close()
             self.close()
-            raise QmpError(f"cannot reach QMP at {self.path}: {exc.strerror or exc}") from exc
+            raise QmpError("cannot reach QMP at {path}: {reason}", path=self.path, reason=exc.strerror or exc) from exc
         self._sock = sock
         greeting = self._read()
         if "QMP" not in greeting:
-            raise QmpError(f"unexpected QMP greeting from {self.path}")
+            raise QmpError("unexpected QMP greeting from {path}", path=self.path)
         self.execute("qmp_capabilities")
 
     def close(self) -> None:
@@ -161,9 +161,9 @@ class QmpClient:
             try:
                 chunk = self._sock.recv(65536)
             except OSError as exc:
-                raise QmpError(f"QMP at {self.path}: {exc}") from exc
+                raise QmpError("QMP at {path}: {exc}", path=self.path, exc=exc) from exc
             if not chunk:
-                raise QmpError(f"QMP at {self.path} closed the connection")
+                raise QmpError("QMP at {path} closed the connection", path=self.path)
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)
@@ -177,13 +177,15 @@ class QmpClient:
         try:
             self._sock.sendall(json.dumps(message).encode() + b"\r\n")
         except OSError as exc:
-            raise QmpError(f"QMP at {self.path}: {exc}") from exc
+            raise QmpError("QMP at {path}: {exc}", path=self.path, exc=exc) from exc
         while True:
             reply = self._read()
             if "event" in reply:
                 continue
             if "error" in reply:
-                raise QmpError(f"QMP {command}: {reply['error'].get('desc', reply['error'])}")
+                raise QmpError(
+                    "QMP {command}: {reason}", command=command, reason=reply["error"].get("desc", reply["error"])
+                )
             return reply.get("return")
 
 
@@ -232,7 +234,7 @@ class QemuDriver:
         native = arch == _host_arch() and kvm_usable()
         if wanted == "kvm":
             if not native:
-                raise Failed(f"KVM is not usable for {arch} on this host (compute.accel = kvm)")
+                raise Failed("KVM is not usable for {arch} on this host (compute.accel = kvm)", arch=arch)
             return ["kvm"]
         if not native:
             return ["tcg"]
@@ -241,7 +243,11 @@ class QemuDriver:
     def command(self, spec: MachineSpec) -> list[str]:
         binary = QEMU_BINARY.get(spec.arch)
         if binary is None:
-            raise Invalid(f"architecture {spec.arch} cannot be run; choose one of {', '.join(QEMU_BINARY)}")
+            raise Invalid(
+                "architecture {spec_arch} cannot be run; choose one of {choices}",
+                spec_arch=spec.arch,
+                choices=", ".join(QEMU_BINARY),
+            )
         args = [binary, "-name", f"{spec.vm_id},process=imagehub-{spec.vm_id}", "-nodefaults", "-no-user-config"]
         accels = self.accelerators(spec.arch)
         for accel in accels:
@@ -288,7 +294,7 @@ class QemuDriver:
 
     def start(self, spec: MachineSpec) -> int | None:
         if self.pid(spec) is not None:
-            raise Failed(f"vm {spec.vm_id} is already running")
+            raise Failed("vm {spec_vm_id} is already running", spec_vm_id=spec.vm_id)
         command = self.command(spec)
         spec.qmp_socket.unlink(missing_ok=True)
         spec.pid_file.unlink(missing_ok=True)
@@ -303,15 +309,27 @@ class QemuDriver:
                 start_new_session=True,
             )
         except FileNotFoundError as exc:
-            raise Failed(f"{command[0]} is not installed (Debian package qemu-system-x86 or qemu-system-arm)") from exc
+            raise Failed(
+                "{program} is not installed (Debian package qemu-system-x86 or qemu-system-arm)", program=command[0]
+            ) from exc
         except subprocess.TimeoutExpired as exc:
-            raise Failed(f"{command[0]} did not start within {self.settings.start_timeout_seconds} s") from exc
+            raise Failed(
+                "{program} did not start within {start_timeout_seconds} s",
+                program=command[0],
+                start_timeout_seconds=self.settings.start_timeout_seconds,
+            ) from exc
         if done.returncode != 0:
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            raise Failed(f"{command[0]} failed: {lines[-1] if lines else f'exit status {done.returncode}'}")
+            raise Failed(
+                "{program} failed: {reason}",
+                program=command[0],
+                reason=lines[-1] if lines else f"exit status {done.returncode}",
+            )
         pid = self.pid(spec)
         if pid is None:
-            raise Failed(f"{command[0]} exited right after starting vm {spec.vm_id}")
+            raise Failed(
+                "{program} exited right after starting vm {spec_vm_id}", program=command[0], spec_vm_id=spec.vm_id
+            )
         return pid
 
     def status(self, spec: MachineSpec) -> str:
@@ -360,7 +378,7 @@ class QemuDriver:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             if not self._wait_gone(spec, pid, 5):
-                raise Failed(f"vm {spec.vm_id} (pid {pid}) does not stop")
+                raise Failed("vm {spec_vm_id} (pid {pid}) does not stop", spec_vm_id=spec.vm_id, pid=pid)
         self._cleanup(spec)
 
     @staticmethod
@@ -374,4 +392,4 @@ def get_driver(name: str, settings: ComputeSettings) -> Driver:
         return NoneDriver()
     if name == "qemu":
         return QemuDriver(settings)
-    raise Invalid(f"compute driver {name} is unknown; choose none or qemu")
+    raise Invalid("compute driver {name} is unknown; choose none or qemu", name=name)

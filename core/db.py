@@ -97,7 +97,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     try:
         command.upgrade(alembic_config(engine), revision)
     except Exception as exc:  # a broken or foreign database: one line, not a traceback
-        raise Failed(f"cannot migrate the catalog at {engine.url}: {exc}") from exc
+        raise Failed("cannot migrate the catalog at {engine_url}: {exc}", engine_url=engine.url, exc=exc) from exc
 
 
 def needs_upgrade(engine: Engine) -> bool:

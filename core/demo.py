@@ -149,7 +149,11 @@ def _import_demo_image(catalog: Catalog, actor: Actor, spec: DemoImage) -> str:
         image = session.get(Image, view["id"])
         assert image is not None
         if image.status != Status.AVAILABLE:
-            raise Failed(f"demo image {spec.name} could not be imported: {image.error}")
+            raise Failed(
+                "demo image {spec_name} could not be imported: {image_error}",
+                spec_name=spec.name,
+                image_error=image.error,
+            )
         if spec.status == Status.DELETED:
             image.status_before_delete = Status.AVAILABLE
             image.status = Status.DELETED

@@ -34,6 +34,18 @@ def _text(sheet: object, value: str) -> object:
     return value
 
 
+def check_path(value: str) -> Path:
+    """The export target's rules, for the CLI and the TUI's prompt as you type."""
+    if not value.strip():
+        raise Invalid("a path is required")
+    path = Path(value.strip()).expanduser()
+    if path.suffix.lower() != ".xlsx":
+        raise Invalid("export path {path} must end in .xlsx", path=path)
+    if not path.parent.is_dir():
+        raise Invalid("folder {folder} does not exist", folder=path.parent)
+    return path
+
+
 def export_xlsx(
     catalog: Catalog,
     actor: Actor,
@@ -43,10 +55,7 @@ def export_xlsx(
     status_label: dict[str, str] | None = None,
 ) -> int:
     """Write the images the caller may see to `path` (atomically); returns the row count."""
-    if path.suffix.lower() != ".xlsx":
-        raise Invalid(f"export path {path} must end in .xlsx")
-    if not path.parent.is_dir():
-        raise Invalid(f"folder {path.parent} does not exist")
+    check_path(str(path))
     rows = iter_images(catalog, actor, query)
     first = next(rows, None)  # a refused query (unknown tenant...) fails here, before any file exists
     with tempfile.TemporaryDirectory(prefix="imagehub-xlsx-") as folder:
@@ -58,7 +67,7 @@ def export_xlsx(
             os.replace(temporary, path)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
-            raise Failed(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise Failed("cannot write {path}: {reason}", path=path, reason=exc.strerror or exc) from exc
     return count
 
 

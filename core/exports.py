@@ -41,10 +41,12 @@ def effective_format(image: Image, fmt: str) -> str:
     if image.disk_format == "iso":
         if fmt in ("raw", "iso"):
             return "iso"
-        raise Invalid(f"image {image.id} is an ISO (installation media) and is downloaded as it is; "
-                      "leave out --format")  # fmt: skip
+        raise Invalid(
+            "image {image_id} is an ISO (installation media) and is downloaded as it is; leave out --format",
+            image_id=image.id,
+        )
     if fmt not in FORMATS:
-        raise Invalid(f"format {fmt} is unknown; choose one of {', '.join(FORMATS)}")
+        raise Invalid("format {fmt} is unknown; choose one of {choices}", fmt=fmt, choices=", ".join(FORMATS))
     return fmt
 
 
@@ -95,7 +97,7 @@ def write_checksum(path: Path, progress: object = None) -> str:
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
     if path.stat().st_mtime_ns != st.st_mtime_ns:
         tmp.unlink(missing_ok=True)
-        raise Failed(f"{path.name} changed while its checksum was computed")
+        raise Failed("{path_name} changed while its checksum was computed", path_name=path.name)
     os.replace(tmp, side)
     return hexdigest
 
@@ -141,13 +143,13 @@ class ExportJob:
         with db.read_session(ctx.catalog.engine) as session:
             image = session.get(Image, image_id)
         if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD):
-            raise Failed(f"image {image_id} is no longer available")
+            raise Failed("image {image_id} is no longer available", image_id=image_id)
         if not image.disk_format:
-            raise Failed(f"image {image_id} has no stored file")
+            raise Failed("image {image_id} has no stored file", image_id=image_id)
         source = ctx.catalog.store.image_path(image_id, image.disk_format)
         target = served_path(ctx.catalog, image, fmt)
         if not source.is_file():
-            raise Failed(f"the stored file of image {image_id} is missing")
+            raise Failed("the stored file of image {image_id} is missing", image_id=image_id)
         if target != source and not target.is_file():
             self._convert(ctx, source, image.disk_format, target, fmt)
         if read_checksum(target) is None:
@@ -194,11 +196,11 @@ class ExportJob:
                 err = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace").strip().splitlines()
                 line = err[-1] if err else f"exit status {code}"
                 line = line.replace(str(source), source.name).replace(str(staged), staged.name)  # no server paths
-                raise Failed(f"qemu-img convert failed: {line}")
+                raise Failed("qemu-img convert failed: {line}", line=line)
             with db.read_session(ctx.catalog.engine) as session:
                 image = session.get(Image, ctx.job.image_id)
                 if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD):
-                    raise Failed(f"image {ctx.job.image_id} is no longer available")
+                    raise Failed("image {image_id} is no longer available", image_id=ctx.job.image_id)
             store.publish(staged, target)
         finally:
             if proc.poll() is None:

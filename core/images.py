@@ -17,7 +17,7 @@ from core import access, audit, db, lifecycle
 from core.access import Actor
 from core.catalog import Catalog
 from core.clock import iso, utcnow
-from core.errors import Conflict, ImagehubError, Invalid, NotFound
+from core.errors import Conflict, ImagehubError, Invalid, Msg, NotFound
 from core.ids import issue_id
 from core.lifecycle import Operation
 from core.models import Image, Job, Link, Status, Tenant, Vm
@@ -68,7 +68,7 @@ def image_view(image: Image, tenant_name: str) -> dict[str, Any]:
 def tenant_id_by_name(session: Session, name: str) -> int:
     tenant = session.exec(select(Tenant).where(Tenant.name == name)).first()
     if tenant is None or tenant.id is None:
-        raise NotFound(f"tenant {name} not found")
+        raise NotFound("tenant {name} not found", name=name)
     return tenant.id
 
 
@@ -91,13 +91,17 @@ def _filtered(session: Session, actor: Actor, query: ImageQuery) -> Any:
     if query.tenant:
         tenant_id = tenant_id_by_name(session, query.tenant)
         if visible is not None and tenant_id not in visible:
-            raise NotFound(f"tenant {query.tenant} not found")
+            raise NotFound("tenant {query_tenant} not found", query_tenant=query.tenant)
         statement = statement.where(Image.tenant_id == tenant_id)
     elif visible is not None:
         statement = statement.where(col(Image.tenant_id).in_(visible))
     if query.status:
         if query.status not in lifecycle.ALL_STATUSES:
-            raise Invalid(f"status {query.status} is unknown; choose one of {', '.join(s.value for s in Status)}")
+            raise Invalid(
+                "status {query_status} is unknown; choose one of {choices}",
+                query_status=query.status,
+                choices=", ".join(s.value for s in Status),
+            )
         statement = statement.where(Image.status == query.status)
     else:
         statement = statement.where(Image.status != Status.DELETED)
@@ -119,7 +123,9 @@ def list_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None)
 def iter_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None) -> Iterator[dict[str, Any]]:
     query = query or ImageQuery()
     if query.sort not in SORTABLE:
-        raise Invalid(f"sort {query.sort} is unknown; choose one of {', '.join(SORTABLE)}")
+        raise Invalid(
+            "sort {query_sort} is unknown; choose one of {choices}", query_sort=query.sort, choices=", ".join(SORTABLE)
+        )
     with db.read_session(catalog.engine) as session:
         statement = _filtered(session, actor, query)
         key = SORTABLE[query.sort]
@@ -145,7 +151,7 @@ def count_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None
 def _load(session: Session, actor: Actor, image_id: str) -> Image:
     image = session.get(Image, image_id)
     if image is None or not actor.sees_tenant(image.tenant_id):
-        raise NotFound(f"image {image_id} not found")
+        raise NotFound("image {image_id} not found", image_id=image_id)
     return image
 
 
@@ -181,11 +187,11 @@ def resolve_tenant_for_create(session: Session, actor: Actor, tenant: str | None
     """The tenant a new resource goes to: the named one (admins) or the caller's own."""
     if tenant:
         tenant_id = tenant_id_by_name(session, tenant)
-        access.require_manage(actor, tenant_id, f"tenant {tenant}")
+        access.require_manage(actor, tenant_id, Msg("tenant {tenant}", tenant=tenant))
         return tenant_id
     if actor.tenant_id is None:
         raise Invalid("--tenant is required for platform admins")
-    access.require_manage(actor, actor.tenant_id, "this tenant")
+    access.require_manage(actor, actor.tenant_id, Msg("this tenant"))
     return actor.tenant_id
 
 
@@ -241,7 +247,7 @@ def edit_image(
     try:
         with db.write_session(catalog.engine) as session:
             image = _load(session, actor, image_id)
-            access.require_manage(actor, image.tenant_id, f"image {image_id}")
+            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
             lifecycle.require(image_id, image.status, Operation.EDIT)
             changes: dict[str, Any] = {}
             if name is not None:
@@ -281,14 +287,14 @@ def _batch(
             results.append(BatchResult(image_id, True, status=one(image_id)))
         except ImagehubError as exc:
             audit.record_refusal(catalog.engine, actor.name, action, image_id, str(exc))
-            results.append(BatchResult(image_id, False, error=str(exc), exit_code=exc.exit_code))
+            results.append(BatchResult(image_id, False, error=exc.message, exit_code=exc.exit_code))
     return results
 
 
 def _check_not_in_use(session: Session, image_id: str) -> None:
     vm_ids = [vm.id for vm in session.exec(select(Vm).where(Vm.image_id == image_id).order_by(Vm.id))]
     if vm_ids:
-        raise Conflict(f"image {image_id} is used by {', '.join(vm_ids)}")
+        raise Conflict("image {image_id} is used by {vm_ids}", image_id=image_id, vm_ids=", ".join(vm_ids))
 
 
 def delete_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[BatchResult]:
@@ -297,7 +303,7 @@ def delete_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[Ba
     def one(image_id: str) -> str:
         with db.write_session(catalog.engine) as session:
             image = _load(session, actor, image_id)
-            access.require_manage(actor, image.tenant_id, f"image {image_id}")
+            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
             lifecycle.require(image_id, image.status, Operation.DELETE)
             _check_not_in_use(session, image_id)
             image.status_before_delete = image.status
@@ -346,7 +352,7 @@ def restore_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[B
     def one(image_id: str) -> str:
         with db.write_session(catalog.engine) as session:
             image = _load(session, actor, image_id)
-            access.require_manage(actor, image.tenant_id, f"image {image_id}")
+            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
             lifecycle.require(image_id, image.status, Operation.RESTORE)
             image.status = image.status_before_delete or Status.AVAILABLE
             image.status_before_delete = None
@@ -365,7 +371,7 @@ def destroy_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[B
     def one(image_id: str) -> str:
         with db.write_session(catalog.engine) as session:
             image = _load(session, actor, image_id)
-            access.require_manage(actor, image.tenant_id, f"image {image_id}")
+            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
             lifecycle.require(image_id, image.status, Operation.DESTROY)
             _check_not_in_use(session, image_id)
             for link in session.exec(select(Link).where(Link.image_id == image_id)):

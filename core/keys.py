@@ -18,7 +18,7 @@ from core import access, audit, db
 from core.access import Actor
 from core.catalog import Catalog
 from core.clock import iso
-from core.errors import Conflict, ImagehubError, Invalid, NotFound
+from core.errors import Conflict, ImagehubError, Invalid, Msg, NotFound
 from core.models import Account, AccountKey
 
 
@@ -41,17 +41,17 @@ def parse_public_key(text: str) -> tuple[str, str, str]:
         blob = base64.b64decode(encoded, validate=True)
         load_ssh_public_key(f"{key_type} {encoded}".encode("ascii"))
     except Exception as exc:
-        raise Invalid(f"not a valid OpenSSH public key: {exc}") from exc
+        raise Invalid("not a valid OpenSSH public key: {exc}", exc=exc) from exc
     return f"{key_type} {encoded}", fingerprint_of_blob(blob), comment[:256]
 
 
 def _account(session: Any, actor: Actor, name: str) -> Account:
     account = session.exec(select(Account).where(Account.name == name)).first()
     if account is None:
-        raise NotFound(f"account {name} not found")
+        raise NotFound("account {name} not found", name=name)
     if actor.is_admin or actor.account_id == account.id:
         return account
-    access.require_account_admin(actor, account.tenant_id, f"manage the keys of {name}")
+    access.require_account_admin(actor, account.tenant_id, Msg("manage the keys of {name}", name=name))
     return account
 
 
@@ -60,12 +60,14 @@ def add_key(catalog: Catalog, actor: Actor, account_name: str, key_file: Path) -
         try:
             text = key_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise Invalid(f"cannot read {key_file}: {getattr(exc, 'strerror', None) or exc}") from exc
+            raise Invalid(
+                "cannot read {key_file}: {reason}", key_file=key_file, reason=getattr(exc, "strerror", None) or exc
+            ) from exc
         line, fingerprint, comment = parse_public_key(text)
         with db.write_session(catalog.engine) as session:
             account = _account(session, actor, account_name)
             if session.exec(select(AccountKey).where(AccountKey.fingerprint == fingerprint)).first():
-                raise Conflict(f"key {fingerprint} is already registered")
+                raise Conflict("key {fingerprint} is already registered", fingerprint=fingerprint)
             assert account.id is not None
             session.add(AccountKey(account_id=account.id, fingerprint=fingerprint, public_key=line, comment=comment))
             audit.record(session, actor.name, "account.key.add", account_name, fingerprint=fingerprint)
@@ -99,7 +101,9 @@ def remove_key(catalog: Catalog, actor: Actor, account_name: str, fingerprint: s
                 select(AccountKey).where(AccountKey.account_id == account.id, AccountKey.fingerprint == fingerprint)
             ).first()
             if key is None:
-                raise NotFound(f"key {fingerprint} of {account_name} not found")
+                raise NotFound(
+                    "key {fingerprint} of {account_name} not found", fingerprint=fingerprint, account_name=account_name
+                )
             session.delete(key)
             audit.record(session, actor.name, "account.key.remove", account_name, fingerprint=fingerprint)
     except ImagehubError as exc:

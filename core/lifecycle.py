@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from core.errors import Conflict
+from core.errors import N_, Conflict, Either, Msg
 from core.models import Status
 
 
@@ -36,13 +36,14 @@ ALLOWED: dict[Operation, frozenset[str]] = {
 # Statuses in which work is under way and a worker owns the image.
 TRANSIENT: frozenset[str] = frozenset({Status.CREATING, Status.IMPORTING, Status.DELETING})
 
-_VERB = {
-    Operation.EDIT: "edited",
-    Operation.DELETE: "deleted",
-    Operation.RESTORE: "restored",
-    Operation.DESTROY: "destroyed",
-    Operation.CREATE_VM: "used to create a VM",
-    Operation.DOWNLOAD: "downloaded",
+# One refusal per operation, so that each reads whole in every language.
+_REFUSAL = {
+    Operation.EDIT: N_("image {image_id} is {status}; it can be edited only when {allowed}"),
+    Operation.DELETE: N_("image {image_id} is {status}; it can be deleted only when {allowed}"),
+    Operation.RESTORE: N_("image {image_id} is {status}, not in the recycle bin; only deleted images can be restored"),
+    Operation.DESTROY: N_("image {image_id} is {status}, not in the recycle bin; only deleted images can be destroyed"),
+    Operation.CREATE_VM: N_("image {image_id} is {status}; it can be used to create a VM only when {allowed}"),
+    Operation.DOWNLOAD: N_("image {image_id} is {status}; it can be downloaded only when {allowed}"),
 }
 
 
@@ -54,9 +55,5 @@ def require(image_id: str, status: str, operation: Operation) -> None:
     """Raise Conflict (exit 5) unless `operation` is allowed in `status`."""
     if allows(status, operation):
         return
-    allowed = sorted(ALLOWED[operation])
-    if operation in (Operation.RESTORE, Operation.DESTROY):
-        raise Conflict(
-            f"image {image_id} is {status}, not in the recycle bin; only deleted images can be {_VERB[operation]}"
-        )
-    raise Conflict(f"image {image_id} is {status}; it can be {_VERB[operation]} only when {' or '.join(allowed)}")
+    allowed = Either(Msg(value) for value in sorted(ALLOWED[operation]))
+    raise Conflict(_REFUSAL[operation], image_id=image_id, status=Msg(status), allowed=allowed)

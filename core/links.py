@@ -192,10 +192,10 @@ def _downloadable(session: Session, actor: Actor, image_id: str, fmt: str) -> tu
     """The image (visible, `available`, with a file) and the format a link to it serves."""
     image = session.get(Image, image_id)
     if image is None or not actor.sees_tenant(image.tenant_id):
-        raise NotFound(f"image {image_id} not found")
+        raise NotFound("image {image_id} not found", image_id=image_id)
     lifecycle.require(image_id, image.status, Operation.DOWNLOAD)
     if not image.disk_format:
-        raise ImagehubError(f"image {image_id} has no stored file")
+        raise ImagehubError("image {image_id} has no stored file", image_id=image_id)
     return image, exports.effective_format(image, fmt)
 
 
@@ -215,7 +215,7 @@ def check_ttl(catalog: Catalog, ttl: int | None) -> int:
     if ttl is None:
         return max_ttl
     if ttl < 1 or ttl > max_ttl:
-        raise Invalid(f"--ttl must be between 1 and {max_ttl} seconds")
+        raise Invalid("--ttl must be between 1 and {max_ttl} seconds", max_ttl=max_ttl)
     return ttl
 
 
@@ -255,7 +255,7 @@ def get_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
     with db.read_session(catalog.engine) as session:
         link = session.get(Link, link_id)
         if link is None or not actor.sees_tenant(link.tenant_id):
-            raise NotFound(f"link {link_id} not found")
+            raise NotFound("link {link_id} not found", link_id=link_id)
         return link_view(catalog, session, link)
 
 
@@ -283,9 +283,11 @@ def revoke_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
         with db.write_session(catalog.engine) as session:
             link = session.get(Link, link_id)
             if link is None or not actor.sees_tenant(link.tenant_id):
-                raise NotFound(f"link {link_id} not found")
+                raise NotFound("link {link_id} not found", link_id=link_id)
             if link.account_id != actor.account_id and not actor.can_manage:
-                raise Forbidden(f"account {actor.name} may not revoke link {link_id}")
+                raise Forbidden(
+                    "account {actor_name} may not revoke link {link_id}", actor_name=actor.name, link_id=link_id
+                )
             if link.revoked_at is None:
                 link.revoked_at = utcnow()
                 session.add(link)
@@ -391,7 +393,7 @@ def describe(catalog: Catalog, link_id: str, token: str | None = None) -> dict[s
     with db.read_session(catalog.engine) as session:
         link = session.get(Link, link_id)
         if link is None:
-            raise NotFound(f"link {link_id} not found")
+            raise NotFound("link {link_id} not found", link_id=link_id)
         return link_view(catalog, session, link, token)
 
 

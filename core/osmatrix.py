@@ -53,20 +53,20 @@ def load_os_matrix(path: Path) -> OsMatrix:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise Invalid(f"OS matrix {path} does not exist") from exc
+        raise Invalid("OS matrix {path} does not exist", path=path) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise Invalid(f"OS matrix {path} is not valid TOML: {exc}") from exc
+        raise Invalid("OS matrix {path} is not valid TOML: {exc}", path=path, exc=exc) from exc
     platforms: dict[str, Platform] = {}
     for name, table in (data.get("platforms") or {}).items():
         os_type = table.get("os_type")
         versions = table.get("versions") or {}
         if not isinstance(os_type, str) or not isinstance(versions, dict) or not versions:
-            raise Invalid(f"OS matrix {path}: platform {name} needs os_type and versions")
+            raise Invalid("OS matrix {path}: platform {name} needs os_type and versions", path=path, name=name)
         platforms[name] = Platform(
             name=name,
             os_type=os_type,
             versions={arch: tuple(str(v) for v in vs) for arch, vs in versions.items()},
         )
     if not platforms:
-        raise Invalid(f"OS matrix {path} offers no platform")
+        raise Invalid("OS matrix {path} offers no platform", path=path)
     return OsMatrix(platforms)

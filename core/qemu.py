@@ -46,10 +46,10 @@ def run_qemu_img(
     except FileNotFoundError as exc:
         raise Failed("qemu-img is not installed (Debian package qemu-utils)") from exc
     except subprocess.TimeoutExpired as exc:
-        raise Failed(f"qemu-img {args[0]} timed out") from exc
+        raise Failed("qemu-img {command} timed out", command=args[0]) from exc
     if completed.returncode != 0:
         message = (completed.stderr.strip().splitlines() or [f"exit status {completed.returncode}"])[-1]
-        raise Failed(f"qemu-img {args[0]} failed: {message}")
+        raise Failed("qemu-img {command} failed: {message}", command=args[0], message=message)
     return completed.stdout
 
 

@@ -53,12 +53,22 @@ def check_password(password: str | None, os_type: str = "Linux") -> str:
     if not password:
         raise Invalid("password is required")
     if len(password) < PASSWORD_MIN or len(password) > PASSWORD_MAX:
-        which = "short" if len(password) < PASSWORD_MIN else "long"
-        raise Invalid(f"password is too {which}; it must have {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+        if len(password) < PASSWORD_MIN:
+            raise Invalid(
+                "password is too short; it must have {minimum} to {maximum} characters",
+                minimum=PASSWORD_MIN,
+                maximum=PASSWORD_MAX,
+            )
+        raise Invalid(
+            "password is too long; it must have {minimum} to {maximum} characters",
+            minimum=PASSWORD_MIN,
+            maximum=PASSWORD_MAX,
+        )
     if any(not (ch.isascii() and (ch.isalnum() or ch in PASSWORD_SPECIALS)) for ch in password):
         raise Invalid(
-            "password may contain only letters a-z and A-Z, digits and "
-            f"{PASSWORD_SPECIALS} (no spaces, quotes, backslashes or other characters)"
+            "password may contain only letters a-z and A-Z, digits and {specials} "
+            "(no spaces, quotes, backslashes or other characters)",
+            specials=PASSWORD_SPECIALS,
         )
     classes = [
         any(ch.islower() for ch in password),
@@ -70,7 +80,7 @@ def check_password(password: str | None, os_type: str = "Linux") -> str:
         raise Invalid("password must contain at least three of: lowercase letters, uppercase letters, digits, specials")
     user = admin_user(os_type)
     if user.lower() in password.lower():
-        raise Invalid(f"password may not contain the user name {user}")
+        raise Invalid("password may not contain the user name {user}", user=user)
     return password
 
 

@@ -243,13 +243,13 @@ def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path | N
     if explicit:
         path = Path(explicit)
         if not path.is_file():
-            raise Invalid(f"config file {path} does not exist")
+            raise Invalid("config file {path} does not exist", path=path)
         return path.resolve()
     env = os.environ.get("IMAGEHUB_CONFIG")
     if env:
         path = Path(env)
         if not path.is_file():
-            raise Invalid(f"config file {path} (from IMAGEHUB_CONFIG) does not exist")
+            raise Invalid("config file {path} (from IMAGEHUB_CONFIG) does not exist", path=path)
         return path.resolve()
     local = Path.cwd() / "config" / "imagehub.toml"
     return local.resolve() if local.is_file() else None
@@ -273,7 +273,7 @@ def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any
     try:
         settings = Settings(**overrides)
     except Exception as exc:  # pydantic's ValidationError: one line for the user
-        raise Invalid(f"invalid configuration: {_first_error(exc)}") from exc
+        raise Invalid("invalid configuration: {reason}", reason=_first_error(exc)) from exc
     finally:
         Settings._toml_file = None
     settings.config_path = path

@@ -27,7 +27,9 @@ def check_name(value: str | None) -> str:
     if not name:
         raise Invalid("name is required (1 to 64 characters)")
     if len(name) > NAME_MAX:
-        raise Invalid(f"name is {len(name)} characters long; at most {NAME_MAX} are allowed")
+        raise Invalid(
+            "name is {length} characters long; at most {NAME_MAX} are allowed", length=len(name), NAME_MAX=NAME_MAX
+        )
     if _has_control(name):
         raise Invalid("name may not contain control characters")
     return name
@@ -36,23 +38,39 @@ def check_name(value: str | None) -> str:
 def check_description(value: str | None) -> str:
     text = (value or "").strip()
     if len(text) > DESCRIPTION_MAX:
-        raise Invalid(f"description is {len(text)} characters long; at most {DESCRIPTION_MAX} are allowed")
+        raise Invalid(
+            "description is {length} characters long; at most {DESCRIPTION_MAX} are allowed",
+            length=len(text),
+            DESCRIPTION_MAX=DESCRIPTION_MAX,
+        )
     if _has_control(text.replace("\n", "")):
         raise Invalid("description may not contain control characters")
     return text
 
 
 def _choose(field: str, value: str | None, allowed: list[str], context: str = "") -> str:
-    where = f" for {context}" if context else ""
     if not allowed:
-        raise Invalid(f"{field}: nothing is offered{where}")
+        if context:
+            raise Invalid("{field}: nothing is offered for {context}", field=field, context=context)
+        raise Invalid("{field}: nothing is offered", field=field)
     if value is None or not str(value).strip():
-        raise Invalid(f"{field} is required; choose one of {', '.join(allowed)}")
+        raise Invalid("{field} is required; choose one of {choices}", field=field, choices=", ".join(allowed))
     wanted = str(value).strip()
     for candidate in allowed:
         if candidate.lower() == wanted.lower():
             return candidate
-    raise Invalid(f"{field} {wanted} is not offered{where}; choose one of {', '.join(allowed)}")
+    choices = ", ".join(allowed)
+    if context:
+        raise Invalid(
+            "{field} {wanted} is not offered for {context}; choose one of {choices}",
+            field=field,
+            wanted=wanted,
+            context=context,
+            choices=choices,
+        )
+    raise Invalid(
+        "{field} {wanted} is not offered; choose one of {choices}", field=field, wanted=wanted, choices=choices
+    )
 
 
 @dataclass(frozen=True)
@@ -86,10 +104,17 @@ def check_os(
 def check_size_gb(value: object, minimum: int, maximum: int) -> int:
     text = str(value).strip() if value is not None else ""
     if not re.fullmatch(r"\d+", text):
-        raise Invalid(f"size-gb must be a whole number of GB from {minimum} to {maximum}")
+        raise Invalid(
+            "size-gb must be a whole number of GB from {minimum} to {maximum}", minimum=minimum, maximum=maximum
+        )
     size = int(text)
     if size < minimum or size > maximum:
-        raise Invalid(f"size-gb {size} is out of range; choose {minimum} to {maximum} GB")
+        raise Invalid(
+            "size-gb {size} is out of range; choose {minimum} to {maximum} GB",
+            size=size,
+            minimum=minimum,
+            maximum=maximum,
+        )
     return size
 
 

@@ -22,7 +22,7 @@ from core.access import Actor
 from core.catalog import Catalog
 from core.clock import iso, utcnow
 from core.compute import RUNNING, STOPPED, Driver, MachineSpec, get_driver
-from core.errors import Conflict, Failed, ImagehubError, NotFound
+from core.errors import Conflict, Failed, ImagehubError, Msg, NotFound
 from core.ids import issue_id
 from core.images import GIB
 from core.lifecycle import Operation
@@ -64,7 +64,7 @@ def driver_of(catalog: Catalog, vm: Vm) -> Driver:
 def _load(session: Session, actor: Actor, vm_id: str) -> Vm:
     vm = session.get(Vm, vm_id)
     if vm is None or not actor.sees_tenant(vm.tenant_id):
-        raise NotFound(f"vm {vm_id} not found")
+        raise NotFound("vm {vm_id} not found", vm_id=vm_id)
     return vm
 
 
@@ -89,7 +89,9 @@ def _make_disk_and_seed(catalog: Catalog, image: Image, vm_id: str, hostname: st
     fmt = image.disk_format or "raw"
     base = catalog.store.image_path(image.id, fmt)
     if not base.is_file():
-        raise Failed(f"image {image.id} has no file in the store ({base.name} is missing)")
+        raise Failed(
+            "image {image_id} has no file in the store ({base_name} is missing)", image_id=image.id, base_name=base.name
+        )
     folder = vm_folder(catalog, vm_id)
     folder.parent.mkdir(parents=True, exist_ok=True)
     folder.mkdir(mode=0o700)
@@ -120,11 +122,13 @@ def create_vm(
         with db.write_session(catalog.engine) as session:
             image = session.get(Image, image_id)
             if image is None or not actor.sees_tenant(image.tenant_id):
-                raise NotFound(f"image {image_id} not found")
-            access.require_manage(actor, image.tenant_id, f"image {image_id}")
+                raise NotFound("image {image_id} not found", image_id=image_id)
+            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
             lifecycle.require(image_id, image.status, Operation.CREATE_VM)
             if image.disk_format == "iso":
-                raise Conflict(f"image {image_id} is an ISO (installation media); a VM boots from a disk image")
+                raise Conflict(
+                    "image {image_id} is an ISO (installation media); a VM boots from a disk image", image_id=image_id
+                )
             check_password(password, image.os_type)
             driver = catalog.settings.compute.driver
             vm_id = issue_id(session, "vm")
@@ -159,7 +163,9 @@ def create_vm(
         return start_vm(catalog, actor, view["id"])
     except ImagehubError as exc:
         _remove(catalog, view["id"], actor.name, reason=f"could not start: {exc}")
-        raise Failed(f"vm {view['id']} could not be started, so it was not created: {exc}") from exc
+        raise Failed(
+            "vm {vm_id} could not be started, so it was not created: {exc}", vm_id=view["id"], exc=exc
+        ) from exc
 
 
 # ---- list -----------------------------------------------------------------------------------
@@ -172,7 +178,7 @@ def list_vms(catalog: Catalog, actor: Actor, image_id: str | None = None) -> lis
         if image_id is not None:
             image = session.get(Image, image_id)
             if image is None or not actor.sees_tenant(image.tenant_id):
-                raise NotFound(f"image {image_id} not found")
+                raise NotFound("image {image_id} not found", image_id=image_id)
             statement = statement.where(Vm.image_id == image_id)
         visible = access.visible_tenant_ids(actor)
         if visible is not None:
@@ -224,14 +230,18 @@ def start_vm(catalog: Catalog, actor: Actor, vm_id: str) -> dict[str, Any]:
     try:
         with db.read_session(catalog.engine) as session:
             vm = _load(session, actor, vm_id)
-            access.require_manage(actor, vm.tenant_id, f"vm {vm_id}")
+            access.require_manage(actor, vm.tenant_id, Msg("vm {vm_id}", vm_id=vm_id))
             capturing = capture_in_progress(session, vm_id)
             tenant_name = _tenant_name(session, vm.tenant_id)
         if capturing:
-            raise Conflict(f"vm {vm_id} is being captured into {capturing}; start it when that has ended")
+            raise Conflict(
+                "vm {vm_id} is being captured into {capturing}; start it when that has ended",
+                vm_id=vm_id,
+                capturing=capturing,
+            )
         refresh_status(catalog, vm)
         if vm.status != STOPPED:
-            raise Conflict(f"vm {vm_id} is already {vm.status}")
+            raise Conflict("vm {vm_id} is already {vm_status}", vm_id=vm_id, vm_status=vm.status)
         pid = driver_of(catalog, vm).start(machine_spec(catalog, vm))
     except ImagehubError as exc:
         audit.record_refusal(catalog.engine, actor.name, "vm.start", vm_id, str(exc))
@@ -239,7 +249,7 @@ def start_vm(catalog: Catalog, actor: Actor, vm_id: str) -> dict[str, Any]:
     with db.write_session(catalog.engine) as session:
         row = session.get(Vm, vm_id)
         if row is None:  # deleted meanwhile
-            raise NotFound(f"vm {vm_id} not found")
+            raise NotFound("vm {vm_id} not found", vm_id=vm_id)
         row.status = RUNNING
         row.pid = pid
         row.updated_at = utcnow()
@@ -257,11 +267,11 @@ def stop_vm(
     try:
         with db.read_session(catalog.engine) as session:
             vm = _load(session, actor, vm_id)
-            access.require_manage(actor, vm.tenant_id, f"vm {vm_id}")
+            access.require_manage(actor, vm.tenant_id, Msg("vm {vm_id}", vm_id=vm_id))
             tenant_name = _tenant_name(session, vm.tenant_id)
         refresh_status(catalog, vm)
         if vm.status == STOPPED:
-            raise Conflict(f"vm {vm_id} is already stopped")
+            raise Conflict("vm {vm_id} is already stopped", vm_id=vm_id)
         driver_of(catalog, vm).stop(machine_spec(catalog, vm), force=force, timeout=timeout)
     except ImagehubError as exc:
         audit.record_refusal(catalog.engine, actor.name, "vm.stop", vm_id, str(exc))
@@ -269,7 +279,7 @@ def stop_vm(
     with db.write_session(catalog.engine) as session:
         row = session.get(Vm, vm_id)
         if row is None:
-            raise NotFound(f"vm {vm_id} not found")
+            raise NotFound("vm {vm_id} not found", vm_id=vm_id)
         row.status = STOPPED
         row.pid = None
         row.updated_at = utcnow()
@@ -285,10 +295,14 @@ def delete_vm(catalog: Catalog, actor: Actor, vm_id: str) -> None:
     try:
         with db.read_session(catalog.engine) as session:
             vm = _load(session, actor, vm_id)
-            access.require_manage(actor, vm.tenant_id, f"vm {vm_id}")
+            access.require_manage(actor, vm.tenant_id, Msg("vm {vm_id}", vm_id=vm_id))
             capturing = capture_in_progress(session, vm_id)
         if capturing:
-            raise Conflict(f"vm {vm_id} is being captured into {capturing}; delete it when that has ended")
+            raise Conflict(
+                "vm {vm_id} is being captured into {capturing}; delete it when that has ended",
+                vm_id=vm_id,
+                capturing=capturing,
+            )
         driver_of(catalog, vm).stop(machine_spec(catalog, vm), force=True)
     except ImagehubError as exc:
         audit.record_refusal(catalog.engine, actor.name, "vm.delete", vm_id, str(exc))

@@ -183,7 +183,7 @@ class Worker:
         state = jobs.DONE
         try:
             if handler is None:
-                raise ImagehubError(f"no handler for job kind {job.kind}")
+                raise ImagehubError("no handler for job kind {kind}", kind=job.kind)
             log.info("job %s (%s, image %s) started, attempt %s", job.id, job.kind, job.image_id, job.attempts)
             handler.run(ctx)
             if not jobs.finish(self.catalog.engine, job.id, self.owner, jobs.DONE):

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from core import accounts, db, images
 from core.access import Actor, resolve_actor
 from core.catalog import Catalog, open_catalog
-from core.errors import ImagehubError, Invalid
+from core.errors import ImagehubError, Invalid, Msg
 from core.settings import Settings, load_settings
 
 PROG = "imagehub"
@@ -292,7 +292,7 @@ def cmd_image_export_xlsx(ctx: Context) -> int:
 def cmd_audit_list(ctx: Context) -> int:
     from core import access, audit
 
-    access.require_admin(ctx.actor, "read the audit trail")
+    access.require_admin(ctx.actor, Msg("read the audit trail"))
     a = ctx.args
     if a.limit < 1:
         raise Invalid("--limit must be at least 1")

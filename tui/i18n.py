@@ -2,7 +2,9 @@
 
 `_()` translates at call time with the language chosen by `set_language` (config `tui.language`,
 else `$LANGUAGE`/`$LC_ALL`/`$LC_MESSAGES`/`$LANG`). `N_()` only marks a string for extraction;
-translate it later with `_()`. `compile_po` turns a .po file into a .mo (the logic of CPython's
+translate it later with `_()`. `tr()` translates what comes from `core`: an error or a `Msg` by its
+template and parameters, and a stored English text (an image's failure reason) by matching it
+against the catalog's templates. `compile_po` turns a .po file into a .mo (the logic of CPython's
 `Tools/i18n/msgfmt.py`), so the catalog builds without GNU gettext.
 """
 
@@ -10,10 +12,15 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import gettext
 import os
+import re
+import string
 import struct
 from pathlib import Path
+
+from core.errors import Either, ImagehubError, Msg
 
 DOMAIN = "imagehub"
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
@@ -76,6 +83,87 @@ def set_language(language: str) -> str:
 
 def current_language() -> str:
     return _language
+
+
+# ---- what core says ---------------------------------------------------------------------------
+
+
+def tr(message: object) -> str:
+    """A text from core (an error, a `Msg`, a stored English reason) in the current language."""
+    if isinstance(message, ImagehubError):
+        message = message.message
+    if isinstance(message, Msg):
+        return _render(message.template, {name: _param(value) for name, value in message.params.items()}, str(message))
+    if isinstance(message, Either):
+        return _(" or ").join(tr(word) for word in message)
+    if isinstance(message, str):
+        return _translate_text(message, 3) if _language != "en" else message
+    return str(message)
+
+
+def _param(value: object) -> object:
+    return tr(value) if isinstance(value, (Msg, Either, ImagehubError)) else value
+
+
+def _render(template: str, params: dict[str, object], fallback: str) -> str:
+    translated = _(template)
+    if not params:
+        return translated
+    try:
+        return translated.format(**params)
+    except (KeyError, IndexError, ValueError):
+        return fallback
+
+
+def _translate_text(text: str, depth: int) -> str:
+    if not text:
+        return text
+    direct = _translations.gettext(text)
+    if direct != text or depth <= 0:
+        return direct
+    for pattern, msgid in _text_patterns(_language):
+        found = pattern.match(text)
+        if found is None:
+            continue
+        params = {name: _translate_text(value, depth - 1) for name, value in found.groupdict().items()}
+        pieces = []
+        for literal, field, _spec, _conversion in string.Formatter().parse(_(msgid)):
+            pieces.append(literal)
+            if field is not None:
+                if field not in params:
+                    return text
+                pieces.append(params[field])
+        return "".join(pieces)
+    return text
+
+
+@functools.cache
+def _text_patterns(language: str) -> list[tuple[re.Pattern[str], str]]:
+    """Every translated template with placeholders as a pattern, the most literal text first."""
+    po = LOCALE_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+    try:
+        msgids = list(parse_po(po.read_text(encoding="utf-8")))
+    except OSError:
+        return []
+    patterns: list[tuple[int, re.Pattern[str], str]] = []
+    for msgid in msgids:
+        try:
+            parsed = list(string.Formatter().parse(msgid))
+        except ValueError:
+            continue
+        fields = [field for _literal, field, _spec, _conversion in parsed if field]
+        literal = "".join(piece for piece, *_rest in parsed)
+        if not fields or len(literal) < 4 or not all(field.isidentifier() for field in fields):
+            continue
+        regex, seen = [], set()
+        for piece, field, _spec, _conversion in parsed:
+            regex.append(re.escape(piece))
+            if field:
+                regex.append(f"(?P={field})" if field in seen else f"(?P<{field}>.+?)")
+                seen.add(field)
+        patterns.append((len(literal), re.compile("".join(regex) + r"\Z", re.DOTALL), msgid))
+    patterns.sort(key=lambda item: -item[0])
+    return [(pattern, msgid) for _length, pattern, msgid in patterns]
 
 
 # ---- .po -> .mo ---------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def convert(
         message = b"".join(errors).decode("utf-8", "replace").strip().splitlines()
         detail = message[-1] if message else f"exit status {proc.returncode}"
         detail = detail.replace(str(source), source.name).replace(str(output), output.name)
-        raise Failed(f"conversion failed: {detail}")
+        raise Failed("conversion failed: {detail}", detail=detail)
     progress(1.0)
     with open(output, "rb") as handle:
         os.fsync(handle.fileno())

@@ -161,7 +161,7 @@ def detect(path: Path, *, source: bool = True) -> Inspection:
         if "gpt" in found and formats and formats != ["iso"]:
             formats.append("gpt")
         if len(formats) > 1:
-            raise Refused(f"file matches several formats ({', '.join(formats)}); refused")
+            raise Refused("file matches several formats ({formats}); refused", formats=", ".join(formats))
         kind = formats[0] if formats else "raw"
         if kind == "qcow2":
             return _qcow2(r, head)
@@ -190,7 +190,7 @@ def _raw(r: _Reader, head: bytes) -> Inspection:
         raise Refused("unsupported format: the source is empty")
     for magic, name in _COMPRESSED.items():
         if head.startswith(magic):
-            raise Refused(f"unsupported format: a {name}-compressed file; decompress it before importing")
+            raise Refused("unsupported format: a {name}-compressed file; decompress it before importing", name=name)
     text = head[:512].lstrip().lower()
     if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")):
         raise Refused("unsupported format: the source is a web page or text, not a disk image")
@@ -221,7 +221,7 @@ def _qcow2(r: _Reader, head: bytes) -> Inspection:
         raise short()
     version = _u32be(head, 4)
     if version not in (2, 3):
-        raise Refused(f"qcow2 version {version} is refused (only versions 2 and 3)")
+        raise Refused("qcow2 version {version} is refused (only versions 2 and 3)", version=version)
     if _u64be(head, 8) != 0:
         raise Refused("qcow2 backing file refused")
     cluster_bits = _u32be(head, 20)
@@ -241,7 +241,7 @@ def _qcow2(r: _Reader, head: bytes) -> Inspection:
         if incompat & 0b100:
             raise Refused("qcow2 external data file refused")
         if incompat & ~_QCOW2_KNOWN_INCOMPAT:
-            raise Refused(f"qcow2 with unknown incompatible features (0x{incompat:x}) refused")
+            raise Refused("qcow2 with unknown incompatible features (0x{incompat:x}) refused", incompat=incompat)
         if incompat & 0b10:
             raise Refused("qcow2 marked corrupt refused")
         header_length = _u32be(head, 100)
@@ -277,7 +277,7 @@ def _vmdk(r: _Reader, head: bytes) -> Inspection:
         raise Refused("vmdk of an old (COWD) kind is refused")
     version = _u32le(head, 4)
     if version not in (1, 2, 3):
-        raise Refused(f"vmdk version {version} is refused")
+        raise Refused("vmdk version {version} is refused", version=version)
     capacity = _u64le(head, 12)
     desc_offset, desc_size = _u64le(head, 28), _u64le(head, 36)
     gd_offset, overhead = _u64le(head, 56), _u64le(head, 64)
@@ -309,7 +309,11 @@ def _vmdk(r: _Reader, head: bytes) -> Inspection:
             continue
         raise Refused("vmdk descriptor has a line that is not understood; refused")
     if create_type not in VMDK_ALLOWED_TYPES:
-        raise Refused(f"vmdk type {create_type} refused (only {' and '.join(VMDK_ALLOWED_TYPES)})")
+        raise Refused(
+            "vmdk type {create_type} refused (only {allowed})",
+            create_type=create_type,
+            allowed=" and ".join(VMDK_ALLOWED_TYPES),
+        )
     if parent != "ffffffff":
         raise Refused("vmdk with a parent disk refused")
     if not extents:
@@ -352,7 +356,7 @@ def _vhd(r: _Reader, head: bytes) -> Inspection:
             raise short()
         return Inspection("vhd", current_size, r.size, {"subformat": "fixed"})
     if disk_type != 3:
-        raise Refused(f"vhd disk type {disk_type} refused")
+        raise Refused("vhd disk type {disk_type} refused", disk_type=disk_type)
     data_offset = _u64be(footer, 16)
     dyn = r.need(data_offset, 1024)
     if dyn[:8] != b"cxsparse":
@@ -500,12 +504,12 @@ def _pax_records(data: bytes) -> list[tuple[str, str]]:
 def _check_member(name: str, kind: bytes) -> None:
     if kind not in (b"0", b"\x00", b"7"):
         what = {b"1": "a hard link", b"2": "a symbolic link", b"3": "a device", b"4": "a device", b"5": "a folder"}
-        raise Refused(f"OVA member {name!r} is {what.get(kind, 'not a regular file')}; refused")
+        raise Refused("OVA member {name!r} is {what}; refused", name=name, what=what.get(kind, "not a regular file"))
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
-        raise Refused(f"OVA member {name!r} has an unsafe path; refused")
+        raise Refused("OVA member {name!r} has an unsafe path; refused", name=name)
     if "/" in name.strip("/") or "\\" in name:
-        raise Refused(f"OVA member {name!r} is in a folder; refused")
+        raise Refused("OVA member {name!r} is in a folder; refused", name=name)
 
 
 def _local(tag: str) -> str:
@@ -535,7 +539,7 @@ def parse_ovf(data: bytes, members: dict[str, TarMember]) -> TarMember:
     if not disks:
         raise Refused("OVF describes no disk; refused")
     if len(disks) > 1:
-        raise Refused(f"OVA has {len(disks)} disks and the OVF does not make the boot disk clear; refused")
+        raise Refused("OVA has {count} disks and the OVF does not make the boot disk clear; refused", count=len(disks))
     href = files.get(_attr(disks[0], "fileRef"))
     if not href or href not in members:
         raise Refused("OVF names a disk file that is not in the OVA; refused")
@@ -566,11 +570,19 @@ def cross_check(path: Path, found: Inspection) -> Inspection:
         info = qemu.info(path, qemu_format)
     except Failed as exc:
         detail = str(exc).replace(str(path), path.name)  # no server paths in the user's reason
-        raise Refused(f"{found.format} image is damaged or not what its header says ({detail})") from exc
+        raise Refused(
+            "{found_format} image is damaged or not what its header says ({detail})",
+            found_format=found.format,
+            detail=detail,
+        ) from exc
     if info.get("format") != qemu_format:
-        raise Refused(f"format check failed: qemu-img sees {info.get('format')}, not {found.format}")
+        raise Refused(
+            "format check failed: qemu-img sees {seen_format}, not {found_format}",
+            seen_format=info.get("format"),
+            found_format=found.format,
+        )
     if info.get("backing-filename") or info.get("full-backing-filename"):
-        raise Refused(f"{found.format} backing file refused")
+        raise Refused("{found_format} backing file refused", found_format=found.format)
     data = (info.get("format-specific") or {}).get("data") or {}
     if data.get("data-file"):
         raise Refused("qcow2 external data file refused")
@@ -583,7 +595,10 @@ def cross_check(path: Path, found: Inspection) -> Inspection:
         if size > found.virtual_size or size < found.virtual_size - 64 * 1024 * 1024:
             raise Refused("format check failed: qemu-img disagrees with the vhd header about the size")
     elif size != found.virtual_size:
-        raise Refused(f"format check failed: qemu-img disagrees with the {found.format} header about the size")
+        raise Refused(
+            "format check failed: qemu-img disagrees with the {found_format} header about the size",
+            found_format=found.format,
+        )
     found.virtual_size = size
     return found
 
@@ -594,8 +609,10 @@ def check_target(found: Inspection, target_bytes: int) -> None:
         if shown.split()[0].split(".")[0] == target.split()[0]:  # "20.00 GiB exceeds 20 GiB" says nothing
             shown, target = f"{found.virtual_size} bytes", f"{target_bytes} bytes ({target})"
             hint = "; choose a larger target size"
-            raise Refused(f"virtual size {shown} exceeds target size {target}{hint}")
-        raise Refused(f"virtual size {shown} exceeds target size {target}")
+            raise Refused(
+                "virtual size {shown} exceeds target size {target}{hint}", shown=shown, target=target, hint=hint
+            )
+        raise Refused("virtual size {shown} exceeds target size {target}", shown=shown, target=target)
 
 
 def check_output(path: Path, store_format: str, expected_size: int) -> None:
@@ -603,9 +620,13 @@ def check_output(path: Path, store_format: str, expected_size: int) -> None:
     try:
         found = detect(path, source=False)
     except Refused as exc:
-        raise Refused(f"converted image failed inspection: {exc}") from exc
+        raise Refused("converted image failed inspection: {exc}", exc=exc) from exc
     if found.format != store_format:
-        raise Refused(f"converted image is not plain {store_format} (it looks like {found.format}); refused")
+        raise Refused(
+            "converted image is not plain {store_format} (it looks like {found_format}); refused",
+            store_format=store_format,
+            found_format=found.format,
+        )
     try:
         info = qemu.info(path, store_format)
     except Failed as exc:

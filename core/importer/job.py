@@ -106,7 +106,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
     with db.read_session(catalog.engine) as session:
         image = session.get(Image, image_id)
         if image is None or image.status != Status.IMPORTING:
-            raise Failed(f"image {image_id} is no longer importing")
+            raise Failed("image {image_id} is no longer importing", image_id=image_id)
     params = ctx.params
     settings = catalog.settings.import_
     store_format = settings.store_format if settings.store_format in STORE_FORMATS else "raw"
@@ -160,7 +160,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
     ctx.progress("verifying", size, size, force=True)
     expected = params.get("sha256")
     if expected and expected != summary["sha256"]:
-        raise Failed(f"SHA-256 mismatch: expected {expected}, got {summary['sha256']}")
+        raise Failed("SHA-256 mismatch: expected {expected}, got {actual}", expected=expected, actual=summary["sha256"])
 
     # inspecting
     ctx.progress("inspecting", 0, size, force=True)

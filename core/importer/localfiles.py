@@ -41,11 +41,13 @@ def check_local_file(settings: Settings, given: str | os.PathLike[str], *, inter
         allowed = not protected and any(_within(path, root) for root in roots)
     if not allowed:
         folders = ", ".join(str(root) for root in roots)
-        raise Invalid(f"file {given} is not in an import folder ({folders}); copy it there first")
+        raise Invalid(
+            "file {given} is not in an import folder ({folders}); copy it there first", given=given, folders=folders
+        )
     if not path.is_file():
-        raise Invalid(f"file {given} does not exist or is not a regular file")
+        raise Invalid("file {given} does not exist or is not a regular file", given=given)
     if path.stat().st_nlink > 1:  # a hard link may name a file of the store under an import folder
-        raise Invalid(f"file {given} has other hard links; import a copy of it")
+        raise Invalid("file {given} has other hard links; import a copy of it", given=given)
     if not os.access(path, os.R_OK):
-        raise Invalid(f"file {given} cannot be read")
+        raise Invalid("file {given} cannot be read", given=given)
     return path

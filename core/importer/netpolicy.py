@@ -107,19 +107,23 @@ class Policy:
             parts = urlsplit(text)
             port = parts.port
         except ValueError as exc:
-            raise Invalid(f"url is not valid: {redact(text)}") from exc
+            raise Invalid("url is not valid: {url}", url=redact(text)) from exc
         scheme = parts.scheme.lower()
         if not scheme or "://" not in text:
             raise Invalid("url needs a scheme: http://, https:// or ftp://")
         if scheme not in self.allowed_schemes:
-            raise Invalid(f"url scheme {scheme} is not allowed; allowed: {', '.join(self.allowed_schemes)}")
+            raise Invalid(
+                "url scheme {scheme} is not allowed; allowed: {allowed}",
+                scheme=scheme,
+                allowed=", ".join(self.allowed_schemes),
+            )
         host = (parts.hostname or "").rstrip(".").lower()
         if not host:
-            raise Invalid(f"url has no host: {redact(text)}")
+            raise Invalid("url has no host: {url}", url=redact(text))
         port = port if port is not None else DEFAULT_PORTS.get(scheme)
         if port is None or port not in self.allowed_ports:
             allowed = ", ".join(str(p) for p in self.allowed_ports)
-            raise Invalid(f"url port {port} is not allowed; allowed: {allowed}")
+            raise Invalid("url port {port} is not allowed; allowed: {allowed}", port=port, allowed=allowed)
         _check_host_spelling(host)
         return SourceUrl(
             scheme=scheme,
@@ -143,8 +147,9 @@ class Policy:
         for address in addresses:
             if not self.address_allowed(address, source):
                 raise PolicyRefused(
-                    f"source refused by the network policy: {source.host} is not an allowed destination "
-                    "(private, loopback, link-local and metadata addresses are refused)"
+                    "source refused by the network policy: {host} is not an allowed destination "
+                    "(private, loopback, link-local and metadata addresses are refused)",
+                    host=source.host,
                 )
         return addresses
 
@@ -154,7 +159,7 @@ def _check_host_spelling(host: str) -> None:
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])
         except ValueError as exc:
-            raise Invalid(f"url host {host} is not a valid IPv6 address") from exc
+            raise Invalid("url host {host} is not a valid IPv6 address", host=host) from exc
         if "%" in host:
             raise Invalid("url host may not carry an IPv6 zone")
         return
@@ -162,14 +167,14 @@ def _check_host_spelling(host: str) -> None:
         try:
             ipaddress.IPv4Address(host)
         except ValueError as exc:
-            raise Invalid(f"url host {host} is not a dotted-quad IPv4 address") from exc
+            raise Invalid("url host {host} is not a dotted-quad IPv4 address", host=host) from exc
         return
     labels = host.split(".")
     if not all(_HOST_LABEL.match(label) for label in labels):
         try:
             host.encode("idna")
         except UnicodeError as exc:
-            raise Invalid(f"url host {host} is not a valid host name") from exc
+            raise Invalid("url host {host} is not a valid host name", host=host) from exc
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -210,12 +215,12 @@ def resolve_host(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
-        raise Failed(f"source unreachable: host name {host} not found") from exc
+        raise Failed("source unreachable: host name {host} not found", host=host) from exc
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        raise Failed(f"source unreachable: host name {host} not found")
+        raise Failed("source unreachable: host name {host} not found", host=host)
     return addresses

@@ -173,7 +173,7 @@ class StagedFile:
         if self._error is not None:
             error = self._error
             reason = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
-            raise Failed(f"cannot write the staged source: {reason.lower()}") from error
+            raise Failed("cannot write the staged source: {reason}", reason=reason.lower()) from error
 
     def buffer(self) -> mmap.mmap:
         """An empty, page-aligned buffer of `CHUNK` bytes to receive into."""
@@ -187,7 +187,7 @@ class StagedFile:
         """The first `n` bytes of `buf` are the next bytes of the source."""
         if self.written + n > self.cap:
             self._free.put(buf)
-            raise Failed(f"source is larger than the {_human(self.cap)} allowed for this target size")
+            raise Failed("source is larger than the {limit} allowed for this target size", limit=_human(self.cap))
         self._check()
         with self._lock:
             self._pending[id(buf)] = len(self._queues)
@@ -260,15 +260,15 @@ def fetch_file(path: Path, sink: StagedFile) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError as exc:
-        raise Failed(f"source file {path} does not exist") from exc
+        raise Failed("source file {path} does not exist", path=path) from exc
     except OSError as exc:
-        raise Failed(f"source file {path} cannot be read: {exc.strerror or exc}") from exc
+        raise Failed("source file {path} cannot be read: {reason}", path=path, reason=exc.strerror or exc) from exc
     with os.fdopen(fd, "rb", buffering=0) as src:
         info = os.fstat(src.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise Failed(f"source file {path} is not a regular file")
+            raise Failed("source file {path} is not a regular file", path=path)
         if info.st_nlink > 1:  # checked on the open file too: a link made after the path check
-            raise Failed(f"source file {path} has other hard links; import a copy of it")
+            raise Failed("source file {path} has other hard links; import a copy of it", path=path)
         sink.total = info.st_size
         if sink.written > info.st_size:
             sink.reset()
@@ -312,7 +312,7 @@ def tls_context(ca_bundle: str = "") -> ssl.SSLContext:
         try:
             context.load_verify_locations(cafile=ca_bundle)
         except (OSError, ssl.SSLError) as exc:
-            raise Failed(f"import.ca_bundle {ca_bundle} cannot be loaded") from exc
+            raise Failed("import.ca_bundle {ca_bundle} cannot be loaded", ca_bundle=ca_bundle) from exc
     return context
 
 
@@ -368,11 +368,14 @@ def _http_once(
             if status in _REDIRECTS:
                 location = response.getheader("Location")
                 if not location:
-                    raise Failed(f"HTTP {status} from source without a Location")
+                    raise Failed("HTTP {status} from source without a Location", status=status)
                 target = urljoin(url.geturl(with_credentials=False), location.strip())
                 nxt = policy.parse(target)
                 if nxt.scheme not in ("http", "https"):
-                    raise Failed(f"source redirected to a {nxt.scheme} URL; only http and https redirects are followed")
+                    raise Failed(
+                        "source redirected to a {nxt_scheme} URL; only http and https redirects are followed",
+                        nxt_scheme=nxt.scheme,
+                    )
                 # Credentials go only to the host they were given for.
                 if url.username is not None and nxt.host == url.host and nxt.port == url.port:
                     nxt = SourceUrl(nxt.scheme, nxt.host, nxt.port, nxt.path, nxt.query, url.username, url.password)
@@ -388,10 +391,10 @@ def _http_once(
                 if not match or int(match.group(1)) != offset:
                     raise Restart()
             else:
-                raise Failed(f"HTTP {status} from source")
+                raise Failed("HTTP {status} from source", status=status)
             ctype = (response.getheader("Content-Type") or "").split(";", 1)[0].strip().lower()
             if ctype in ("text/html", "application/xhtml+xml"):
-                raise Failed(f"source sent a web page ({ctype}), not a disk image")
+                raise Failed("source sent a web page ({ctype}), not a disk image", ctype=ctype)
             length = response.getheader("Content-Length")
             expected_end = sink.written + int(length) if length and length.isdigit() else None
             if status == 200:
@@ -402,14 +405,14 @@ def _http_once(
                 meta.total = int(match.group(3))
             sink.total = meta.total
             if expected_end is not None and expected_end > sink.cap:
-                raise Failed(f"source is larger than the {_human(sink.cap)} allowed for this target size")
+                raise Failed("source is larger than the {limit} allowed for this target size", limit=_human(sink.cap))
             _stream(response, sink)
             if expected_end is not None and sink.written != expected_end:
                 raise Interrupted(f"got {sink.written} of {expected_end} bytes")
             return
         finally:
             conn.close()
-    raise Failed(f"source redirected more than {MAX_REDIRECTS} times")
+    raise Failed("source redirected more than {MAX_REDIRECTS} times", MAX_REDIRECTS=MAX_REDIRECTS)
 
 
 def _validator(response: http.client.HTTPResponse) -> str | None:
@@ -462,14 +465,14 @@ def _ftp_once(policy: Policy, source: SourceUrl, sink: StagedFile, timeout: floa
         try:
             ftp.login(source.username or "anonymous", source.password or "anonymous@")
         except ftplib.error_perm as exc:
-            raise Failed(f"FTP login refused by source ({_ftp_code(exc)})") from exc
+            raise Failed("FTP login refused by source ({code})", code=_ftp_code(exc)) from exc
         ftp.voidcmd("TYPE I")
         try:
             size: int | None = ftp.size(path)
         except ftplib.error_perm:
             size = None
         if size is not None and size > sink.cap:
-            raise Failed(f"source is larger than the {_human(sink.cap)} allowed for this target size")
+            raise Failed("source is larger than the {limit} allowed for this target size", limit=_human(sink.cap))
         sink.total = size
         if size is not None and sink.written == size:
             return
@@ -481,7 +484,7 @@ def _ftp_once(policy: Policy, source: SourceUrl, sink: StagedFile, timeout: floa
             code = _ftp_code(exc)
             if sink.written and code in ("500", "501", "502", "504"):
                 raise Restart() from exc  # REST not supported
-            raise Failed(f"FTP {code} from source") from exc
+            raise Failed("FTP {code} from source", code=code) from exc
         with conn:
             while True:
                 buf = sink.buffer()
@@ -548,12 +551,16 @@ def fetch_url(
             failures = 0 if sink.written > before else failures + 1
             log.info("transfer interrupted at %s bytes (%s); resuming", sink.written, exc)
             if failures > MAX_RETRIES:
-                raise Failed(f"source unreachable: transfer broke off at byte {sink.written}") from None
+                raise Failed(
+                    "source unreachable: transfer broke off at byte {sink_written}", sink_written=sink.written
+                ) from None
             continue
         except ssl.SSLCertVerificationError as exc:
-            raise Failed(f"source TLS certificate not trusted: {exc.verify_message}") from None
+            raise Failed(
+                "source TLS certificate not trusted: {exc_verify_message}", exc_verify_message=exc.verify_message
+            ) from None
         except ssl.SSLError as exc:
-            raise Failed(f"source TLS handshake failed: {exc.reason or 'error'}") from None
+            raise Failed("source TLS handshake failed: {reason}", reason=exc.reason or "error") from None
         except ConnectionRefusedError:
             raise Failed("source unreachable: connection refused") from None
         except TimeoutError:
@@ -561,14 +568,14 @@ def fetch_url(
                 continue
             raise Failed("source unreachable: timed out") from None
         except ftplib.Error as exc:
-            raise Failed(f"FTP {_ftp_code(exc)} from source") from None
+            raise Failed("FTP {code} from source", code=_ftp_code(exc)) from None
         except (ConnectionError, EOFError, http.client.HTTPException) as exc:
             failures = 0 if sink.written > before else failures + 1
             if failures > MAX_RETRIES:
-                raise Failed(f"source unreachable: {_os_reason(exc)}") from None
+                raise Failed("source unreachable: {reason}", reason=_os_reason(exc)) from None
             continue
         except OSError as exc:
-            raise Failed(f"source unreachable: {_os_reason(exc)}") from None
+            raise Failed("source unreachable: {reason}", reason=_os_reason(exc)) from None
 
 
 def _os_reason(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from core.errors import ImagehubError
-from tui.i18n import _
+from tui.i18n import _, tr
 
 log = logging.getLogger("imagehub.tui")
 
@@ -31,7 +31,7 @@ def report_error(node: DOMNode, error: BaseException, doing: str = "") -> None:
     """A domain error becomes a notification; anything else a notification and a log entry."""
     app: Any = node.app
     if isinstance(error, ImagehubError):
-        app.notify(str(error), title=doing or _("Refused"), severity="error", timeout=8)
+        app.notify(tr(error), title=doing or _("Refused"), severity="error", timeout=8)
         return
     log.error("unexpected error%s", f" while {doing}" if doing else "", exc_info=error)
     app.notify(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.text import Text
 
 from core.images import BatchResult
-from tui.i18n import _
+from tui.i18n import _, tr
 from tui.widgets.format import fit
 
 
@@ -18,7 +18,8 @@ def result_lines(results: Sequence[BatchResult], names: dict[str, str], done: st
         if result.ok:
             lines.append(Text.assemble(("✓ ", "green"), f"{result.id}  {name}  ", (done, "green")))
         else:
-            lines.append(Text.assemble(("✗ ", "red"), f"{result.id}  {name}  ", (result.error or _("failed"), "red")))
+            reason = tr(result.error) if result.error else _("failed")
+            lines.append(Text.assemble(("✗ ", "red"), f"{result.id}  {name}  ", (reason, "red")))
     return lines
 
 

@@ -13,7 +13,7 @@ from textual.widgets import Button, Input, Label, Static
 from core.errors import ImagehubError
 from core.images import edit_image
 from core.validation import check_description, check_name
-from tui.i18n import N_, _
+from tui.i18n import N_, _, tr
 from tui.screens.base import BaseModal, report_error
 from tui.screens.confirm import DIALOG_CSS
 from tui.widgets.format import status_label
@@ -23,7 +23,7 @@ def _problem(check: Any, value: str) -> str | None:
     try:
         check(value)
     except ImagehubError as exc:
-        return str(exc)
+        return tr(exc)
     return None
 
 

@@ -18,7 +18,7 @@ from core.accounts import list_tenants
 from core.errors import ImagehubError
 from core.images import ImageQuery, delete_images
 from core.lifecycle import Operation
-from tui.i18n import N_, _
+from tui.i18n import N_, _, tr
 from tui.screens.base import BaseScreen, report_error
 from tui.screens.batch import names_list, result_lines, summary
 from tui.screens.confirm import ChooseScreen, ConfirmScreen, PromptScreen, ResultsScreen
@@ -256,13 +256,12 @@ class ImagesScreen(BaseScreen):
         default = str(Path.cwd() / f"images-{stamp}.xlsx")
 
         def check(value: str) -> str | None:
-            path = Path(value).expanduser()
-            if not value.strip():
-                return _("a path is required")
-            if path.suffix.lower() != ".xlsx":
-                return _("the file name must end in .xlsx")
-            if not path.parent.is_dir():
-                return _("folder {folder} does not exist").format(folder=path.parent)
+            from core.export_xlsx import check_path
+
+            try:
+                check_path(value)
+            except ImagehubError as exc:
+                return tr(exc)
             return None
 
         def chosen(value: str | None) -> None:

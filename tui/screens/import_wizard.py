@@ -21,7 +21,7 @@ from textual.widgets import Button, DirectoryTree, Footer, Header, Input, Label,
 from core.accounts import list_tenants
 from core.errors import ImagehubError
 from core.validation import check_description, check_name, check_os, check_sha256, check_size_gb
-from tui.i18n import N_, _
+from tui.i18n import N_, _, tr
 from tui.screens.base import BaseScreen, report_error
 
 
@@ -29,7 +29,7 @@ def problem(check: Callable[[], object]) -> str | None:
     try:
         check()
     except ImagehubError as exc:
-        return str(exc)
+        return tr(exc)
     return None
 
 
@@ -344,5 +344,5 @@ class ImportWizard(BaseScreen):
     def _failed(self, exc: Exception) -> None:
         self.busy = False
         self.query_one("#start", Button).disabled = False
-        self.query_one("#submit-message", Static).update(str(exc) if isinstance(exc, ImagehubError) else "")
+        self.query_one("#submit-message", Static).update(tr(exc) if isinstance(exc, ImagehubError) else "")
         report_error(self, exc, _("Import"))

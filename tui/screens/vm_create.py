@@ -16,7 +16,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from core.errors import ImagehubError
 from core.validation import check_name
-from tui.i18n import N_, _
+from tui.i18n import N_, _, tr
 from tui.screens.base import BaseModal, report_error
 from tui.screens.confirm import DIALOG_CSS
 
@@ -44,7 +44,7 @@ def _problem(check: Any, *args: Any) -> str | None:
     try:
         check(*args)
     except ImagehubError as exc:
-        return str(exc)
+        return tr(exc)
     return None
 
 

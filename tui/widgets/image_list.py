@@ -23,7 +23,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.images import ImageQuery, count_images, list_images
 from core.listing import active_progress
-from tui.i18n import N_, _
+from tui.i18n import N_, _, tr
 from tui.screens.base import report_error
 from tui.widgets.format import (
     TRANSIENT,
@@ -366,7 +366,7 @@ class ImageList(Vertical):
             if old in ("importing", "creating") and image["status"] != old:
                 failed = image["status"] == "import_failed"
                 message = (
-                    _("{name} failed: {reason}").format(name=image["name"], reason=image.get("error") or "")
+                    _("{name} failed: {reason}").format(name=image["name"], reason=tr(image.get("error") or ""))
                     if failed
                     else _("{name} is now {status}.").format(name=image["name"], status=status_label(image["status"]))
                 )
@@ -492,7 +492,7 @@ class ImageList(Vertical):
             first.append(" · " + image["description"].replace("\n", " "), style="italic")
         progress = self.progress.get(image["id"])
         if image["status"] == "import_failed" and image.get("error"):
-            second = Text(_("failed: {reason}").format(reason=image["error"]), style="red")
+            second = Text(_("failed: {reason}").format(reason=tr(image["error"])), style="red")
         elif progress is not None:
             second = Text.assemble(status_cell(image["status"], progress, 30), "  ", progress_line(progress))
         else:
