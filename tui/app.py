@@ -34,6 +34,26 @@ log = logging.getLogger("imagehub.tui")
 PALETTE_SKIP = {"images.next", "images.previous", "images.status", "bin.next", "bin.previous"}
 
 
+# Textual's own palette commands, translated when the palette lists them.
+TEXTUAL_COMMANDS = (
+    N_("Bell"),
+    N_("Ring the bell"),
+    N_("Theme"),
+    N_("Change the current theme"),
+    N_("Quit"),
+    N_("Quit the application as soon as possible"),
+    N_("Keys"),
+    N_("Hide the keys and widget help panel"),
+    N_("Show help for the focused widget and a summary of available keys"),
+    N_("Minimize"),
+    N_("Minimize the widget and restore to normal size"),
+    N_("Maximize"),
+    N_("Maximize the focused widget"),
+    N_("Screenshot"),
+    N_("Save an SVG 'screenshot' of the current screen"),
+)
+
+
 class ImagehubApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "imagehub"
@@ -180,7 +200,8 @@ class ImagehubApp(App[None]):
                     binding.tooltip or binding.description,
                     partial(node.run_action, binding.action),
                 )
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            yield command._replace(title=_(command.title), help=_(command.help))
 
     # ---- errors -----------------------------------------------------------------------------
 

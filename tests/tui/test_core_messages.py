@@ -129,3 +129,13 @@ async def test_chinese_app_shows_a_refused_delete_and_a_failure_reason_in_chines
         assert "✓ img-acme0001" in results and "✗ img-acme0003" in results
         refused = next(line for line in results.splitlines() if "img-acme0003" in line)
         assert "导入中" in refused and "可用" in refused and "deleted only when" not in refused
+
+
+async def test_chinese_command_palette_lists_every_command_in_chinese(images: Catalog, people: People) -> None:
+    app = make_app(images, people.owner, language="zh_CN")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        commands = list(app.get_system_commands(app.screen))
+        assert len(commands) > 10
+        untranslated = [c.title for c in commands if not CJK.search(c.title) or not CJK.search(c.help)]
+        assert untranslated == []

@@ -65,13 +65,12 @@ def core_templates() -> tuple[set[str], list[str]]:
             if where == "core/links.py" and node.func.id == "Refused":
                 continue  # a refusal code for logs and metrics; the user sees one fixed message
             first = node.args[0]
+            chosen_at_run_time = (isinstance(first, ast.Name) and (where, first.id) in DYNAMIC) or (
+                isinstance(first, ast.Subscript) and where == "core/lifecycle.py"
+            )
             if isinstance(first, ast.Constant) and isinstance(first.value, str):
                 found.add(first.value)
-            elif isinstance(first, ast.Name) and (where, first.id) in DYNAMIC:
-                continue
-            elif isinstance(first, ast.Subscript) and where == "core/lifecycle.py":
-                continue
-            else:
+            elif not chosen_at_run_time:
                 others.append(f"{where}:{node.lineno}")
     return found, others
 
