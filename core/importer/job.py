@@ -178,7 +178,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         )
         found = inspect.detect(disk)
         if found.format not in inspect.DISK_FORMATS:
-            raise inspect.Refused(f"OVA disk in {found.format} format refused")
+            raise inspect.Refused("OVA disk in {disk_format} format refused", disk_format=found.format)
     if found.format == "iso":
         inspect.check_target(found, target_bytes)
         output, disk_format, virtual_size = disk, "iso", found.virtual_size

@@ -58,11 +58,12 @@ def core_templates() -> tuple[set[str], list[str]]:
     for path in sorted(CORE.rglob("*.py")):
         where = str(path.relative_to(CORE.parent))
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args):
+            if not (isinstance(node, ast.Call) and node.args):
                 continue
-            if node.func.id not in MESSAGE_MAKERS:
+            called = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+            if called not in MESSAGE_MAKERS:
                 continue
-            if where == "core/links.py" and node.func.id == "Refused":
+            if where == "core/links.py" and called == "Refused":
                 continue  # a refusal code for logs and metrics; the user sees one fixed message
             first = node.args[0]
             chosen_at_run_time = (isinstance(first, ast.Name) and (where, first.id) in DYNAMIC) or (
