@@ -30,7 +30,7 @@ from core import audit, db, jobs
 from core.catalog import Catalog
 from core.clock import utcnow
 from core.errors import Failed
-from core.importer import convert, credentials, inspect, sources
+from core.importer import convert, credentials, inspect, partitions, sources
 from core.importer.localfiles import check_local_file
 from core.importer.netpolicy import Policy
 from core.importer.submit import KIND
@@ -207,6 +207,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         ctx.progress("resizing", 0, target_bytes, force=True)
         convert.resize(output, store_format, target_bytes)
         inspect.check_output(output, store_format, target_bytes)
+        partitions.check_disk(output, store_format, target_bytes)
         disk_format, virtual_size = store_format, target_bytes
 
     # finishing
