@@ -51,6 +51,8 @@ TEXTUAL_COMMANDS = (
     N_("Maximize the focused widget"),
     N_("Screenshot"),
     N_("Save an SVG 'screenshot' of the current screen"),
+    N_("palette"),
+    N_("Open the command palette"),
 )
 
 
@@ -172,6 +174,13 @@ class ImagehubApp(App[None]):
         self.stop_worker()
 
     # ---- app-wide actions -------------------------------------------------------------------
+
+    def action_command_palette(self) -> None:
+        """Textual's palette, with its search prompt in the user's language."""
+        from textual.command import CommandPalette
+
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(CommandPalette(placeholder=_("Search for commands…"), id="--command-palette"))
 
     def action_keys(self) -> None:
         from tui.screens.help import HelpScreen

@@ -139,3 +139,16 @@ async def test_chinese_command_palette_lists_every_command_in_chinese(images: Ca
         assert len(commands) > 10
         untranslated = [c.title for c in commands if not CJK.search(c.title) or not CJK.search(c.help)]
         assert untranslated == []
+
+
+async def test_chinese_footer_and_palette_prompt(images: Catalog, people: People) -> None:
+    from textual.command import CommandInput
+
+    app = make_app(images, people.owner, language="zh_CN")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        footer = {b.description for _k, b in app._bindings if b.action == "command_palette"}
+        assert footer == {"命令面板"}
+        await pilot.press("ctrl+p")
+        await settle(pilot)
+        assert app.screen.query_one(CommandInput).placeholder == "搜索命令…"
