@@ -114,6 +114,8 @@ class ImportSettings(BaseModel):
     local_roots: folders whose files may be imported with --file (empty: tui.import_root only);
         the store, staging, exports and keys under data_dir are never importable.
     stall_timeout_seconds: an import receiving no data this long fails as stalled.
+    staging_quota_gb: what one tenant's running imports may hold in staging at once, counted on
+        disk across every node (Glance's image_stage_total); an import passing it fails (0: none).
     store_format: format images are stored in: "raw" or "qcow2".
     """
 
@@ -127,6 +129,7 @@ class ImportSettings(BaseModel):
     job_lease_seconds: float = 30.0
     local_roots: list[Path] = Field(default_factory=list)
     stall_timeout_seconds: int = 600
+    staging_quota_gb: float = Field(default=0, ge=0)
     store_format: str = "raw"
 
     @model_validator(mode="after")

@@ -33,6 +33,7 @@ from core.errors import Failed
 from core.importer import convert, credentials, inspect, partitions, sources
 from core.importer.localfiles import check_local_file
 from core.importer.netpolicy import Policy
+from core.importer.quota import StagingQuota
 from core.importer.submit import KIND
 from core.models import Image, Job, Status
 from core.worker import JobContext, LeaseLost, Worker, register
@@ -107,6 +108,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         image = session.get(Image, image_id)
         if image is None or image.status != Status.IMPORTING:
             raise Failed("image {image_id} is no longer importing", image_id=image_id)
+        tenant_id = image.tenant_id
     params = ctx.params
     settings = catalog.settings.import_
     store_format = settings.store_format if settings.store_format in STORE_FORMATS else "raw"
@@ -116,6 +118,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
     _remove_store_files(catalog, image_id)
     received = work / "received.json"
     source_file = work / "source"
+    quota = StagingQuota(catalog, tenant_id, settings.staging_quota_gb)
 
     # downloading
     summary = _read_summary(received)
@@ -131,8 +134,14 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         def report(done: int, total: int | None) -> None:  # at once when the total becomes known
             ctx.progress("downloading", done, total, force=total is not None and total != ctx.job.bytes_total)
 
+        quota.check(now=True)
+
+        def guard() -> None:  # in the writing thread, before each chunk
+            keeper.check()
+            quota.check()
+
         sink = sources.StagedFile(source_file, size_cap(target_bytes), report)
-        sink.guard = keeper.check
+        sink.guard = guard
         sink.open(rehash=lambda done: ctx.progress("downloading", done, None))
         try:
             if params.get("source") == "file":
@@ -200,6 +209,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
                 keeper.check()
 
         convert.convert(disk, found.format, output, store_format, converting)
+        quota.check(now=True)  # the converted disk is staged too
         if disk == source_file and not source_file.exists():
             received.unlink(missing_ok=True)  # raw -> raw moved the source: a rerun must fetch it again
 

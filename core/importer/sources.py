@@ -156,8 +156,10 @@ class StagedFile:
             buf, n = item
             try:
                 if self._error is None:
-                    with memoryview(buf) as view:
-                        work(view[:n])
+                    # Both views released on the way out, even when `work` raises: a traceback kept
+                    # in `_error` must not hold the buffer exported, or it cannot be closed.
+                    with memoryview(buf) as view, view[:n] as part:
+                        work(part)
             except BaseException as exc:
                 self._error = exc
             finally:
@@ -172,7 +174,9 @@ class StagedFile:
     def _check(self) -> None:
         if self._error is not None:
             error = self._error
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+            if not isinstance(error, OSError):
+                raise error  # the guard's own reason (lease lost, staging quota)
+            reason = error.strerror or type(error).__name__
             raise Failed("cannot write the staged source: {reason}", reason=reason.lower()) from error
 
     def buffer(self) -> mmap.mmap:
