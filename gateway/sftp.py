@@ -4,9 +4,10 @@ A valid token skips authentication entirely (OpenSSH `sftp` runs without a promp
 that cannot put it in the user name, any user name with the token as password is accepted too.
 The host key is the one `imagehub init` made. The session sees a read-only root holding only the
 link's file and its `.sha256`: `stat`, `opendir`/`readdir`, `open` for reading and reads at any
-offset (up to 4 MiB each, served whole, with `os.pread` off the event loop); writes, removes,
-renames, `mkdir`/`rmdir`, links and `setstat` are refused. Only the `sftp` subsystem is offered:
-no shell, exec, scp or forwarding.
+offset (up to 4 MiB each, served whole: on the event loop when the page cache holds the bytes,
+else with `os.pread` in a thread); writes, removes, renames, `mkdir`/`rmdir`, links and `setstat`
+are refused. Only the `sftp` subsystem is offered: no shell, exec, scp or forwarding. asyncssh's
+empty SSH_MSG_IGNORE before every packet (a CBC countermeasure) is skipped: no CBC cipher is offered.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 
 import asyncssh
 from asyncssh import SFTPAttrs, SFTPName, SFTPNoSuchFile, SFTPOpUnsupported, SFTPPermissionDenied
+from asyncssh.constants import MSG_IGNORE
+from asyncssh.packet import String
 
 from core.links import Refused, Served
 from gateway.transfers import Conn, Registry, Transfer
@@ -34,6 +37,48 @@ log = logging.getLogger("imagehub.gateway.sftp")
 ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"]
 _WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_EXCL
 _READ_ACCESS = 0x1 | 0x8 | 0x80 | 0x20000 | 0x100000  # ACE4 read data/named attrs/attributes/ACL, synchronize
+
+
+# An empty string: the payload of the SSH_MSG_IGNORE asyncssh puts before every packet.
+_IGNORE_PAYLOAD = String(b"")
+_RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+
+
+def _skip_cbc_ignores(conn: asyncssh.SSHServerConnection) -> None:
+    """Stop `conn` sending an empty SSH_MSG_IGNORE before each of its packets.
+
+    asyncssh does so once keys are in use: RFC 4251 9.3.1's countermeasure against predictable CBC
+    IVs. No CBC cipher is offered here (ENCRYPTION_ALGS); with GCM or CTR these packets protect
+    nothing and double the packets to encrypt, send and decrypt (measured with AES-GCM, the server's
+    CPU per GB sent: 1.6 s with them, 1.3 s without, 1.0 s with the reads below too). asyncssh sends
+    MSG_IGNORE nowhere else.
+    """
+    send_packet = conn.send_packet
+
+    def send_packet_without_ignores(pkttype: int, *args: bytes, handler: Any = None) -> None:
+        if pkttype == MSG_IGNORE and args == (_IGNORE_PAYLOAD,):
+            return
+        send_packet(pkttype, *args, handler=handler)
+
+    conn.send_packet = send_packet_without_ignores  # type: ignore[method-assign]
+
+
+def _pread_cached(fd: int, size: int, offset: int) -> bytearray | None:
+    """The `size` bytes at `offset` if the page cache holds them all, else None (the caller reads in a thread).
+
+    A read from the page cache costs microseconds (about 16 us for 255 KiB here): far less than a hop
+    to a thread and back, which the event loop pays for every read. RWF_NOWAIT makes the kernel
+    answer EAGAIN, or stop short, rather than wait for the disk. A short read may also be the end of
+    the file: the thread's plain `pread` tells which.
+    """
+    if not _RWF_NOWAIT:
+        return None
+    buf = bytearray(size)
+    try:
+        got = os.preadv(fd, [buf], offset, _RWF_NOWAIT)
+    except OSError:  # EAGAIN: not cached; EOPNOTSUPP: this file system cannot tell
+        return None
+    return buf if got == size else None
 
 
 class Session:
@@ -66,6 +111,7 @@ class GatewaySSHServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.ssh = conn
+        _skip_cbc_ignores(conn)
         peer = conn.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "-"
 
@@ -207,7 +253,9 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
 
     async def read(self, file_obj: _Handle, offset: int, size: int) -> bytes:
         self._check_cut()
-        data = await asyncio.to_thread(os.pread, file_obj.fd, size, offset)
+        data = _pread_cached(file_obj.fd, size, offset)
+        if data is None:
+            data = await asyncio.to_thread(os.pread, file_obj.fd, size, offset)
         if file_obj.transfer is not None:
             file_obj.transfer.add(len(data))
         else:
