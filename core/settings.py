@@ -64,6 +64,8 @@ class GatewaySettings(BaseModel):
     host: bind address. public_host: host name put into links (empty: host).
     http_port, ftp_port, sftp_port: listening ports (0: pick a free port).
     ftp_passive_ports: passive data port range "first-last".
+    ftp_threads: FTP I/O loops, each a thread sending with a core of its own; new sessions go to
+        the loop with the fewest (0: one per CPU core the process may use).
     admin_ssh_port: SSH front door running the TUI for admins (0: off); its own port and host key.
     admin_ssh_login_timeout_seconds: an admin SSH client must authenticate within this.
     admin_ssh_idle_timeout_seconds: an admin session without keyboard input this long is closed.
@@ -79,6 +81,7 @@ class GatewaySettings(BaseModel):
     http_port: int = 8080
     ftp_port: int = 2121
     ftp_passive_ports: str = "30000-30099"
+    ftp_threads: int = Field(default=0, ge=0)
     sftp_port: int = 2222
     admin_ssh_port: int = 0
     admin_ssh_login_timeout_seconds: int = 30

@@ -1,4 +1,14 @@
-"""FTP downloads (pyftpdlib, in a thread of its own): the token is the user name, any password.
+"""FTP downloads (pyftpdlib): the token is the user name, any password.
+
+pyftpdlib drives its sessions from an IOLoop, one thread; one loop sends with one core only. So
+the gateway runs `gateway.ftp_threads` loops (0: one per usable CPU core), each a thread of its
+own. The first loop also holds the listening socket: each new connection is handed to the loop
+with the fewest sessions (through that loop's eventfd, so it starts at once) and lives there to
+its end: its commands, its data connection, its idle timer, its cut. A loop polls only its own
+sessions (bytes accounting, cuts requested by `Registry.tick`), so a session is only ever closed
+by its own loop's thread. One listening socket: port 0 needs no care, connections are spread
+evenly (SO_REUSEPORT siblings would leave it to a hash: 8 connections split 6/2 or worse about
+one time in three).
 
 With a TLS certificate configured, explicit FTPS (`AUTH TLS`) is offered too, when pyOpenSSL is
 installed (pyftpdlib's TLS support needs it); plain FTP stays available for stock clients.
@@ -18,12 +28,15 @@ import os
 import posixpath
 import socket
 import threading
+import time
+from collections import deque
 from typing import Any
 
 from pyftpdlib.authorizers import AuthenticationFailed, DummyAuthorizer
 from pyftpdlib.filesystems import AbstractedFS, FilesystemError
 from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.handlers.ftp.control import proto_cmds as _PROTO_CMDS
+from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from core.links import Refused, Served
@@ -32,6 +45,11 @@ from gateway.transfers import Conn, Registry, Transfer, reset_on_close
 log = logging.getLogger("imagehub.gateway.ftp")
 READ_PERMS = "elr"
 REFUSED_CMDS = ("SITE", "SITE CHMOD", "SITE HELP")
+POLL_SECONDS = 0.25  # how often a loop accounts bytes and closes cut sessions
+LOOP_TIMEOUT = 0.5  # longest wait of a loop's epoll; scheduled calls (idle timers) run after it
+# Bytes asked of one sendfile() call. pyftpdlib's 64 KiB costs a pass of the loop per 64 KiB; measured
+# here (8 lftp streams writing to disk, 2 loops): 256 KiB-1 MiB best, 4 MiB and more as slow as 64 KiB.
+SENDFILE_CHUNK = 512 * 1024
 
 
 class OneFileFS(AbstractedFS):
@@ -199,21 +217,23 @@ class GatewayFTPHandler(FTPHandler):
     proto_cmds = {k: v for k, v in _PROTO_CMDS.items() if k not in REFUSED_CMDS}
     registry: Registry
     gateway: FtpGateway
+    loop: FtpLoop  # set on the per-loop subclass the session was made from
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
         self.served: Served | None = None
         self.link_conn: Conn | None = None
         self.transfer: Transfer | None = None
         self.cut_reason: str | None = None
+        self.counted = True  # in `loop.load` (the acceptor counted the connection in)
+        self.loop.sessions.add(self)  # before pyftpdlib's __init__, which may close the session at once
         super().__init__(conn, server, ioloop)
 
     def attach(self, served: Served, conn: Conn) -> None:
         self.served = served
         self.link_conn = conn
-        self.gateway.sessions.add(self)
 
     def request_cut(self, reason: str) -> None:
-        """Called from any thread; the FTP thread closes the session on its next poll."""
+        """Called from any thread; the session's own loop closes it on its next poll."""
         self.cut_reason = reason
 
     # --- never log the token
@@ -266,7 +286,7 @@ class GatewayFTPHandler(FTPHandler):
             self.registry.end(transfer, status)
 
     def poll(self) -> None:
-        """In the FTP thread: account bytes of the running transfer, close the session if cut."""
+        """In the session's loop: account bytes of the running transfer, close the session if cut."""
         transfer = self.transfer
         channel = self.data_channel
         if transfer is not None and channel is not None:
@@ -285,19 +305,192 @@ class GatewayFTPHandler(FTPHandler):
     def close(self) -> None:
         if not self._closed:
             super().close()
-            self.gateway.sessions.discard(self)
             if self.link_conn is not None:
                 self.registry.close_conn(self.link_conn)
+        self.loop.sessions.discard(self)
+        if self.counted:
+            self.counted = False
+            self.loop.release()
+
+
+class Waker:
+    """An eventfd in one loop: `wake`, from any thread, makes that loop run `on_wake` at once."""
+
+    def __init__(self, ioloop: Any, on_wake: Any) -> None:
+        self.ioloop = ioloop
+        self.on_wake = on_wake
+        self._lock = threading.Lock()  # no write to a closed (and maybe reused) descriptor
+        self._fileno: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        ioloop.register(self._fileno, self, ioloop.READ)
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._fileno is not None:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_write(self._fileno, 1)
+
+    # what pyftpdlib's IOLoop asks of what it polls
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read_event(self) -> None:
+        with self._lock:
+            if self._fileno is None:
+                return
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._fileno)
+        self.on_wake()
+
+    def handle_error(self) -> None:
+        log.exception("FTP loop wake-up failed")
+
+    def handle_close(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            fileno, self._fileno = self._fileno, None
+        if fileno is not None:
+            self.ioloop.unregister(fileno)
+            os.close(fileno)
+
+
+class FtpLoop:
+    """One pyftpdlib IOLoop in a thread of its own, and the sessions it drives."""
+
+    def __init__(self, gateway: FtpGateway, index: int, handler: type[GatewayFTPHandler]) -> None:
+        self.gateway = gateway
+        self.index = index
+        self.ioloop = IOLoop()
+        self.handler: type[GatewayFTPHandler] = type(f"{handler.__name__}{index}", (handler,), {"loop": self})
+        self.sessions: set[GatewayFTPHandler] = set()
+        self.inbox: deque[tuple[socket.socket, Any]] = deque()  # connections handed over, not yet taken
+        self.load = 0  # connections given to this loop and not closed yet (sessions, inbox)
+        self._load_lock = threading.Lock()
+        self.closed = False
+        self.waker = Waker(self.ioloop, self._take)
+        self.thread = threading.Thread(target=self._run, name=f"ftp-gateway-{index}", daemon=True)
+
+    def assign(self) -> None:
+        """From the acceptor's thread: a new connection is this loop's."""
+        with self._load_lock:
+            self.load += 1
+
+    def release(self) -> None:
+        with self._load_lock:
+            self.load -= 1
+
+    def hand(self, sock: socket.socket, addr: Any) -> None:
+        """From the acceptor's thread: this loop takes the connection over."""
+        self.inbox.append((sock, addr))
+        self.waker.wake()
+
+    def _take(self) -> None:
+        while self.inbox:
+            sock, addr = self.inbox.popleft()
+            if self.gateway.stopping.is_set():
+                sock.close()
+                self.release()
+            else:
+                self.accept(sock, addr)
+        if self.gateway.stopping.is_set():
+            self.close_all()
+
+    def accept(self, sock: socket.socket, addr: Any) -> None:
+        """In this loop: a session for a new connection (pyftpdlib's FTPServer.handle_accepted).
+        The session's close releases the connection's count in `load`."""
+        server = self.gateway.server
+        session = None
+        try:
+            session = self.handler(sock, server, ioloop=self.ioloop)
+            if not session.connected:
+                return
+            if not server._accept_new_cons():
+                session.handle_max_cons()
+                return
+            session.handle()
+        except Exception:
+            log.exception("FTP connection from %s failed", addr)
+            if session is not None:
+                session.close()
+            else:
+                sock.close()
+                self.release()
+
+    def _run(self) -> None:
+        self.ioloop.call_every(POLL_SECONDS, self._poll)
+        try:
+            self.ioloop.loop(LOOP_TIMEOUT, blocking=True)
+        except Exception:
+            log.exception("FTP loop %d stopped on an error", self.index)
+        finally:
+            self.close_all()
+
+    def _poll(self) -> None:
+        for session in list(self.sessions):
+            try:
+                session.poll()
+            except Exception:
+                log.exception("FTP session poll failed")
+        if self.gateway.stopping.is_set():
+            self.close_all()
+
+    def close_all(self) -> None:
+        """Close every session, the listening socket if here, and the loop (which then ends)."""
+        self.closed = True
+        for session in list(self.sessions):
+            with contextlib.suppress(Exception):
+                session.close()
+        with contextlib.suppress(Exception):
+            self.ioloop.close()
+        self.waker.close()
+        while self.inbox:
+            sock, _addr = self.inbox.popleft()
+            sock.close()
+            self.release()
+
+
+class Acceptor(FTPServer):
+    """The listening socket, in the first loop; each connection goes to the loop with the fewest sessions."""
+
+    loops: list[FtpLoop]
+
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        target = min((loop for loop in self.loops if not loop.closed), key=lambda loop: loop.load, default=None)
+        if target is None:
+            sock.close()
+            return
+        target.assign()
+        if target.ioloop is self.ioloop:
+            target.accept(sock, addr)
+        else:
+            target.hand(sock, addr)
+
+    def _map_len(self) -> int:
+        """Open channels in all loops (pyftpdlib compares it with `max_cons`)."""
+        return sum(len(loop.ioloop.socket_map) for loop in self.loops)
+
+
+def loop_count(configured: int) -> int:
+    """`gateway.ftp_threads`; 0: one per CPU core this process may use."""
+    if configured > 0:
+        return configured
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class FtpGateway:
-    """The FTP server and its thread."""
+    """The FTP server: its listening socket and its loops."""
 
     def __init__(self, registry: Registry, host: str, port: int) -> None:
         settings = registry.catalog.settings.gateway
         self.registry = registry
-        self.sessions: set[GatewayFTPHandler] = set()
-        self._stop = threading.Event()
+        self.stopping = threading.Event()
         attributes: dict[str, Any] = {
             "registry": registry,
             "gateway": self,
@@ -328,41 +521,41 @@ class FtpGateway:
                     proto_cmds={k: v for k, v in TLS_FTPHandler.proto_cmds.items() if k not in REFUSED_CMDS},
                 )
                 self.tls = True
-        attributes["dtp_handler"] = type("ImagehubDTPHandler", (dtp_base,), {"timeout": settings.idle_timeout_seconds})
+        attributes["dtp_handler"] = type(
+            "ImagehubDTPHandler",
+            (dtp_base,),
+            {"timeout": settings.idle_timeout_seconds, "ac_out_buffer_size": SENDFILE_CHUNK},
+        )
         handler = type("ImagehubFTPHandler", bases, attributes)
         self.handler = handler
-        self.server = FTPServer((host, port), handler)
+        self.loops = [FtpLoop(self, index, handler) for index in range(loop_count(settings.ftp_threads))]
+        try:
+            self.server = Acceptor((host, port), handler, ioloop=self.loops[0].ioloop)
+        except BaseException:
+            for loop in self.loops:
+                loop.close_all()
+            raise
+        self.server.loops = self.loops
         self.server.max_cons = 1024
         self.port = self.server.socket.getsockname()[1]
-        self.thread = threading.Thread(target=self._run, name="ftp-gateway", daemon=True)
-
-    def _run(self) -> None:
-        self.server.ioloop.call_every(0.25, self._poll)
-        try:
-            self.server.serve_forever(timeout=0.5, blocking=True, handle_exit=False)
-        except Exception:
-            log.exception("FTP server stopped on an error")
-        finally:
-            with contextlib.suppress(Exception):
-                self.server.close_all()
-
-    def _poll(self) -> None:
-        for session in list(self.sessions):
-            try:
-                session.poll()
-            except Exception:
-                log.exception("FTP session poll failed")
-        if self._stop.is_set():
-            for session in list(self.sessions):
-                session.close()
-            self.server.close_all()
 
     def start(self) -> None:
-        self.thread.start()
+        for loop in self.loops:
+            loop.thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self.thread.join(timeout)
+        """Close every session and the listening socket; wait for every loop's thread to end."""
+        self.stopping.set()
+        for loop in self.loops:
+            loop.waker.wake()
+        deadline = time.monotonic() + timeout
+        for loop in self.loops:
+            if loop.thread.ident is not None:
+                loop.thread.join(max(0.0, deadline - time.monotonic()))
+            if not loop.thread.is_alive():
+                loop.close_all()  # a connection handed over as the loop ended; or never started
+            else:
+                log.warning("FTP loop %d did not stop within %.0f s", loop.index, timeout)
 
 
 def passive_address(public_host: str, host: str) -> str | None:

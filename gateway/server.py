@@ -1,5 +1,6 @@
 """`imagehub serve`: one process running the HTTP and SFTP servers and the job worker on one asyncio
-loop (the worker in a thread of its own), and the FTP server in its own thread.
+loop (the worker in a thread of its own), and the FTP server in threads of its own (one IO loop per
+CPU core by default, `gateway.ftp_threads`; see gateway/ftp.py).
 
 At start it prints one line with the ports actually bound (ports configured as 0 are picked by the
 system), e.g. `imagehub serve: http=127.0.0.1:8080 ftp=127.0.0.1:2121 sftp=127.0.0.1:2222`, and

@@ -42,6 +42,7 @@ http_port = 0
 ftp_port = 0
 sftp_port = 0
 ftp_passive_ports = ""
+ftp_threads = 2
 idle_timeout_seconds = 60
 max_connections_per_link = 8
 """
