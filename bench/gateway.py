@@ -5,6 +5,8 @@
 - SFTP: OpenSSH `sftp` from `imagehub serve` and from OpenSSH's sshd with internal-sftp, with the
   client's default cipher and with aes128-gcm@openssh.com.
 Each single stream and `--streams` parallel streams; prints MB/s and the ratio imagehub/reference.
+The clients write to /dev/null, so that the servers are compared rather than this machine's disk
+writeback (which made runs swing by +-0.2); `--to-disk` writes the files instead.
 Then `--slow` concurrent rate-limited HTTP downloads held open, and the gateway's resident memory.
 
 Every server is started by this script on free ports in a temporary folder and stopped after.
@@ -130,6 +132,9 @@ def main() -> int:
         type=int,
         default=1,
         help="runs per measurement, reference and imagehub alternating; the best counts",
+    )
+    parser.add_argument(
+        "--to-disk", action="store_true", help="clients write the downloads to files (default: /dev/null)"
     )
     parser.add_argument(
         "--only",
@@ -270,15 +275,19 @@ def run(args: argparse.Namespace, work: Path, servers: Servers) -> int:
     known = ["-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={work}/known_hosts", "-o", "BatchMode=yes"]
     filename = view["filename"]
 
+    def sink(out: str) -> str:
+        return str(downloads / out) if args.to_disk else "/dev/null"
+
     def curl(url: str, out: str) -> list[str]:
-        return ["curl", "-sS", "--fail", "-o", out, url]
+        return ["curl", "-sS", "--fail", "-o", sink(out), url]
 
     def lftp(url: str, out: str) -> list[str]:
-        return ["lftp", "-c", f"set net:max-retries 1; set cmd:fail-exit yes; get {url} -o {out}"]
+        settings = "set net:max-retries 1; set cmd:fail-exit yes; set xfer:clobber on"
+        return ["lftp", "-c", f"{settings}; get {url} -o {sink(out)}"]
 
     def sftp(target: str, port: int, remote: str, out: str, extra: list[str]) -> list[str]:
         batch = work / f"batch-{out}"
-        batch.write_text(f"get {remote} {downloads / out}\n")
+        batch.write_text(f"get {remote} {sink(out)}\n")
         return ["sftp", "-q", "-P", str(port), *known, *extra, "-b", str(batch), target]
 
     gcm = ["-o", "Ciphers=aes128-gcm@openssh.com"]

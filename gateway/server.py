@@ -1,6 +1,7 @@
 """`imagehub serve`: one process running the HTTP and SFTP servers and the job worker on one asyncio
 loop (the worker in a thread of its own), and the FTP server in threads of its own (one IO loop per
-CPU core by default, `gateway.ftp_threads`; see gateway/ftp.py).
+CPU core by default, `gateway.ftp_threads`; see gateway/ftp.py). The loop makes its sendfile copies
+in a few threads (gateway/sendfile.py), so that HTTP downloads use every core.
 
 At start it prints one line with the ports actually bound (ports configured as 0 are picked by the
 system), e.g. `imagehub serve: http=127.0.0.1:8080 ftp=127.0.0.1:2121 sftp=127.0.0.1:2222`, and
@@ -32,6 +33,7 @@ from core.links import PORTS_FILE
 from core.settings import Settings
 from core.worker import Worker
 from gateway import admin_ssh, ftp, http, sftp
+from gateway.sendfile import SendfileLoop
 from gateway.transfers import Metrics, Registry
 
 log = logging.getLogger("imagehub.gateway")
@@ -199,4 +201,5 @@ def run(catalog: Catalog) -> int:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    return asyncio.run(serve(catalog))
+    with asyncio.Runner(loop_factory=SendfileLoop) as runner:
+        return runner.run(serve(catalog))
