@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from core import db, jobs, lifecycle, qemu
@@ -126,6 +127,9 @@ def ensure(catalog: Catalog, session: Session, image: Image, fmt: str) -> Job | 
     """Queue the work that makes `fmt` of `image` servable, unless it is ready or under way."""
     if is_ready(catalog, image, fmt):
         return None
+    if session.get_bind().dialect.name != "sqlite":
+        # Two nodes asking at once must find one job, not make one each (SQLite's writes are serial).
+        session.exec(text("SELECT pg_advisory_xact_lock(8212002)"))  # type: ignore[call-overload]
     job = active_job(session, image.id, fmt)
     if job is not None:
         return job
@@ -201,7 +205,7 @@ class ExportJob:
                 image = session.get(Image, ctx.job.image_id)
                 if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD):
                     raise Failed("image {image_id} is no longer available", image_id=ctx.job.image_id)
-            store.publish(staged, target)
+            store.publish_once(staged, target)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -65,3 +65,16 @@ class Store:
         """Atomically move a finished file into place (same file system)."""
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, final)
+
+    @staticmethod
+    def publish_once(staged: Path, final: Path) -> bool:
+        """Put a finished file in place unless one is there already (made by another node meanwhile,
+        and perhaps being hashed or served): that one is kept, never replaced. True if ours went in."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(staged, final)
+        except FileExistsError:
+            return False
+        finally:
+            staged.unlink(missing_ok=True)
+        return True
