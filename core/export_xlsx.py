@@ -20,8 +20,8 @@ from core.catalog import Catalog
 from core.errors import Failed, Invalid
 from core.images import ImageQuery, iter_images
 
-HEADERS = ("Name", "ID", "System type", "OS", "Status", "Description", "Created")
-WIDTHS = (32, 14, 12, 26, 14, 48, 20)
+HEADERS = ("Name", "ID", "System type", "OS", "Status", "Description", "Created", "Tenant")
+WIDTHS = (32, 14, 12, 26, 14, 48, 20, 16)
 DATE_FORMAT = "yyyy-mm-dd hh:mm:ss"
 
 
@@ -98,6 +98,7 @@ def _write(target: Path, images: Iterable[dict], headers: Sequence[str], status_
                 status_label.get(status, status) if status_label else status,
                 _text(sheet, image["description"]),
                 created,
+                image["tenant"],
             ]
         )
         count += 1

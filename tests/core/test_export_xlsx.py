@@ -30,7 +30,7 @@ def test_export_reads_back(catalog: Catalog, people: People, tmp_path: Path):
     assert rows[0] == HEADERS
     assert all(cell.font.b for cell in sheet[1])
     assert sheet.freeze_panes == "A2"
-    assert sheet.auto_filter.ref == "A1:G3"
+    assert sheet.auto_filter.ref == "A1:H3"
     assert sheet.column_dimensions["A"].width > 10
     body = rows[1:]
     assert {r[1] for r in body} == mine
@@ -38,8 +38,18 @@ def test_export_reads_back(catalog: Catalog, people: People, tmp_path: Path):
     for row in body:
         assert row[2] == "Linux" and row[3] == "CentOS 7.9 x86_64"
         assert isinstance(row[6], datetime)
+        assert row[7] == "acme"
         assert abs((datetime.utcnow() - row[6]).total_seconds()) < 600
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_admin_export_names_each_image_s_tenant(catalog: Catalog, people: People, tmp_path: Path):
+    make_image(catalog, people.owner, Status.AVAILABLE, name="acme-web")
+    make_image(catalog, people.other_owner, Status.AVAILABLE, name="globex-web")
+    path = tmp_path / "all.xlsx"
+    assert export_xlsx(catalog, people.admin, path) == 2
+    rows = list(load_workbook(path).active.iter_rows(min_row=2, values_only=True))
+    assert {(r[0], r[7]) for r in rows} == {("acme-web", "acme"), ("globex-web", "globex")}
 
 
 def test_export_of_the_recycle_bin_and_a_filter(catalog: Catalog, people: People, tmp_path: Path):

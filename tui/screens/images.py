@@ -280,7 +280,7 @@ class ImagesScreen(BaseScreen):
         app: Any = self.app
         query = replace(self.image_list.image_query, limit=None, offset=0)
         headers = [_(h) for h in (N_("Name"), N_("ID"), N_("System type"), N_("OS"), N_("Status"))]
-        headers += [_(h) for h in (N_("Description"), N_("Created"))]
+        headers += [_(h) for h in (N_("Description"), N_("Created"), N_("Tenant"))]
         try:
             count = export_xlsx(app.catalog, app.actor, path, query, headers=headers, status_label=status_labels())
         except Exception as exc:
