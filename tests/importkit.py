@@ -9,12 +9,14 @@ import hashlib
 import http.server
 import io
 import ipaddress
+import os
 import re
 import ssl
 import subprocess
 import tarfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,23 @@ def sha256_of(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll `condition` (state on disk or in the catalog, which sends no event) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def random_raw(folder: Path, name: str, mib: int) -> Path:
+    """A raw file of `mib` MiB of random bytes (no holes: every byte takes space)."""
+    path = folder / name
+    with open(path, "wb") as handle:
+        for _ in range(mib):
+            handle.write(os.urandom(1 << 20))
+    return path
 
 
 def qemu_img(*args: str) -> None:

@@ -60,8 +60,7 @@ def check(head: bytes, disk_size: int) -> str:
         return "none"
     entries = [mbr[446 + 16 * i : 462 + 16 * i] for i in range(4)]
     flags_valid = all(entry[0] in (0x00, 0x80) for entry in entries)
-    protective = [i for i, entry in enumerate(entries) if entry[4] == PROTECTIVE]
-    if protective:
+    if any(entry[4] == PROTECTIVE for entry in entries):
         if not flags_valid:
             raise Refused("protective MBR has an invalid boot flag; the GPT disk is refused")
         for sector in SECTORS:

@@ -4,8 +4,6 @@ nothing, other tenants are not counted, and no quota (0) means none."""
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 from core.catalog import Catalog
@@ -15,25 +13,21 @@ from core.importer.submit import submit_import
 from core.models import Status
 from core.worker import Worker
 from tests.conftest import People
-from tests.importkit import OS, HttpBehaviour, http_server, image_row, import_and_wait, leftovers, port_of, run_job
+from tests.importkit import (
+    OS,
+    HttpBehaviour,
+    http_server,
+    image_row,
+    import_and_wait,
+    leftovers,
+    port_of,
+    random_raw,
+    run_job,
+    wait_for,
+)
 
 MIB = 1 << 20
 GIB = 1 << 30
-
-
-def random_raw(folder: Path, name: str, mib: int) -> Path:
-    path = folder / name
-    with open(path, "wb") as handle:
-        for _ in range(mib):
-            handle.write(os.urandom(MIB))
-    return path
-
-
-def wait_for(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def test_an_import_passing_the_quota_fails_with_the_reason_and_leaves_nothing(

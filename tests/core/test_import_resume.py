@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from core import jobs
@@ -17,7 +16,19 @@ from core.importer.submit import submit_import
 from core.models import Status
 from core.worker import Worker
 from tests.conftest import REPO, People
-from tests.importkit import OS, HttpBehaviour, http_server, image_row, leftovers, port_of, qemu_img, run_job, sha256_of
+from tests.importkit import (
+    OS,
+    HttpBehaviour,
+    http_server,
+    image_row,
+    leftovers,
+    port_of,
+    qemu_img,
+    random_raw,
+    run_job,
+    sha256_of,
+    wait_for,
+)
 
 WORKER = """
 import sys
@@ -31,18 +42,10 @@ Worker(open_catalog(settings), kinds=["import"], lease_seconds=1.0, poll_seconds
 
 
 def random_qcow2(folder: Path, mib: int = 8) -> Path:
-    raw = folder / "random.raw"
-    raw.write_bytes(os.urandom(mib << 20))
+    raw = random_raw(folder, "random.raw", mib)
     path = folder / "random.qcow2"
     qemu_img("convert", "-f", "raw", "-O", "qcow2", str(raw), str(path))
     return path
-
-
-def wait_for(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def test_worker_killed_mid_download_is_resumed_by_the_next_worker(

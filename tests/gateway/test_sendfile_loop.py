@@ -4,8 +4,11 @@ and a cancelled send (a cut) that stops writing and leaves no descriptor behind.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import socket
+import struct
+import termios
 import threading
 from pathlib import Path
 
@@ -105,8 +108,5 @@ def test_a_cancelled_send_stops_writing_and_closes_its_descriptor(tmp_path: Path
 
 
 def _pending(sock: socket.socket) -> int:
-    import fcntl
-    import struct
-    import termios
-
+    """Bytes queued for reading on `sock`."""
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
