@@ -138,11 +138,14 @@ class Job(SQLModel, table=True):
 
 
 class Link(SQLModel, table=True):
-    """A download link; the catalog keeps only a hash of its token."""
+    """A link (kind `download`: one file of one image; `workbook`: an Excel export of the image list,
+    with no image and, for an admin's export of every tenant, no tenant); the catalog keeps only a hash
+    of its token."""
 
     id: str = Field(primary_key=True, max_length=32)
-    image_id: str = Field(max_length=32, index=True)
-    tenant_id: int = Field(foreign_key="tenant.id")
+    kind: str = Field(default="download", max_length=16)
+    image_id: str | None = Field(default=None, max_length=32, index=True)
+    tenant_id: int | None = Field(default=None, foreign_key="tenant.id")
     account_id: int | None = Field(default=None, foreign_key="account.id")
     format: str = Field(max_length=16)
     filename: str = Field(max_length=128)
