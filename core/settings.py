@@ -73,6 +73,11 @@ class GatewaySettings(BaseModel):
     tls_cert, tls_key: PEM files; when set, HTTP is served as HTTPS and FTP offers AUTH TLS.
     idle_timeout_seconds: idle FTP/SFTP sessions are closed after this.
     max_connections_per_link: concurrent FTP/SFTP sessions per link.
+    login_backoff_after: failed logins (bad tokens, unknown admin keys) one client address may make
+        on the HTTP, FTP, SFTP and admin SSH ports before each further failure is answered late.
+    login_backoff_max_seconds: the longest such delay (1 s, doubling per failure, up to this);
+        0 turns the delay off (failures are still counted in the metrics). Successes never wait.
+    login_backoff_window_seconds: an address without a failure this long starts afresh.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -91,6 +96,9 @@ class GatewaySettings(BaseModel):
     tls_key: str = ""
     idle_timeout_seconds: int = 300
     max_connections_per_link: int = 8
+    login_backoff_after: int = Field(default=5, ge=0)
+    login_backoff_max_seconds: float = Field(default=16.0, ge=0)
+    login_backoff_window_seconds: float = Field(default=600.0, gt=0)
 
 
 class LinksSettings(BaseModel):

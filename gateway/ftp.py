@@ -16,8 +16,15 @@ installed (pyftpdlib's TLS support needs it); plain FTP stays available for stoc
 After login the session sees a read-only root holding only the link's file and its `.sha256`:
 `LIST`, `NLST`, `MLSD`, `MLST`, `SIZE`, `MDTM`, `REST`, `RETR` work (with sendfile); every write
 (`STOR`, `APPE`, `STOU`, `DELE`, `MKD`, `RMD`, `RNFR`/`RNTO`, `MFMT`) is refused with 550 and
-`SITE` is not offered. A bad, expired or revoked token gets `530` at login. The token never
-reaches a log line (pyftpdlib's own lines carry the link id instead).
+`SITE` is not offered. A bad, expired or revoked token gets `530` at login, after pyftpdlib's
+half-second delay or the address's longer backoff (gateway/throttle.py). The token never reaches a
+log line (pyftpdlib's own lines carry the link id instead).
+
+One login per session (checklist T16): once logged in, `USER` is refused with
+`530 Can't change to another user.` and `REIN` with `502` (as vsftpd does), so a session holds at
+most one connection slot of its link, released when it closes. Before that, a session may fail
+`max_login_attempts` (2) times and is then closed: a client cannot try tokens forever on one
+connection.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from core.links import Refused, Served
+from gateway.throttle import counts_as_failed_login
 from gateway.transfers import Conn, Registry, Transfer, reset_on_close
 
 log = logging.getLogger("imagehub.gateway.ftp")
@@ -176,6 +184,8 @@ class TokenAuthorizer(DummyAuthorizer):
             conn = self.registry.open_conn(served.link_id, "ftp", peer, handler.request_cut)
         except Refused as exc:
             message = "Too many connections for this link." if exc.reason == "too_many_connections" else str(exc)
+            if counts_as_failed_login(exc.reason):
+                handler.login_delay = self.registry.throttle.failed(handler.remote_ip, "ftp")
             raise AuthenticationFailed(message) from None
         handler.attach(served, conn)
 
@@ -225,12 +235,51 @@ class GatewayFTPHandler(FTPHandler):
         self.transfer: Transfer | None = None
         self.cut_reason: str | None = None
         self.counted = True  # in `loop.load` (the acceptor counted the connection in)
+        self.login_delay = 0.0  # the address's backoff owed by the failed login being answered
+        self._auth_reply: Any = None  # the delayed 530 of a failed login, while it waits
         self.loop.sessions.add(self)  # before pyftpdlib's __init__, which may close the session at once
         super().__init__(conn, server, ioloop)
 
     def attach(self, served: Served, conn: Conn) -> None:
+        if self.link_conn is not None and self.link_conn is not conn:
+            self.registry.close_conn(self.link_conn)  # never two slots for one session (T16)
         self.served = served
         self.link_conn = conn
+
+    # --- logins: one per session, a bounded number of failures, failures answered late
+    def ftp_USER(self, line: str) -> None:
+        if self.authenticated:
+            self.respond("530 Can't change to another user.")
+            return
+        super().ftp_USER(line)
+
+    def ftp_REIN(self, line: str) -> None:
+        self.respond("502 REIN not implemented.")
+
+    def handle_auth_failed(self, msg: str, password: str) -> None:
+        """pyftpdlib's, with the address's backoff if longer than `auth_failed_timeout`, and the
+        delayed reply cancelled if the session closes first (e.g. cut at shutdown)."""
+        delay, self.login_delay = max(self.auth_failed_timeout, self.login_delay), 0.0
+        self.del_channel()  # nothing is read from the client until the reply is sent
+        username, self.username = self.username, ""
+        message = msg.capitalize() if msg else "Authentication failed."
+        self._auth_reply = self.ioloop.call_later(
+            delay, self._answer_auth_failed, username, password, message, _errback=self.handle_error
+        )
+
+    def _answer_auth_failed(self, username: str, password: str, message: str) -> None:
+        self._auth_reply = None
+        if self._closed:
+            return
+        self.add_channel()
+        self.attempted_logins += 1
+        if self.attempted_logins >= self.max_login_attempts:
+            self.respond(f"530 {message} Disconnecting.")
+            self.close_when_done()
+        else:
+            self.respond(f"530 {message}")
+        self.log("failed login.")
+        self.on_login_failed(username, password)
 
     def request_cut(self, reason: str) -> None:
         """Called from any thread; the session's own loop closes it on its next poll."""
@@ -303,6 +352,10 @@ class GatewayFTPHandler(FTPHandler):
             self.close()
 
     def close(self) -> None:
+        if self._auth_reply is not None:
+            self._auth_reply, reply = None, self._auth_reply
+            with contextlib.suppress(Exception):
+                reply.cancel()
         if not self._closed:
             super().close()
             if self.link_conn is not None:

@@ -23,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.links import REFUSAL_MESSAGE, Refused, Served
+from gateway.throttle import counts_as_failed_login, host_of
 from gateway.transfers import Registry, reset_on_close
 
 SENDFILE_CHUNK = 8 * 1024 * 1024  # also the granularity of bytes accounted for a cut transfer
@@ -108,7 +109,10 @@ class Downloads:
         peer = self.peer(request)
         try:
             served = await asyncio.to_thread(self.registry.validate, token, name, "http", peer)
-        except Refused:
+        except Refused as exc:
+            if counts_as_failed_login(exc.reason):  # answered late once this address keeps failing
+                address = host_of(request.transport.get_extra_info("peername") if request.transport else None)
+                await asyncio.sleep(self.registry.throttle.failed(address, "http"))
             return _refusal()
         if not served.ready:
             headers = {"Retry-After": "10", **SECURITY_HEADERS}

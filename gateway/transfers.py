@@ -31,6 +31,7 @@ from core import db, links
 from core.catalog import Catalog
 from core.links import Refused, Served
 from core.models import Job
+from gateway.throttle import LoginThrottle
 
 access_log = logging.getLogger("imagehub.access")
 log = logging.getLogger("imagehub.gateway")
@@ -79,6 +80,14 @@ class Metrics:
         self.active = Gauge("imagehub_active_transfers", "File transfers in progress", ["protocol"], registry=r)
         self.refusals = Counter("imagehub_refusals", "Refused requests and logins", ["protocol", "reason"], registry=r)
         self.connections = Gauge("imagehub_connections", "Open link connections", ["protocol"], registry=r)
+        self.failed_logins = Counter(
+            "imagehub_failed_logins",
+            "Failed logins by protocol (refused tokens, unknown admin keys)",
+            ["protocol"],
+            registry=r,
+        )
+        for protocol in (*PROTOCOLS, "admin_ssh"):
+            self.failed_logins.labels(protocol)
         for protocol in PROTOCOLS:
             self.bytes.labels(protocol)
             self.active.labels(protocol)
@@ -124,6 +133,7 @@ class Registry:
         self.catalog = catalog
         self.metrics = metrics or Metrics(catalog)
         self.settings = catalog.settings.gateway
+        self.throttle = LoginThrottle.from_settings(self.settings, self.metrics.failed_logins)
         self._lock = threading.Lock()
         self._conns: set[Conn] = set()
         self._transfers: set[Transfer] = set()

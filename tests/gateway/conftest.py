@@ -45,6 +45,9 @@ ftp_passive_ports = ""
 ftp_threads = 2
 idle_timeout_seconds = 60
 max_connections_per_link = 8
+# Refusal tests fail many logins from 127.0.0.1: no delays here (tests/gateway/test_login_backoff.py
+# turns them on for its own servers); failures are still counted.
+login_backoff_max_seconds = 0
 """
 READY = re.compile(r"imagehub serve: http=([\d.]+):(\d+) ftp=[\d.]+:(\d+) sftp=[\d.]+:(\d+)")
 
