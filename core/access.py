@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from core.errors import Forbidden, NotFound
+from core.errors import Forbidden, Msg, NotFound
 from core.models import Account, Perm, Role
 
 
@@ -36,12 +36,26 @@ class Actor:
         return self.is_admin or self.tenant_id == tenant_id
 
 
-def resolve_actor(session: Session, name: str) -> Actor:
-    account = session.exec(select(Account).where(Account.name == name)).first()
-    if account is None:
-        raise Forbidden("account {name} does not exist", name=name)
+def actor_of(account: Account) -> Actor:
     assert account.id is not None
     return Actor(account.id, account.name, account.role, account.perm, account.tenant_id)
+
+
+def resolve_actor(session: Session, name: str) -> Actor:
+    """The live account called `name` (a deleted one acts no more)."""
+    account = session.exec(select(Account).where(Account.name == name, col(Account.deleted_at).is_(None))).first()
+    if account is None:
+        raise Forbidden("account {name} does not exist", name=name)
+    return actor_of(account)
+
+
+def refresh_actor(session: Session, actor: Actor) -> Actor:
+    """The actor as the catalog has it now (inside a write transaction): deleted or changed since
+    it was resolved, its current rights decide."""
+    account = session.get(Account, actor.account_id)
+    if account is None or account.deleted_at is not None:
+        raise Forbidden("account {name} does not exist", name=actor.name)
+    return actor_of(account)
 
 
 def visible_tenant_ids(actor: Actor) -> set[int] | None:
@@ -75,3 +89,38 @@ def require_account_admin(actor: Actor, tenant_id: int | None, doing: str) -> No
     if actor.role == Role.OWNER and tenant_id is not None and tenant_id == actor.tenant_id:
         return
     raise Forbidden("account {actor_name} may not {doing}", actor_name=actor.name, doing=doing)
+
+
+# ---- acting on accounts -------------------------------------------------------------------------
+
+
+def account_visible(actor: Actor, account: Account) -> bool:
+    """Admins see every account; anyone else the accounts of their own tenant."""
+    return actor.is_admin or (account.tenant_id is not None and account.tenant_id == actor.tenant_id)
+
+
+def require_account_change(actor: Actor, account: Account, doing: str) -> None:
+    """Visible (else NotFound, as if it did not exist) and changeable by the actor (else Forbidden).
+
+    Admins change (and delete) every account; a tenant's owner the members of its tenant, never an
+    owner (itself included); members no account."""
+    if not account_visible(actor, account):
+        raise NotFound("account {name} not found", name=account.name)
+    if actor.is_admin or (actor.role == Role.OWNER and account.role == Role.MEMBER):
+        return
+    if actor.role == Role.OWNER:
+        raise Forbidden("only platform admins may {doing}: {name} is a tenant owner", doing=doing, name=account.name)
+    raise Forbidden("account {actor_name} may not {doing}", actor_name=actor.name, doing=doing)
+
+
+def require_account_move(actor: Actor) -> None:
+    """Only platform admins move accounts between tenants (an owner would hand its member away)."""
+    require_admin(actor, Msg("move accounts between tenants"))
+
+
+def require_key_registration(actor: Actor, account: Account) -> None:
+    """A key logs in as its account: only the account itself and platform admins register one, so an
+    owner cannot log in as (and act in the audit trail as) one of its members."""
+    if actor.is_admin or actor.account_id == account.id:
+        return
+    raise Forbidden("only platform admins may {doing}", doing=Msg("register SSH keys on another account"))

@@ -45,10 +45,14 @@ def parse_public_key(text: str) -> tuple[str, str, str]:
     return f"{key_type} {encoded}", fingerprint_of_blob(blob), comment[:256]
 
 
-def _account(session: Any, actor: Actor, name: str) -> Account:
-    account = session.exec(select(Account).where(Account.name == name)).first()
-    if account is None:
+def _account(session: Any, actor: Actor, name: str, *, registering: bool = False) -> Account:
+    """The live account `name` whose keys the actor may see or remove (itself; an owner its tenant's
+    accounts; an admin all), or, `registering`, add to (itself; an admin any)."""
+    account = session.exec(select(Account).where(Account.name == name, col(Account.deleted_at).is_(None))).first()
+    if account is None or not access.account_visible(actor, account):
         raise NotFound("account {name} not found", name=name)
+    if registering:
+        access.require_key_registration(actor, account)
     if actor.is_admin or actor.account_id == account.id:
         return account
     access.require_account_admin(actor, account.tenant_id, Msg("manage the keys of {name}", name=name))
@@ -65,7 +69,7 @@ def add_key(catalog: Catalog, actor: Actor, account_name: str, key_file: Path) -
             ) from exc
         line, fingerprint, comment = parse_public_key(text)
         with db.write_session(catalog.engine) as session:
-            account = _account(session, actor, account_name)
+            account = _account(session, actor, account_name, registering=True)
             if session.exec(select(AccountKey).where(AccountKey.fingerprint == fingerprint)).first():
                 raise Conflict("key {fingerprint} is already registered", fingerprint=fingerprint)
             assert account.id is not None
@@ -118,6 +122,6 @@ def account_for_key(catalog: Catalog, blob: bytes) -> str | None:
         row = session.exec(
             select(Account.name)
             .join(AccountKey, col(AccountKey.account_id) == col(Account.id))
-            .where(AccountKey.fingerprint == fingerprint)
+            .where(AccountKey.fingerprint == fingerprint, col(Account.deleted_at).is_(None))
         ).first()
         return row

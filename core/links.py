@@ -145,6 +145,8 @@ def _state(catalog: Catalog, session: Session, link: Link, image: Image | None, 
         return "expired"
     if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD) or image.tenant_id != link.tenant_id:
         return "unavailable"
+    if _maker_lost(session, link, image.tenant_id):
+        return "access_lost"
     if not exports.is_ready(catalog, image, link.format):
         job = exports.latest_job(session, image.id, link.format)
         if job is not None and job.state == "failed":
@@ -298,7 +300,27 @@ def revoke_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
         raise
 
 
+def revoke_links_of(session: Session, account_id: int, now: datetime) -> int:
+    """Revoke every link `account_id` made (its account is being deleted), in the caller's
+    transaction; running transfers are cut by the gateway's next check. The number revoked."""
+    result = session.exec(  # type: ignore[call-overload]
+        update(Link).where(col(Link.account_id) == account_id, col(Link.revoked_at).is_(None)).values(revoked_at=now)
+    )
+    return int(result.rowcount or 0)
+
+
 # ---- checking tokens ----------------------------------------------------------------------------
+
+
+def _maker_lost(session: Session, link: Link, tenant_id: int | None) -> bool:
+    """The account that made the link is deleted or no longer sees `tenant_id` (moved away): the
+    link stops working (`access_lost`), for the gateway and in `link list` alike."""
+    if link.account_id is None:
+        return False
+    account = session.get(Account, link.account_id)
+    if account is None or account.deleted_at is not None:
+        return True
+    return tenant_id is not None and not access.actor_of(account).sees_tenant(tenant_id)
 
 
 def _check(catalog: Catalog, session: Session, link: Link, now: datetime) -> Served:
@@ -311,13 +333,8 @@ def _check(catalog: Catalog, session: Session, link: Link, now: datetime) -> Ser
         raise Refused("image_unavailable")
     if image.tenant_id != link.tenant_id:
         raise Refused("tenant_changed")
-    if link.account_id is not None:
-        account = session.get(Account, link.account_id)
-        if account is None:
-            raise Refused("access_lost")
-        maker = Actor(account.id or 0, account.name, account.role, account.perm, account.tenant_id)
-        if not maker.sees_tenant(image.tenant_id):
-            raise Refused("access_lost")
+    if _maker_lost(session, link, image.tenant_id):
+        raise Refused("access_lost")
     path = exports.served_path(catalog, image, link.format)
     return Served(
         link_id=link.id,

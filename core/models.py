@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Column, Index, Text
+from sqlalchemy import BigInteger, Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 from core.clock import utcnow
@@ -41,12 +41,25 @@ class Tenant(SQLModel, table=True):
 
 
 class Account(SQLModel, table=True):
+    """A person's account. A deleted one keeps its row (links and history still name it) with
+    `deleted_at` set; its name is unique among live accounts only, so it can be given out again."""
+
+    __table_args__ = (
+        Index(
+            "ix_account_name",
+            "name",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(index=True, unique=True, max_length=64)
+    name: str = Field(max_length=64)
     tenant_id: int | None = Field(default=None, foreign_key="tenant.id", index=True)
     role: str = Field(max_length=16)
     perm: str | None = Field(default=None, max_length=16)
     created_at: datetime = Field(default_factory=utcnow)
+    deleted_at: datetime | None = None
 
 
 class AccountKey(SQLModel, table=True):

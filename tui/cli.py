@@ -179,6 +179,29 @@ def cmd_account_list(ctx: Context) -> int:
     return 0
 
 
+def cmd_account_delete(ctx: Context) -> int:
+    deleted = accounts.delete_account(ctx.catalog, ctx.actor, ctx.args.name)
+    if ctx.args.json:
+        emit_json(deleted)
+    else:
+        print(
+            f"deleted account {deleted['name']} ({deleted['keys_removed']} keys removed,"
+            f" {deleted['links_revoked']} links revoked)"
+        )
+    return 0
+
+
+def cmd_account_set(ctx: Context) -> int:
+    a = ctx.args
+    account = accounts.set_account(ctx.catalog, ctx.actor, a.name, perm=a.perm, tenant=a.tenant)
+    if a.json:
+        emit_json(account)
+    else:
+        print(f"account {account['name']}: tenant {account['tenant'] or '-'}, role {account['role']},"
+              f" perm {account['perm'] or '-'}")  # fmt: skip
+    return 0
+
+
 def cmd_image_list(ctx: Context) -> int:
     a = ctx.args
     query = images.ImageQuery(
@@ -370,6 +393,12 @@ def build_parser() -> Parser:
     p.add_argument("--role", required=True, choices=["owner", "member", "admin"])
     p.add_argument("--perm", choices=["view", "manage"])
     add(account, "list", cmd_account_list, "list accounts")
+    p = add(account, "delete", cmd_account_delete, "delete an account: keys removed, links revoked, sessions ended")
+    p.add_argument("name")
+    p = add(account, "set", cmd_account_set, "change a member's perm, or move an account to another tenant (admins)")
+    p.add_argument("name")
+    p.add_argument("--perm", choices=["view", "manage"])
+    p.add_argument("--tenant", help="move the account to this tenant (platform admins only)")
 
     image = sub.add_parser("image", help="images", parents=[common]).add_subparsers(
         dest="sub", metavar="ACTION", parser_class=Parser, required=True
