@@ -14,6 +14,11 @@
   soft-serve does); a bare `ssh -T host` gets "this service needs a terminal (use ssh -t)", exit 1.
 - Port/agent/X11 forwarding and SCP are refused. Login timeout, idle timeout and a cap on
   concurrent sessions; every login and refusal goes to the audit trail with fingerprint and address.
+- A connection that starts authenticating and ends without it is a failed login of its address
+  (gateway/throttle.py, shared with the download ports under `imagehub serve`). Once the address
+  keeps failing, the first unknown key of each new connection is answered late; a known key never
+  waits (one failure per connection, so an agent offering several keys before the right one costs
+  an admin nothing on an address that has not been failing).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import struct
 import sys
 import termios
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,7 @@ import asyncssh
 
 from core import audit, db, keys
 from core.catalog import Catalog
+from gateway.throttle import LoginThrottle, host_of
 
 log = logging.getLogger("imagehub.admin_ssh")
 NEEDS_TERMINAL = "this service needs a terminal (use ssh -t)\r\n"
@@ -47,6 +54,11 @@ def _audit(catalog: Catalog, actor: str, action: str, outcome: str, reason: str 
         audit.record(session, actor, action, detail.pop("target", None), outcome, reason, **detail)
 
 
+async def _late(answer: bool, delay: float) -> bool:
+    await asyncio.sleep(delay)
+    return answer
+
+
 class _AdminServer(asyncssh.SSHServer):
     def __init__(self, front_door: AdminFrontDoor) -> None:
         self.front_door = front_door
@@ -55,18 +67,25 @@ class _AdminServer(asyncssh.SSHServer):
         self._last: tuple[str, str] | None = None  # (account, fingerprint) of the last validated key
         self.authenticated = False
         self.offered: list[str] = []
+        self.host = "?"
+        self.auth_started = False
+        self.waited = False  # the backoff is owed once per connection
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         peer = conn.get_extra_info("peername")
+        self.host = host_of(peer)
         self.address = f"{peer[0]}:{peer[1]}" if peer else "?"
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.auth_started and not self.authenticated:
+            self.front_door.throttle.failed(self.host, "admin_ssh")
         if not self.authenticated and not self.offered:
             _audit(self.front_door.catalog, "-", "admin_ssh.login", "refused", "no public key offered",
                    address=self.address, fingerprints="none")  # fmt: skip
 
     def begin_auth(self, username: str) -> bool:
+        self.auth_started = True
         return True
 
     def password_auth_supported(self) -> bool:
@@ -78,7 +97,9 @@ class _AdminServer(asyncssh.SSHServer):
     def public_key_auth_supported(self) -> bool:
         return True
 
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool | Awaitable[bool]:
+        # An awaitable only for a late refusal (asyncssh accepts both): a known key is answered at
+        # once, its signature check following synchronously (see the module docstring).
         blob = key.public_data
         fingerprint = keys.fingerprint_of_blob(blob)
         self.offered.append(fingerprint)
@@ -87,6 +108,11 @@ class _AdminServer(asyncssh.SSHServer):
         if account is None:
             _audit(self.front_door.catalog, "-", "admin_ssh.login", "refused", "unknown key",
                    address=self.address, fingerprints=fingerprint)  # fmt: skip
+            if not self.waited:
+                self.waited = True
+                delay = self.front_door.throttle.pending(self.host)
+                if delay:
+                    return _late(False, delay)
         return account is not None
 
     def auth_completed(self) -> None:
@@ -125,9 +151,10 @@ def _make_controlling_tty() -> None:
 class AdminFrontDoor:
     """Accepts admin SSH sessions and runs each in a child process."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, throttle: LoginThrottle | None = None) -> None:
         self.catalog = catalog
         gw = catalog.settings.gateway
+        self.throttle = throttle if throttle is not None else LoginThrottle.from_settings(gw)
         self.idle_timeout = gw.admin_ssh_idle_timeout_seconds
         self.max_sessions = gw.admin_ssh_max_sessions
         self.sessions: set[asyncio.Task[None]] = set()
@@ -332,9 +359,12 @@ class AdminFrontDoor:
                 await child.wait()
 
 
-async def listen(catalog: Catalog, host: str, port: int) -> tuple[asyncssh.SSHAcceptor, AdminFrontDoor]:
-    """Start the admin SSH listener; returns the acceptor (for its port and close) and the front door."""
-    front_door = AdminFrontDoor(catalog)
+async def listen(
+    catalog: Catalog, host: str, port: int, throttle: LoginThrottle | None = None
+) -> tuple[asyncssh.SSHAcceptor, AdminFrontDoor]:
+    """Start the admin SSH listener; returns the acceptor (for its port and close) and the front door.
+    `throttle`: the failed-login backoff shared with other ports (else one of its own)."""
+    front_door = AdminFrontDoor(catalog, throttle)
     gw = catalog.settings.gateway
     host_key = Path(catalog.settings.data_dir) / "admin_ssh_host_ed25519_key"
     acceptor = await asyncssh.create_server(

@@ -137,7 +137,7 @@ async def serve(
 
             admin_acceptor = None
             if gw.admin_ssh_port:
-                admin_acceptor, admin_door = await admin_ssh.listen(catalog, host, gw.admin_ssh_port)
+                admin_acceptor, admin_door = await admin_ssh.listen(catalog, host, gw.admin_ssh_port, registry.throttle)
                 stack.push_async_callback(admin_door.close)
                 stack.callback(admin_acceptor.close)
             # Unwinding runs backwards: transfers are cut first, then the servers close.

@@ -27,7 +27,8 @@ from asyncssh import SFTPAttrs, SFTPName, SFTPNoSuchFile, SFTPOpUnsupported, SFT
 from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import String
 
-from core.links import Refused, Served
+from core.links import Refused, Served, link_id_of
+from gateway.throttle import counts_as_failed_login, host_of
 from gateway.transfers import Conn, Registry, Transfer
 
 log = logging.getLogger("imagehub.gateway.sftp")
@@ -120,8 +121,9 @@ class GatewaySSHServer(asyncssh.SSHServer):
             self.registry.close_conn(self.session.conn)
             self.session = None
 
-    async def _attach(self, token: str) -> bool:
-        """Open the session of the link `token` names; False if it is refused."""
+    async def _attach(self, token: str, *, login: bool = True) -> bool:
+        """Open the session of the link `token` names; False if it is refused. A refused `login` is a
+        failed login (gateway/throttle.py): counted, and answered late once the address keeps failing."""
         ssh = self.ssh
         assert ssh is not None
         try:
@@ -132,7 +134,10 @@ class GatewaySSHServer(asyncssh.SSHServer):
                 loop.call_soon_threadsafe(ssh.close)
 
             conn = self.registry.open_conn(served.link_id, "sftp", self.peer, cut)
-        except Refused:
+        except Refused as exc:
+            if login and counts_as_failed_login(exc.reason):
+                address = host_of(ssh.get_extra_info("peername"))
+                await asyncio.sleep(self.registry.throttle.failed(address, "sftp"))
             return False
         self.session = Session(self.registry, served, conn, ssh, token)
         ssh.set_extra_info(imagehub_session=self.session)
@@ -142,7 +147,8 @@ class GatewaySSHServer(asyncssh.SSHServer):
         """A valid token as user name needs no authentication at all."""
         if self.session is not None:
             return False
-        return not await self._attach(username)
+        # Any user name is fine for password clients: only one shaped like a token is a login.
+        return not await self._attach(username, login=link_id_of(username) is not None)
 
     def password_auth_supported(self) -> bool:
         return True

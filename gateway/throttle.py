@@ -127,7 +127,8 @@ class LoginThrottle:
             self._expire(self.clock())
             return self._failures.get(key, (0, 0.0))[0]
 
-    def __len__(self) -> int:
+    def tracked(self) -> int:
+        """Addresses remembered (at most `max_addresses`)."""
         with self._lock:
             return len(self._failures)
 
