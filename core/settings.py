@@ -124,6 +124,9 @@ class ImportSettings(BaseModel):
         dies loses its jobs to another after this long.
     local_roots: folders whose files may be imported with --file (empty: tui.import_root only);
         the store, staging, exports and keys under data_dir are never importable.
+    require_disk_structure: a source must carry a partition table, a file system or volume
+        signature, or a boot sector (libblkid probing; checklist F14), else the import fails as
+        "not a disk image"; false accepts any bytes as a raw disk.
     stall_timeout_seconds: an import receiving no data this long fails as stalled.
     staging_quota_gb: what one tenant's running imports may hold in staging at once, counted on
         disk across every node (Glance's image_stage_total); an import passing it fails (0: none).
@@ -139,6 +142,7 @@ class ImportSettings(BaseModel):
     max_concurrent_total: int = 0
     job_lease_seconds: float = 30.0
     local_roots: list[Path] = Field(default_factory=list)
+    require_disk_structure: bool = True
     stall_timeout_seconds: int = 600
     staging_quota_gb: float = Field(default=0, ge=0)
     store_format: str = "raw"

@@ -1,5 +1,9 @@
 """Test kit for the import pipeline: image fixtures made with qemu-img/qemu-io, and real servers
 on 127.0.0.1 (HTTP with ranges and a request log, HTTPS with a CA made here, FTP with pyftpdlib).
+
+Every disk made here carries an MBR (one partition from 1 MiB), as an import requires a partition
+table, file system or boot sector (`import.require_disk_structure`); `structure=False` makes the
+bare disk that requirement refuses.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ import hashlib
 import http.server
 import io
 import ipaddress
+import json
 import os
 import re
 import ssl
@@ -25,6 +30,7 @@ from typing import Any
 from core import db, jobs
 from core.access import Actor
 from core.catalog import Catalog
+from core.importer.diskprobe import mbr
 from core.importer.submit import submit_import
 from core.models import Image
 from core.worker import Worker
@@ -33,6 +39,7 @@ GIB = 1 << 30
 PATTERN = 0xAB
 PATTERN_OFFSET = 1 << 20
 PATTERN_LENGTH = 64 << 10
+MBR_WRITE = 64 << 10
 OS = {"os_type": "Linux", "platform": "CentOS", "arch": "x86_64", "os_version": "7.9"}
 
 
@@ -53,11 +60,13 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 def random_raw(folder: Path, name: str, mib: int) -> Path:
-    """A raw file of `mib` MiB of random bytes (no holes: every byte takes space)."""
+    """A raw disk of `mib` MiB of random bytes after its MBR (no holes: every byte takes space)."""
     path = folder / name
     with open(path, "wb") as handle:
         for _ in range(mib):
             handle.write(os.urandom(1 << 20))
+        handle.seek(0)
+        handle.write(mbr(mib << 20))
     return path
 
 
@@ -73,13 +82,34 @@ def write_pattern(path: Path, fmt: str) -> None:
     )
 
 
-def make_disk(folder: Path, fmt: str, size: str = "64M", *, options: str = "", pattern: bool = True) -> Path:
-    """A small sparse disk in `fmt` (qemu's name) holding a known pattern at 1 MiB."""
+def write_mbr(path: Path, fmt: str) -> None:
+    """Write an MBR (one partition from 1 MiB to the end) into the disk `path` of format `fmt`."""
+    info = subprocess.run(
+        ["qemu-img", "info", "--output=json", "-f", fmt, str(path)], check=True, capture_output=True, text=True
+    )
+    sector = path.with_name(path.name + ".mbr")
+    # 64 KiB: a streamOptimized vmdk takes whole grains only
+    sector.write_bytes(mbr(int(json.loads(info.stdout)["virtual-size"])).ljust(MBR_WRITE, b"\0"))
+    try:
+        subprocess.run(
+            ["qemu-io", "-f", fmt, "-c", f"write -s {sector} 0 {MBR_WRITE}", str(path)], check=True, capture_output=True
+        )
+    finally:
+        sector.unlink()
+
+
+def make_disk(
+    folder: Path, fmt: str, size: str = "64M", *, options: str = "", pattern: bool = True, structure: bool = True
+) -> Path:
+    """A small sparse disk in `fmt` (qemu's name): an MBR (unless `structure` is false) and a known
+    pattern at 1 MiB (unless `pattern` is false)."""
     path = folder / f"disk-{fmt}-{abs(hash(options)) % 10000}.{fmt}"
     args = ["create", "-q", "-f", fmt]
     if options:
         args += ["-o", options]
     qemu_img(*args, str(path), size)
+    if structure:
+        write_mbr(path, fmt)
     if pattern:
         write_pattern(path, fmt)
     return path

@@ -30,7 +30,7 @@ from core import audit, db, jobs
 from core.catalog import Catalog
 from core.clock import utcnow
 from core.errors import Failed
-from core.importer import convert, credentials, inspect, partitions, sources
+from core.importer import convert, credentials, diskprobe, inspect, integrity, partitions, sources
 from core.importer.localfiles import check_local_file
 from core.importer.netpolicy import Policy
 from core.importer.quota import StagingQuota
@@ -192,8 +192,13 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         inspect.check_target(found, target_bytes)
         output, disk_format, virtual_size = disk, "iso", found.virtual_size
     else:
+        integrity.check_tables(disk, found.format)  # before qemu-img opens it: a truncation is named as one
         inspect.cross_check(disk, found)
         inspect.check_target(found, target_bytes)
+        integrity.check_with_qemu(disk, found.format)
+        integrity.check_mapping(disk, found.format)
+        if settings.require_disk_structure and found.format == "raw":
+            diskprobe.check_raw(disk)  # the source is the disk: refused before any conversion
         log.info("image %s: %s, virtual size %s", image_id, found.format, found.virtual_size)
 
         # converting
@@ -217,7 +222,10 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         ctx.progress("resizing", 0, target_bytes, force=True)
         convert.resize(output, store_format, target_bytes)
         inspect.check_output(output, store_format, target_bytes)
-        partitions.check_disk(output, store_format, target_bytes)
+        head = partitions.read_head(output, store_format)
+        partitions.check(head, target_bytes)
+        if settings.require_disk_structure and found.format != "raw":
+            diskprobe.check_disk(output, store_format, target_bytes, head)
         disk_format, virtual_size = store_format, target_bytes
 
     # finishing

@@ -40,7 +40,8 @@ def assert_pattern(path: Path) -> None:
         handle.seek(PATTERN_OFFSET)
         assert handle.read(PATTERN_LENGTH) == bytes([PATTERN]) * PATTERN_LENGTH
         handle.seek(0)
-        assert handle.read(PATTERN_OFFSET) == bytes(PATTERN_OFFSET)
+        head = handle.read(PATTERN_OFFSET)  # the fixture's MBR, then nothing up to the pattern
+        assert head[510:512] == b"\x55\xaa" and head[512:] == bytes(PATTERN_OFFSET - 512)
 
 
 @pytest.mark.parametrize(("fmt", "options"), FORMATS, ids=[f"{f}-{o or 'default'}" for f, o in FORMATS])
