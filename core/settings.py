@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -58,6 +58,18 @@ class ImagesSettings(BaseModel):
     max_size_gb: int = 500
 
 
+def split_host_port(value: str) -> tuple[str, int] | None:
+    """(host, port) from "HOST:PORT" or "[IPV6]:PORT"; None for ""; ValueError otherwise."""
+    if not value:
+        return None
+    host, colon, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f'expected "HOST:PORT" (port 0 to 65535) or "", not {value!r}')
+    return host, int(port)
+
+
 class GatewaySettings(BaseModel):
     """The bundled download servers.
 
@@ -72,7 +84,10 @@ class GatewaySettings(BaseModel):
     admin_ssh_max_sessions: concurrent admin SSH sessions; more are refused.
     tls_cert, tls_key: PEM files; when set, HTTP is served as HTTPS and FTP offers AUTH TLS.
     idle_timeout_seconds: idle FTP/SFTP sessions are closed after this.
-    max_connections_per_link: concurrent FTP/SFTP sessions per link.
+    max_connections_per_link: concurrent connections per link: FTP/SFTP sessions and running HTTP
+        downloads together (one more download is answered 429).
+    metrics_listen: where `GET /metrics` (Prometheus) is served, "HOST:PORT" ("[::1]:9109" for
+        IPv6; port 0: pick a free one), never on the public HTTP port; empty: not served.
     login_backoff_after: failed logins (bad tokens, unknown admin keys) one client address may make
         on the HTTP, FTP, SFTP and admin SSH ports before each further failure is answered late.
     login_backoff_max_seconds: the longest such delay (1 s, doubling per failure, up to this);
@@ -96,9 +111,21 @@ class GatewaySettings(BaseModel):
     tls_key: str = ""
     idle_timeout_seconds: int = 300
     max_connections_per_link: int = 8
+    metrics_listen: str = "127.0.0.1:9109"
     login_backoff_after: int = Field(default=5, ge=0)
     login_backoff_max_seconds: float = Field(default=16.0, ge=0)
     login_backoff_window_seconds: float = Field(default=600.0, gt=0)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen_is_host_port(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """`metrics_listen` as (host, port); None when /metrics is off."""
+        return split_host_port(self.metrics_listen)
 
 
 class LinksSettings(BaseModel):

@@ -1,12 +1,17 @@
-"""HTTP(S) downloads: `GET`/`HEAD /d/{token}/{name}`, `/d/{token}/{name}.sha256`, `/healthz`, `/metrics`.
+"""HTTP(S) downloads: `GET`/`HEAD /d/{token}/{name}`, `/d/{token}/{name}.sha256`, `/healthz`; and
+`/metrics` in an app of its own, served apart from the public port (`gateway.metrics_listen`).
 
 RFC 9110 range semantics handled here rather than by aiohttp's FileResponse (which answers several
 ranges with 416 and ignores an ETag in If-Range): single, suffix, open-ended and multiple ranges
 (`multipart/byteranges`), `If-Range` with a strong ETag or the exact Last-Modified date,
 `If-Match`/`If-None-Match`/`If-Unmodified-Since`/`If-Modified-Since`, `416` with
-`Content-Range: bytes */LENGTH`. Bodies go out with `loop.sendfile` (zero-copy on plain TCP) in
-chunks, so bytes are counted as they go and a revoked link is cut between chunks as well as by
-aborting the transport. The token is checked on every request; refusals are one generic `403`.
+`Content-Range: bytes */LENGTH`. Overlapping and adjacent ranges are merged; more than 16 ranges,
+or ranges adding up to more than the file, get the whole file once (nginx's `max_ranges`). Bodies
+go out with `loop.sendfile` (zero-copy on plain TCP) in chunks, so bytes are counted as they go and
+a revoked link is cut between chunks as well as by aborting the transport. The token is checked on
+every request; refusals are one generic `403`. A link has at most
+`gateway.max_connections_per_link` downloads running (with its FTP/SFTP sessions); one more gets
+`429`. Log records of the HTTP server have tokens redacted (`TokenRedactor`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import logging
 import os
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +34,9 @@ from gateway.throttle import counts_as_failed_login, host_of
 from gateway.transfers import Registry, reset_on_close
 
 SENDFILE_CHUNK = 8 * 1024 * 1024  # also the granularity of bytes accounted for a cut transfer
-MAX_RANGES = 64
+MAX_RANGES = 16  # nginx's max_ranges: past this many ranges the whole file is sent once
+# 1 to 19 ASCII digits: int() also takes '²' or '٣' and refuses more than 4,300 digits.
+_POSITION = re.compile(r"[0-9]{1,19}")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -36,10 +45,12 @@ SECURITY_HEADERS = {
 
 
 def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
-    """Byte ranges as inclusive (first, last) pairs clipped to `size`.
+    """Byte ranges as inclusive (first, last) pairs clipped to `size`, in the order asked for.
 
     None: the header is not a valid byte-range set (then it is ignored, RFC 9110 §14.2).
-    []: valid but none is satisfiable (416).
+    []: valid but none is satisfiable (416); so is a position written in digits that are not 1 to
+    19 ASCII digits (`²`, `٣`, thousands of digits): no byte of any file here has such an offset
+    (nginx answers these with 416 too).
     """
     unit, sep, spec = header.partition("=")
     if not sep or unit.strip().lower() != "bytes":
@@ -53,8 +64,10 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
             continue
         first, dash, last = part.partition("-")
         first, last = first.strip(), last.strip()
-        if not dash or (first and not first.isdigit()) or (last and not last.isdigit()):
+        if not dash or not (first or last) or not all(t.isdigit() for t in (first, last) if t):
             return None
+        if not all(_POSITION.fullmatch(t) for t in (first, last) if t):
+            return []
         if first:
             start = int(first)
             end = int(last) if last else size - 1
@@ -63,14 +76,36 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
             if start >= size:
                 continue
             out.append((start, min(end, size - 1)))
-        elif last:
+        else:
             length = int(last)
-            if length == 0:
+            if length == 0 or size == 0:
                 continue
             out.append((max(0, size - length), size - 1))
-        else:
-            return None
     return out
+
+
+def plan_ranges(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]] | None:
+    """The parts to send for satisfiable `ranges`; None: send the whole file once, with 200.
+
+    As nginx: more than MAX_RANGES ranges, or ranges adding up to more than the file, get the whole
+    file (a few bytes of headers must not buy gigabytes of body). Overlapping and adjacent ranges
+    are merged (RFC 9110 §14.3 allows it); the parts keep the order in which they were asked for.
+    """
+    if len(ranges) > MAX_RANGES or sum(last - first + 1 for first, last in ranges) > size:
+        return None
+    merged: list[list[int]] = []  # [first, last, index of the earliest range merged in]
+    for index in sorted(range(len(ranges)), key=ranges.__getitem__):
+        first, last = ranges[index]
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+            merged[-1][2] = min(merged[-1][2], index)
+        else:
+            merged.append([first, last, index])
+    merged.sort(key=lambda part: part[2])
+    return [(first, last) for first, last, _ in merged]
+
+
+TOO_MANY_MESSAGE = "too many downloads of this link at once; try again shortly\n"
 
 
 def _http_date(value: float) -> str:
@@ -176,11 +211,11 @@ class Downloads:
         ranges: list[tuple[int, int]] | None = None
         if "Range" in h and self._if_range_holds(h.get("If-Range"), etag, mtime):
             ranges = parse_ranges(h["Range"], size)
-            if ranges is not None and len(ranges) > MAX_RANGES:
-                ranges = None
             if ranges == []:
                 headers["Content-Range"] = f"bytes */{size}"
                 return web.Response(status=416, headers=headers)
+            if ranges is not None:
+                ranges = plan_ranges(ranges, size)
 
         if not ranges:
             return await self._respond(request, served, peer, fobj, 200, headers, [(0, size, b"")], size, b"")
@@ -253,7 +288,11 @@ class Downloads:
             loop.call_soon_threadsafe(do_cut)
 
         registry = self.registry
-        conn = registry.open_conn(served.link_id, "http", peer, cut, limited=False)
+        try:
+            conn = registry.open_conn(served.link_id, "http", peer, cut)
+        except Refused:
+            headers = {"Retry-After": "5", **SECURITY_HEADERS}
+            return web.Response(status=429, text=TOO_MANY_MESSAGE, headers=headers)
         transfer = registry.begin(conn, served.link_id, "http", peer, served.filename)
         status_text = str(status)
         try:
@@ -311,10 +350,6 @@ def make_app(registry: Registry) -> web.Application:
             return web.Response(text="ok\n")
         return web.Response(status=503, text="catalog unreachable\n")
 
-    async def metrics(_request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(generate_latest, registry.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     @web.middleware
     async def no_leaks(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
         """Unknown paths get the same 403 as bad tokens under /d/, a plain 404 elsewhere."""
@@ -331,6 +366,51 @@ def make_app(registry: Registry) -> web.Application:
 
     app = web.Application(middlewares=[no_leaks])
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
     app.router.add_get("/d/{token}/{name}", downloads.download)
     return app
+
+
+def make_metrics_app(registry: Registry) -> web.Application:
+    """`GET /metrics` (Prometheus), for `gateway.metrics_listen` only: refusal reasons stay off the public port."""
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, registry.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+# A token in a path (/d/TOKEN/, /u/TOKEN/) or on its own (lnk-ID.RANDOM.TIME.SIGNATURE).
+_TOKEN_IN_PATH = re.compile(r"(/[du]/)[^/\s'\"?#]+")
+_TOKEN = re.compile(r"\b(lnk-[A-Za-z0-9_-]+)\.[A-Za-z0-9_.-]+")
+# Loggers through which aiohttp and asyncio may print a request line or a request's path.
+SERVER_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.internal", "asyncio")
+
+
+def redact(text: str) -> str:
+    """`text` with every download or upload token replaced (the link id, not secret, is kept)."""
+    return _TOKEN.sub(r"\1.<redacted>", _TOKEN_IN_PATH.sub(r"\1<redacted>", text))
+
+
+class TokenRedactor(logging.Filter):
+    """Redacts tokens in a record's message, traceback and stack (checklist T8).
+
+    aiohttp logs a request line that is too long (more than 8 KiB) with the line itself, and an
+    unhandled error's traceback may quote a path: neither may put a link's token in a log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its format: keep it, redacted
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True

@@ -4,8 +4,10 @@ CPU core by default, `gateway.ftp_threads`; see gateway/ftp.py). The loop makes 
 in a few threads (gateway/sendfile.py), so that HTTP downloads use every core.
 
 At start it prints one line with the ports actually bound (ports configured as 0 are picked by the
-system), e.g. `imagehub serve: http=127.0.0.1:8080 ftp=127.0.0.1:2121 sftp=127.0.0.1:2222`, and
-records them in `data_dir/gateway-ports.json` so that links made meanwhile name them. SIGTERM and
+system), e.g. `imagehub serve: http=127.0.0.1:8080 ftp=127.0.0.1:2121 sftp=127.0.0.1:2222
+metrics=127.0.0.1:9109`, and records them in `data_dir/gateway-ports.json` so that links made
+meanwhile name them. `/metrics` has a listener of its own (`gateway.metrics_listen`), never the
+public HTTP port. Log records of the servers have link tokens redacted. SIGTERM and
 SIGINT stop it cleanly: listeners close, running transfers are cut, the worker releases its job
 leases, the last bytes are accounted, and the process exits 0.
 """
@@ -92,6 +94,23 @@ def _remove_ports(catalog: Catalog) -> None:
         pass
 
 
+async def _start_metrics(registry: Registry, stack: contextlib.AsyncExitStack) -> int | None:
+    """Serve /metrics on `gateway.metrics_listen` (not the public port); its bound port, or None when off."""
+    gw = registry.catalog.settings.gateway
+    address = gw.metrics_address
+    if address is None:
+        return None
+    runner = web.AppRunner(http.make_metrics_app(registry), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, address[0], address[1], reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise Failed(f"the gateway cannot serve metrics on {gw.metrics_listen}: {exc.strerror or exc}") from exc
+    return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+
 async def serve(
     catalog: Catalog,
     *,
@@ -113,6 +132,10 @@ async def serve(
 
     registry = Registry(catalog, Metrics(catalog))
     async with contextlib.AsyncExitStack() as stack:
+        redactor = http.TokenRedactor()
+        for name in http.SERVER_LOGGERS:
+            logging.getLogger(name).addFilter(redactor)
+            stack.callback(logging.getLogger(name).removeFilter, redactor)
         if signals:
             stack.callback(lambda: [loop.remove_signal_handler(sig) for sig in (signal.SIGTERM, signal.SIGINT)])
         stack.push_async_callback(asyncio.to_thread, registry.flush)  # the last bytes, once all has stopped
@@ -124,6 +147,7 @@ async def serve(
             site = web.TCPSite(runner, host, gw.http_port, ssl_context=_ssl_context(settings), reuse_address=True)
             await site.start()
             http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            metrics_port = await _start_metrics(registry, stack)
 
             host_key = settings.data_dir / "ssh_host_ed25519_key"
             acceptor = await sftp.listen(registry, host, gw.sftp_port, host_key)
@@ -164,6 +188,9 @@ async def serve(
         if admin_acceptor is not None:
             ports["admin_ssh"] = admin_acceptor.get_port()
             line += f" admin_ssh={host}:{ports['admin_ssh']}"
+        if metrics_port is not None and gw.metrics_address is not None:
+            ports["metrics"] = metrics_port
+            line += f" metrics={gw.metrics_address[0]}:{metrics_port}"
         _write_ports(catalog, ports)
         stack.callback(_remove_ports, catalog)
         log.info(line)
@@ -199,6 +226,8 @@ def run(catalog: Catalog) -> int:
     """Run until SIGTERM/SIGINT; the exit status for the CLI."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    for handler in logging.getLogger().handlers:  # whatever logger a request line reaches, no token
+        handler.addFilter(http.TokenRedactor())
     logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     with asyncio.Runner(loop_factory=SendfileLoop) as runner:

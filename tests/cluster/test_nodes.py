@@ -70,6 +70,7 @@ def write_node_config(root: Path, name: str, url: str, source_port: int) -> Path
     config.write_text(
         f'[storage]\ndata_dir = "shared"\n[database]\nurl = "{url}"\n'
         '[gateway]\nhost = "127.0.0.1"\nhttp_port = 0\nftp_port = 0\nsftp_port = 0\nftp_passive_ports = ""\n'
+        'metrics_listen = "127.0.0.1:0"\n'
         f"[import]\nallow_private_networks = true\nmax_concurrent = 2\njob_lease_seconds = {LEASE_SECONDS}\n"
         f"allowed_ports = [{source_port}]\n"
         'local_roots = ["."]\n'

@@ -45,6 +45,7 @@ ftp_passive_ports = ""
 ftp_threads = 2
 idle_timeout_seconds = 60
 max_connections_per_link = 8
+metrics_listen = "127.0.0.1:0"  # /metrics apart from the public port; port 0: any free one
 # Refusal tests fail many logins from 127.0.0.1: no delays here (tests/gateway/test_login_backoff.py
 # turns them on for its own servers); failures are still counted.
 login_backoff_max_seconds = 0

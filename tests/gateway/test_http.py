@@ -1,9 +1,13 @@
-"""HTTP: every RFC 9110 range form byte for byte, validators, HEAD, .sha256, refusals, health and metrics."""
+"""HTTP: every RFC 9110 range form byte for byte, validators, HEAD, .sha256, refusals, health and metrics.
+
+Abuse of ranges, the per-link connection cap and tokens in logs: tests/gateway/test_http_limits.py.
+"""
 
 from __future__ import annotations
 
 import email.utils
 import http.client
+import json
 import subprocess
 from urllib.parse import quote, urlsplit
 
@@ -82,19 +86,32 @@ def parse_multipart(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
     return parts
 
 
-def test_multiple_ranges_are_multipart_byteranges(link: Link, data: bytes) -> None:
-    status, headers, body = request(link, Range="bytes=0-9, 500-599, -16, 999990-")
+def test_multiple_ranges_are_multipart_byteranges_in_the_order_asked(link: Link, data: bytes) -> None:
+    status, headers, body = request(link, Range="bytes=500-599, 0-9, -16, 999000-999009")
     assert status == 206
     assert headers["content-type"].startswith("multipart/byteranges; boundary=")
     assert int(headers["content-length"]) == len(body)
     size = len(data)
     parts = parse_multipart(headers["content-type"], body)
     assert parts == [
-        (f"bytes 0-9/{size}", data[0:10]),
         (f"bytes 500-599/{size}", data[500:600]),
+        (f"bytes 0-9/{size}", data[0:10]),
         (f"bytes {size - 16}-{size - 1}/{size}", data[-16:]),
-        (f"bytes 999990-{size - 1}/{size}", data[999990:]),
+        (f"bytes 999000-999009/{size}", data[999000:999010]),
     ]
+
+
+def test_t15_overlapping_ranges_are_merged_into_one_part(link: Link, data: bytes) -> None:
+    size = len(data)
+    status, headers, body = request(link, Range="bytes=0-9, 500-599, -16, 999990-, 550-649")
+    assert status == 206
+    parts = parse_multipart(headers["content-type"], body)
+    assert parts == [
+        (f"bytes 0-9/{size}", data[0:10]),
+        (f"bytes 500-649/{size}", data[500:650]),
+        (f"bytes {size - 16}-{size - 1}/{size}", data[-16:]),
+    ]
+    assert int(headers["content-length"]) == len(body) < 1000
 
 
 def test_unsatisfiable_range_is_416_with_the_length(link: Link, data: bytes) -> None:
@@ -186,11 +203,24 @@ def test_token_is_checked_on_every_range_request(gw: Gateway) -> None:
     assert request(link, Range="bytes=100-199")[0] == 403
 
 
-def test_healthz_and_metrics(gw: Gateway, link: Link) -> None:
+def metrics_port(gw: Gateway) -> int:
+    """The metrics listener's port, as `imagehub serve` announced it (gateway.metrics_listen, port 0)."""
+    return json.loads((gw.catalog.settings.data_dir / "gateway-ports.json").read_text())["metrics"]
+
+
+def test_l8_healthz_public_metrics_only_on_their_own_listener(gw: Gateway, link: Link) -> None:
     assert request(gw, "/healthz")[:1] == (200,)
     request(link, Range="bytes=0-9")
     request(gw, "/d/bad/file")
-    status, headers, body = request(gw, "/metrics")
+    public = request(gw, "/metrics")
+    assert public[0] == 404 and b"imagehub_" not in public[2] and b"bad_token" not in public[2]
+    conn = http.client.HTTPConnection("127.0.0.1", metrics_port(gw), timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        status, headers, body = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
     text = body.decode()
     assert status == 200 and headers["content-type"].startswith("text/plain")
     for name in (
