@@ -12,6 +12,11 @@
   exit status; a client that hangs up ends the child; one session's crash touches no other.
 - Without a PTY, `ssh host imagehub-subcommand ...` runs that CLI subcommand as the account (as
   soft-serve does); a bare `ssh -T host` gets "this service needs a terminal (use ssh -t)", exit 1.
+- A session lives only as long as its account's standing: every ACCOUNT_CHECK_SECONDS one query
+  reads the accounts of the open sessions, and a session whose account was deleted, or moved to
+  another tenant, or given another role or perm (`imagehub account delete|set`) ends: the child
+  gets SIGHUP, the client "session closed: ..." and exit status 1. A new session on a connection
+  that logged in before such a change is refused the same way (log in again).
 - Port/agent/X11 forwarding and SCP are refused. Login timeout, idle timeout and a cap on
   concurrent sessions; every login and refusal goes to the audit trail with fingerprint and address.
 - A connection that starts authenticating and ends without it is a failed login of its address
@@ -40,12 +45,14 @@ from typing import Any
 
 import asyncssh
 
-from core import audit, db, keys
+from core import accounts, audit, db, keys
 from core.catalog import Catalog
 from gateway.throttle import LoginThrottle, host_of
 
 log = logging.getLogger("imagehub.admin_ssh")
 NEEDS_TERMINAL = "this service needs a terminal (use ssh -t)\r\n"
+STANDING_LOST = "imagehub: error: this account was deleted or changed since the connection logged in; log in again\r\n"
+ACCOUNT_CHECK_SECONDS = 2.0
 REMOTE_REFUSED = {"serve", "tui", "init"}
 
 
@@ -121,6 +128,8 @@ class _AdminServer(asyncssh.SSHServer):
         self.authenticated = True
         self.conn.set_extra_info(imagehub_account=account, imagehub_fingerprint=fingerprint,
                                  imagehub_address=self.address)  # fmt: skip
+        # The rights the sessions of this connection start with; they end when these change.
+        self.conn.set_extra_info(imagehub_standing=accounts.standing_of(self.front_door.catalog, account))
         _audit(self.front_door.catalog, account, "admin_ssh.login", "ok", address=self.address,
                fingerprint=fingerprint, target=account)  # fmt: skip
         log.info("admin ssh login: %s with %s from %s", account, fingerprint, self.address)
@@ -159,6 +168,11 @@ class AdminFrontDoor:
         self.max_sessions = gw.admin_ssh_max_sessions
         self.sessions: set[asyncio.Task[None]] = set()
         self.children: set[asyncio.subprocess.Process] = set()
+        self.account_check_seconds = ACCOUNT_CHECK_SECONDS
+        self.watched: dict[asyncio.Task[None], tuple[str, accounts.Standing]] = {}
+        self.session_child: dict[asyncio.Task[None], asyncio.subprocess.Process] = {}
+        self.cut_reasons: dict[asyncio.Task[None], str] = {}
+        self._watcher: asyncio.Task[None] | None = None
 
     def child_env(self, account: str, term: str | None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_ACCOUNT")}
@@ -188,7 +202,10 @@ class AdminFrontDoor:
         self.sessions.add(task)
         account = process.get_extra_info("imagehub_account")
         try:
-            if process.subsystem:
+            if not await self.watch(task, account, process.get_extra_info("imagehub_standing")):
+                process.stderr.write(STANDING_LOST.encode())
+                process.exit(1)
+            elif process.subsystem:
                 process.stderr.write(f"subsystem {process.subsystem} is not offered\r\n".encode())
                 process.exit(1)
             elif process.command:
@@ -204,6 +221,79 @@ class AdminFrontDoor:
                 process.exit(1)
         finally:
             self.sessions.discard(task)
+            for table in (self.watched, self.session_child, self.cut_reasons):
+                table.pop(task, None)
+
+    # ---- sessions follow their account ----
+
+    async def watch(self, task: asyncio.Task[None], account: str, standing: accounts.Standing | None) -> bool:
+        """Follow the session's account from now on; False if it has already lost the standing its
+        connection logged in with (deleted, moved, role or perm changed)."""
+        if standing is None:
+            return False
+        current = await asyncio.to_thread(accounts.standings, self.catalog, [standing.account_id])
+        if current.get(standing.account_id) != standing:
+            return False
+        self.watched[task] = (account, standing)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_accounts())
+        return True
+
+    async def _watch_accounts(self) -> None:
+        """One query per period for every open session's account; ends the sessions that lost theirs."""
+        while True:
+            await asyncio.sleep(self.account_check_seconds)
+            watched = dict(self.watched)
+            if not watched:
+                continue
+            try:
+                ids = {standing.account_id for _, standing in watched.values()}
+                current = await asyncio.to_thread(accounts.standings, self.catalog, ids)
+            except Exception:
+                log.exception("re-reading the accounts of admin ssh sessions failed")
+                continue
+            for task, (account, standing) in watched.items():
+                now = current.get(standing.account_id)
+                if now != standing and task not in self.cut_reasons:
+                    what = "deleted" if now is None else "changed (tenant, role or perm); log in again"
+                    self.cut(task, f"account {account} was {what}")
+
+    def adopt(self, child: asyncio.subprocess.Process) -> None:
+        """A session's child process: ended by `close` and by `cut`."""
+        self.children.add(child)
+        task = asyncio.current_task()
+        if task is not None:
+            self.session_child[task] = child  # type: ignore[index]
+            if task in self.cut_reasons:
+                self._hang_up(child)
+
+    def cut(self, task: asyncio.Task[None], reason: str) -> None:
+        """End a session from outside: its child gets SIGHUP (SIGKILL 5 s later), the client `reason`."""
+        log.info("admin ssh session cut: %s", reason)
+        self.cut_reasons[task] = reason
+        child = self.session_child.get(task)
+        if child is not None:
+            self._hang_up(child)
+
+    def _hang_up(self, child: asyncio.subprocess.Process) -> None:
+        def kill() -> None:
+            if child.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGHUP)
+        asyncio.get_running_loop().call_later(5.0, kill)
+
+    def finish(self, process: asyncssh.SSHServerProcess[bytes], status: int) -> None:
+        """Report the session's end: its child's status, or 1 and why if it was cut."""
+        task = asyncio.current_task()
+        reason = self.cut_reasons.get(task) if task is not None else None  # type: ignore[call-overload]
+        if reason is not None:
+            with contextlib.suppress(Exception):
+                process.stderr.write(f"\r\nimagehub: session closed: {reason}\r\n".encode())
+            status = 1
+        process.exit(status if status >= 0 else 1)
 
     async def run_command(self, process: asyncssh.SSHServerProcess[bytes], account: str, command: str) -> None:
         """Run one CLI subcommand as the account; output and exit status go back to the client."""
@@ -241,7 +331,7 @@ class AdminFrontDoor:
             env=self.child_env(account, None),
             start_new_session=True,
         )
-        self.children.add(child)
+        self.adopt(child)
         try:
 
             async def pump(source: asyncio.StreamReader, sink: Any) -> None:
@@ -256,7 +346,7 @@ class AdminFrontDoor:
             if child.returncode is None:
                 child.kill()
                 await child.wait()
-        process.exit(status if status >= 0 else 1)
+        self.finish(process, status)
 
     async def run_tui(self, process: asyncssh.SSHServerProcess[bytes], account: str) -> None:
         width, height, _, _ = process.get_terminal_size()
@@ -274,7 +364,7 @@ class AdminFrontDoor:
             )
         finally:
             os.close(slave)
-        self.children.add(child)
+        self.adopt(child)
         loop = asyncio.get_running_loop()
         output_done = asyncio.Event()
         last_input = time.monotonic()
@@ -336,7 +426,7 @@ class AdminFrontDoor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(output_done.wait(), 2)
             status = wait_task.result()
-            process.exit(status if status >= 0 else 1)
+            self.finish(process, status)
         finally:
             for task in (input_task, idle_task):
                 task.cancel()
@@ -346,6 +436,8 @@ class AdminFrontDoor:
 
     async def close(self, timeout: float = 5.0) -> None:
         """End every session's child (SIGHUP, as a terminal hang-up does) and wait for them."""
+        if self._watcher is not None:
+            self._watcher.cancel()
         children = list(self.children)
         for child in children:
             with contextlib.suppress(ProcessLookupError):
