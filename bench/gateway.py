@@ -173,7 +173,8 @@ def run(args: argparse.Namespace, work: Path, servers: Servers) -> int:
     config = work / "imagehub.toml"
     config.write_text(
         f'[storage]\ndata_dir = "{work / "var"}"\n[gateway]\nhttp_port = 0\nftp_port = 0\nsftp_port = 0\n'
-        f'ftp_passive_ports = ""\nmax_connections_per_link = {max(8, args.streams) + args.slow}\n'
+        f'ftp_passive_ports = ""\nmetrics_listen = "127.0.0.1:0"\n'
+        f"max_connections_per_link = {max(8, args.streams) + args.slow}\n"
     )
     catalog, _ = initialise(load_settings(config))
     with db.read_session(catalog.engine) as session:

@@ -221,6 +221,7 @@ async def test_serve_opens_the_admin_door_and_stops_cleanly(door: Door, config_p
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")}
     env.update(IMAGEHUB_CONFIG=str(config_path), IMAGEHUB_GATEWAY__HTTP_PORT="0", IMAGEHUB_GATEWAY__FTP_PORT="0",
                IMAGEHUB_GATEWAY__SFTP_PORT="0", IMAGEHUB_GATEWAY__FTP_PASSIVE_PORTS="",
+               IMAGEHUB_GATEWAY__METRICS_LISTEN="127.0.0.1:0",
                IMAGEHUB_GATEWAY__ADMIN_SSH_PORT=str(admin_port))  # fmt: skip
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tui.cli", "serve", env=env, stdout=asyncio.subprocess.PIPE,
