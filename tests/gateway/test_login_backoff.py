@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from core.catalog import Catalog
+from core.links import REFUSAL_MESSAGE
 from gateway import http, sftp
 from gateway.ftp import FtpGateway, GatewayFTPHandler
 from gateway.throttle import MAX_ADDRESSES, LoginThrottle, address_key
@@ -126,11 +127,14 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
 
 
 async def http_get(port: int, token: str, name: str) -> int:
+    """The status; a refusal's body must be the one generic message."""
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{port}/d/{token}/{name}") as response,
     ):
-        await response.read()
+        body = await response.read()
+        if response.status == 403:
+            assert body.decode() == REFUSAL_MESSAGE + "\n"
         return response.status
 
 
@@ -153,6 +157,7 @@ async def test_http_bad_tokens_slow_down_and_a_good_one_passes_at_once(served: S
     assert (await timed(http_get(served.http, BAD_TOKEN, link.filename)))[1] >= CAP
     assert failed(served.registry, "http") == AFTER + 4
     assert b'imagehub_failed_logins_total{protocol="http"} 6.0' in generate_latest(served.registry.metrics.registry)
+    await until(lambda: served.registry.conns() == [], "HTTP downloads left open")
 
 
 async def test_http_wrong_file_name_with_a_good_token_is_not_a_failed_login(served: Served) -> None:
