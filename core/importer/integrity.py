@@ -5,8 +5,9 @@ converts without a word and the stored disk silently differs from its source. Th
 refusing with "damaged or truncated" and what was found:
 
 - the mapping tables, read here with bounded memory: qcow2's L1 and refcount tables, the vmdk
-  grain directory, the vhd block allocation table (each block and its bitmap), the vhdx regions
-  (BAT, metadata): no table may point past the end of the file;
+  grain directory, the vhd and vhdx block allocation tables (each block, and its bitmap), the
+  vhdx regions: no table may point past the end of the file (qemu-img info cannot even open a
+  vhd or vhdx whose blocks lie past the end, so these are read here, before it runs);
 - `qemu-img check` for the formats it supports (qcow2, vmdk, vhdx): corruptions (exit 2) or a
   check that cannot finish (exit 1, which vmdk gives for a grain past the end) refuse; leaked
   clusters alone (exit 3) do not;
@@ -41,6 +42,8 @@ _UNUSED_BAT = 0xFFFFFFFF
 _GD_AT_END = 0xFFFFFFFFFFFFFFFF
 _VHDX_BAT = uuid.UUID("2DC27766-F623-4200-9D64-115E9BFD4A08").bytes_le
 _VHDX_METADATA = uuid.UUID("8B7CA206-4790-4B9A-B8FE-575F050F886E").bytes_le
+_VHDX_FILE_PARAMETERS = uuid.UUID("CAA16737-FA36-4D43-B3B6-33F0AA44E76B").bytes_le
+_VHDX_LOGICAL_SECTOR = uuid.UUID("8141BF1D-A96F-4709-BA47-F233A8FAAB5F").bytes_le
 
 
 def past_end(what: Msg, end: int, size: int) -> Refused:
@@ -152,12 +155,50 @@ def _vhd(fd: int, head: bytes, size: int) -> None:
 def _vhdx(fd: int, size: int) -> None:
     table = os.pread(fd, 64 * 1024, 192 * 1024)
     count = struct.unpack_from("<I", table, 8)[0]
+    bat = metadata = None
     for index in range(min(count, 2047)):
         entry = table[16 + index * 32 : 48 + index * 32]
         offset, length = struct.unpack_from("<QI", entry, 16)
-        if entry[:16] in (_VHDX_BAT, _VHDX_METADATA) and offset + length > size:
+        if entry[:16] not in (_VHDX_BAT, _VHDX_METADATA):
+            continue
+        if offset + length > size:
             what = Msg("the vhdx block allocation table") if entry[:16] == _VHDX_BAT else Msg("the vhdx metadata")
             raise past_end(what, offset + length, size)
+        if entry[:16] == _VHDX_BAT:
+            bat = (offset, length)
+        else:
+            metadata = offset
+    if bat is None or metadata is None:
+        return  # inspection found the metadata; qemu-img refuses a vhdx without a BAT
+    items = _vhdx_items(fd, metadata)
+    block_size = items.get(_VHDX_FILE_PARAMETERS, 0)
+    sector_size = items.get(_VHDX_LOGICAL_SECTOR, 0)
+    if block_size < (1 << 20) or sector_size not in (512, 4096):
+        raise Refused("vhdx metadata table is invalid; refused")
+    # every chunk_ratio payload entries, one sector bitmap entry (1 MiB); states 6 and 7 are in the file
+    chunk_ratio = (1 << 23) * sector_size // block_size
+    index = 0
+    for values in _entries(fd, bat[0], bat[1] // 8, "Q", big_endian=False):
+        for value in values:
+            if value & 7 in (6, 7):
+                bitmap = (index + 1) % (chunk_ratio + 1) == 0
+                end = (value >> 20 << 20) + ((1 << 20) if bitmap else block_size)
+                if end > size:
+                    raise data_past_end(end, size)
+            index += 1
+
+
+def _vhdx_items(fd: int, metadata: int) -> dict[bytes, int]:
+    """The first 32-bit value of each metadata item (block size, logical sector size)."""
+    table = os.pread(fd, 64 * 1024, metadata)
+    found = {}
+    for index in range(min(struct.unpack_from("<H", table, 10)[0], 2047)):
+        entry = table[32 + index * 32 : 64 + index * 32]
+        if len(entry) == 32:
+            value = os.pread(fd, 4, metadata + struct.unpack_from("<I", entry, 16)[0])
+            if len(value) == 4:
+                found[entry[:16]] = struct.unpack_from("<I", value)[0]
+    return found
 
 
 # ---- qemu-img check and map -----------------------------------------------------------------
@@ -177,7 +218,7 @@ def check_with_qemu(path: Path, fmt: str) -> None:
     if done.returncode == 2:
         corruptions = _count(done.stdout, "corruptions")
         raise Refused(
-            "damaged or truncated: qemu-img check found {count} errors ({detail})",
+            "damaged or truncated: qemu-img check found corruption (errors: {count}; first: {detail})",
             count=corruptions,
             detail=done.first_line("ERROR"),
         )
