@@ -1,4 +1,10 @@
-"""The image list as an Excel workbook (openpyxl write-only: constant memory for any size)."""
+"""The image list as an Excel workbook (openpyxl write-only: constant memory for any size).
+
+Where a workbook may go (checklist L6): to a stream (the CLI's standard output), to a workbook link
+(core.links), or to a file on this server that the account names: a platform admin anywhere, any
+other account only inside `<data_dir>/exports/` (symlinks resolved, no `..`), so that no account can
+overwrite the store's files or learn from the answer whether a server file exists.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,10 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
@@ -17,8 +24,9 @@ from openpyxl.utils import get_column_letter
 
 from core.access import Actor
 from core.catalog import Catalog
-from core.errors import Failed, Invalid
+from core.errors import Failed, Forbidden, Invalid
 from core.images import ImageQuery, iter_images
+from core.settings import Settings
 
 HEADERS = ("Name", "ID", "System type", "OS", "Status", "Description", "Created", "Tenant")
 WIDTHS = (32, 14, 12, 26, 14, 48, 20, 16)
@@ -46,6 +54,64 @@ def check_path(value: str) -> Path:
     return path
 
 
+def check_target(settings: Settings, actor: Actor, value: str) -> Path:
+    """Where `actor` may write a workbook named `value` on this server, or Invalid/Forbidden.
+
+    A platform admin: anywhere (`check_path`). Anyone else: only inside `<data_dir>/exports/`, checked
+    on the resolved path before anything about the file system is said, so that the answer is the
+    same whether the path exists or not."""
+    if not value.strip():
+        raise Invalid("a path is required")
+    path = Path(value.strip()).expanduser()
+    if path.suffix.lower() != ".xlsx":
+        raise Invalid("export path {path} must end in .xlsx", path=path)
+    if actor.is_admin:
+        return check_path(value)
+    exports = Path(os.path.realpath(settings.data_dir / "exports"))
+    resolved = Path(os.path.realpath(path))
+    if ".." in path.parts or exports not in resolved.parents:
+        raise Forbidden("account {account} may write exports only inside {folder}", account=actor.name, folder=exports)
+    check_path(str(resolved))
+    return resolved
+
+
+def _rows(catalog: Catalog, actor: Actor, query: ImageQuery | None) -> Iterator[dict]:
+    rows = iter_images(catalog, actor, query)
+    first = next(rows, None)  # a refused query (unknown tenant...) fails here, before any file exists
+    return itertools.chain([first] if first else [], rows)
+
+
+def write_workbook(
+    catalog: Catalog,
+    actor: Actor,
+    target: Path,
+    query: ImageQuery | None = None,
+    headers: Sequence[str] = HEADERS,
+    status_label: dict[str, str] | None = None,
+) -> int:
+    """Write the workbook to `target`, a file of imagehub's own choosing (no rule on where); the row count."""
+    return _write(target, _rows(catalog, actor, query), headers, status_label)
+
+
+def export_stream(
+    catalog: Catalog,
+    actor: Actor,
+    out: IO[bytes],
+    query: ImageQuery | None = None,
+    headers: Sequence[str] = HEADERS,
+    status_label: dict[str, str] | None = None,
+) -> int:
+    """Write the workbook to a stream (standard output); nothing is written when the query is refused."""
+    rows = _rows(catalog, actor, query)
+    with tempfile.TemporaryDirectory(prefix="imagehub-xlsx-") as folder:
+        staged = Path(folder) / "images.xlsx"
+        count = _write(staged, rows, headers, status_label)
+        with staged.open("rb") as handle:
+            shutil.copyfileobj(handle, out, 1024 * 1024)
+    out.flush()
+    return count
+
+
 def export_xlsx(
     catalog: Catalog,
     actor: Actor,
@@ -54,13 +120,12 @@ def export_xlsx(
     headers: Sequence[str] = HEADERS,
     status_label: dict[str, str] | None = None,
 ) -> int:
-    """Write the images the caller may see to `path` (atomically); returns the row count."""
-    check_path(str(path))
-    rows = iter_images(catalog, actor, query)
-    first = next(rows, None)  # a refused query (unknown tenant...) fails here, before any file exists
+    """Write the images the caller may see to `path` (atomically; where `check_target` allows); the row count."""
+    path = check_target(catalog.settings, actor, str(path))
+    rows = _rows(catalog, actor, query)
     with tempfile.TemporaryDirectory(prefix="imagehub-xlsx-") as folder:
         staged = Path(folder) / "images.xlsx"
-        count = _write(staged, itertools.chain([first] if first else [], rows), headers, status_label)
+        count = _write(staged, rows, headers, status_label)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             shutil.copyfile(staged, temporary)

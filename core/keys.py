@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import stat
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from sqlmodel import col, select
@@ -59,14 +61,52 @@ def _account(session: Any, actor: Actor, name: str, *, registering: bool = False
     return account
 
 
-def add_key(catalog: Catalog, actor: Actor, account_name: str, key_file: Path) -> dict[str, Any]:
+# A public key line is well under 1 KiB (RSA 16384 bits: about 2.8 KiB); the cap is read, never more.
+MAX_KEY_BYTES = 16 * 1024
+
+
+def _decode_key(data: bytes) -> str:
+    if len(data) > MAX_KEY_BYTES:
+        raise Invalid("key too large (max 16 KiB)")
     try:
-        try:
-            text = key_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise Invalid(
-                "cannot read {key_file}: {reason}", key_file=key_file, reason=getattr(exc, "strerror", None) or exc
-            ) from exc
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Invalid("not an OpenSSH public key (expected 'TYPE BASE64 [COMMENT]')") from exc
+
+
+def read_key_stream(stream: IO[bytes]) -> str:
+    """A key sent on standard input (`account key add NAME -`): at most MAX_KEY_BYTES are read."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_KEY_BYTES:
+        chunk = stream.read(MAX_KEY_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return _decode_key(b"".join(chunks))
+
+
+def read_key_file(key_file: Path) -> str:
+    """A key file on this server: a regular file (never a device, FIFO or folder), read up to the cap."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the file type is checked on the open file.
+        fd = os.open(key_file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise Invalid("cannot read {key_file}: {reason}", key_file=key_file, reason=exc.strerror or exc) from exc
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Invalid("{key_file} is not a regular file", key_file=key_file)
+        os.set_blocking(fd, True)
+        return read_key_stream(handle)
+
+
+def add_key(catalog: Catalog, actor: Actor, account_name: str, key: Path | IO[bytes]) -> dict[str, Any]:
+    """Register the public key read from `key` (a file on this server, or a stream such as stdin)."""
+    try:
+        with db.read_session(catalog.engine) as session:
+            _account(session, actor, account_name, registering=True)  # may the caller? before anything is read
+        text = read_key_file(key) if isinstance(key, Path) else read_key_stream(key)
         line, fingerprint, comment = parse_public_key(text)
         with db.write_session(catalog.engine) as session:
             account = _account(session, actor, account_name, registering=True)

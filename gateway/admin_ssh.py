@@ -12,6 +12,9 @@
   exit status; a client that hangs up ends the child; one session's crash touches no other.
 - Without a PTY, `ssh host imagehub-subcommand ...` runs that CLI subcommand as the account (as
   soft-serve does); a bare `ssh -T host` gets "this service needs a terminal (use ssh -t)", exit 1.
+  Its standard input and output are passed through as bytes (`image export-xlsx -`, `account key add
+  NAME -`); the child knows it runs for the door (`IMAGEHUB_VIA_SSH=1`) and refuses any argument that
+  names a server path (checklist L6).
 - A session lives only as long as its account's standing: every ACCOUNT_CHECK_SECONDS one query
   reads the accounts of the open sessions, and a session whose account was deleted, or moved to
   another tenant, or given another role or perm (`imagehub account delete|set`) ends: the child
@@ -183,6 +186,9 @@ class AdminFrontDoor:
         if settings.database.url:
             env["IMAGEHUB_DATABASE__URL"] = settings.database.url
         env["IMAGEHUB_ACCOUNT"] = account
+        # Tells the child it runs for the door: no argument may then name a server path (checklist L6).
+        # The client cannot unset it: this environment is built here and no `env` request is passed on.
+        env["IMAGEHUB_VIA_SSH"] = "1"
         env["TERM"] = term or "xterm-256color"
         # The size comes from the PTY (and SIGWINCH); COLUMNS/LINES would pin it.
         env.pop("COLUMNS", None)
@@ -325,23 +331,39 @@ class AdminFrontDoor:
         _audit(self.catalog, account, "admin_ssh.command", "ok", command=" ".join(args[:3]), target=account)
         child = await asyncio.create_subprocess_exec(
             *self.command_for(account, args),
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=self.child_env(account, None),
             start_new_session=True,
         )
         self.adopt(child)
+        feed: asyncio.Task[None] | None = None
         try:
 
             async def pump(source: asyncio.StreamReader, sink: Any) -> None:
+                # Bytes as they are (a workbook on stdout); drain so a slow client holds the child back.
                 while chunk := await source.read(65536):
                     sink.write(chunk)
+                    await sink.drain()
 
-            assert child.stdout is not None and child.stderr is not None
+            async def forward_stdin(sink: asyncio.StreamWriter) -> None:
+                """The client's standard input to the child's (`account key add NAME -`), until EOF."""
+                with contextlib.suppress(ConnectionError, asyncssh.Error):
+                    while data := await process.stdin.read(65536):
+                        sink.write(data)
+                        await sink.drain()
+                sink.close()
+
+            assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+            feed = asyncio.create_task(forward_stdin(child.stdin))
             await asyncio.gather(pump(child.stdout, process.stdout), pump(child.stderr, process.stderr))
             status = await child.wait()
         finally:
+            if feed is not None:
+                feed.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await feed
             self.children.discard(child)
             if child.returncode is None:
                 child.kill()

@@ -298,13 +298,40 @@ def cmd_image_destroy(ctx: Context) -> int:
     return _batch(ctx, images.destroy_images, "destroyed")
 
 
+# Set by the admin SSH door (gateway/admin_ssh.py) in the environment of every command it runs; the
+# SSH client cannot change that environment (the door builds it and accepts no `env` requests).
+VIA_SSH_ENV = "IMAGEHUB_VIA_SSH"
+SERVER_PATH_REFUSED = "server paths are not accepted over the SSH door: use '-' for standard input or output"
+
+
+def via_ssh_door() -> bool:
+    return os.environ.get(VIA_SSH_ENV) == "1"
+
+
+def server_path(value: str) -> Path:
+    """A command argument naming a file on this server (checklist L6): refused over the SSH door, with
+    the same answer whether or not it exists."""
+    if via_ssh_door():
+        raise Invalid(SERVER_PATH_REFUSED)
+    return Path(value)
+
+
 def cmd_image_export_xlsx(ctx: Context) -> int:
-    from core.export_xlsx import export_xlsx
+    from core.export_xlsx import export_stream, export_xlsx
 
     a = ctx.args
     query = images.ImageQuery(tenant=a.tenant, status=a.status, text=a.filter)
-    path = Path(a.path).resolve()
-    count = export_xlsx(ctx.catalog, ctx.actor, path, query)
+    if a.path == "-":
+        if a.json:
+            raise Invalid("--json cannot be used with '-': standard output carries the workbook")
+        if sys.stdout.isatty():
+            raise Invalid("standard output is a terminal; redirect it to a file (> images.xlsx)")
+        sys.stdout.flush()
+        export_stream(ctx.catalog, ctx.actor, sys.stdout.buffer, query)
+        return 0
+    given = server_path(a.path)
+    count = export_xlsx(ctx.catalog, ctx.actor, given, query)
+    path = given.resolve()
     if a.json:
         emit_json({"path": str(path), "rows": count})
     else:
@@ -423,7 +450,7 @@ def build_parser() -> Parser:
     ):
         add(image, name, handler, text).add_argument("ids", nargs="+", metavar="ID")
     p = add(image, "export-xlsx", cmd_image_export_xlsx, "write the image list to an Excel file")
-    p.add_argument("path")
+    p.add_argument("path", metavar="PATH|-", help="'-': standard output (the only form over the SSH door)")
     p.add_argument("--tenant")
     p.add_argument("--status")
     p.add_argument("--filter")

@@ -1,18 +1,20 @@
-"""`imagehub account key add|list|remove`: SSH keys for the admin front door."""
+"""`imagehub account key add|list|remove`: SSH keys for the admin front door (`key add NAME -` reads stdin)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 from typing import Any
 
-from tui.cli import GROUPS, Context, emit_json, extend, print_table
+from tui.cli import GROUPS, Context, emit_json, extend, print_table, server_path
 
 
 def cmd_key_add(ctx: Context) -> int:
     from core import keys
 
-    added = keys.add_key(ctx.catalog, ctx.actor, ctx.args.name, Path(ctx.args.pubkey_file))
+    given = ctx.args.pubkey_file
+    source = sys.stdin.buffer if given == "-" else server_path(given)
+    added = keys.add_key(ctx.catalog, ctx.actor, ctx.args.name, source)
     if ctx.args.json:
         emit_json(added)
     else:
@@ -56,6 +58,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print one JSON document")
         p.add_argument("name", metavar="NAME")
         if name == "add":
-            p.add_argument("pubkey_file", metavar="PUBKEY_FILE")
+            p.add_argument(
+                "pubkey_file",
+                metavar="PUBKEY_FILE|-",
+                help="'-': read the key from standard input (the only form over the SSH door); at most 16 KiB",
+            )
         elif name == "remove":
             p.add_argument("fingerprint", metavar="FINGERPRINT")

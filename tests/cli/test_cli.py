@@ -110,7 +110,7 @@ def test_access_through_the_command_line(cli, demo):
 
 
 def test_export_xlsx(cli, demo, tmp_path: Path):
-    path = tmp_path / "list.xlsx"
+    path = tmp_path / "var" / "exports" / "list.xlsx"  # a non-admin writes only under exports/ (L6)
     result = cli("image", "export-xlsx", str(path), "--json", account="demo-viewer")
     assert result.code == 0 and result.json()["rows"] == 10
     rows = list(load_workbook(path).active.iter_rows(values_only=True))

@@ -9,7 +9,7 @@ import pytest
 from openpyxl import load_workbook
 
 from core.catalog import Catalog
-from core.errors import Invalid
+from core.errors import Forbidden, Invalid
 from core.export_xlsx import HEADERS, export_xlsx
 from core.images import ImageQuery
 from core.models import Status
@@ -23,7 +23,7 @@ def test_export_reads_back(catalog: Catalog, people: People, tmp_path: Path):
     mine = {make_image(catalog, people.owner, s, name=f"acme-{s}") for s in (Status.AVAILABLE, Status.IMPORTING)}
     make_image(catalog, people.owner, Status.DELETED, name="acme-bin")
     make_image(catalog, people.other_owner, Status.AVAILABLE, name="globex-secret")
-    path = tmp_path / "images.xlsx"
+    path = catalog.store.exports_dir / "images.xlsx"  # a non-admin writes only there (L6)
     assert export_xlsx(catalog, people.viewer, path) == 2
     sheet = load_workbook(path).active
     rows = list(sheet.iter_rows(values_only=True))
@@ -40,7 +40,7 @@ def test_export_reads_back(catalog: Catalog, people: People, tmp_path: Path):
         assert isinstance(row[6], datetime)
         assert row[7] == "acme"
         assert abs((datetime.utcnow() - row[6]).total_seconds()) < 600
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(catalog.store.exports_dir.glob(".*.tmp"))
 
 
 def test_an_admin_export_names_each_image_s_tenant(catalog: Catalog, people: People, tmp_path: Path):
@@ -55,7 +55,7 @@ def test_an_admin_export_names_each_image_s_tenant(catalog: Catalog, people: Peo
 def test_export_of_the_recycle_bin_and_a_filter(catalog: Catalog, people: People, tmp_path: Path):
     binned = make_image(catalog, people.owner, Status.DELETED, name="old")
     make_image(catalog, people.owner, Status.AVAILABLE, name="new")
-    path = tmp_path / "bin.xlsx"
+    path = catalog.store.exports_dir / "bin.xlsx"
     assert export_xlsx(catalog, people.owner, path, ImageQuery(status="deleted")) == 1
     assert [r[1] for r in load_workbook(path).active.iter_rows(min_row=2, values_only=True)] == [binned]
 
@@ -64,8 +64,28 @@ def test_export_refuses_a_bad_path_and_leaves_nothing(catalog: Catalog, people: 
     with pytest.raises(Invalid, match="must end in .xlsx"):
         export_xlsx(catalog, people.owner, tmp_path / "images.csv")
     with pytest.raises(Invalid, match="does not exist"):
-        export_xlsx(catalog, people.owner, tmp_path / "missing" / "images.xlsx")
+        export_xlsx(catalog, people.owner, catalog.store.exports_dir / "missing" / "images.xlsx")
     assert sorted(tmp_path.iterdir()) == [tmp_path / "imagehub.toml", tmp_path / "var"]
+    assert list(catalog.store.exports_dir.iterdir()) == []
+
+
+def test_l6_a_non_admin_may_not_name_a_path_outside_exports(catalog: Catalog, people: People, tmp_path: Path):
+    store = catalog.store
+    (store.exports_dir / "out").symlink_to(store.images_dir)
+    answers = set()
+    for target in (
+        store.images_dir / "x.xlsx",
+        store.exports_dir / ".." / "images" / "x.xlsx",
+        store.exports_dir / "out" / "x.xlsx",
+        tmp_path / "x.xlsx",
+        Path("/nonexistent/x.xlsx"),
+    ):
+        with pytest.raises(Forbidden, match="may write exports only inside") as refused:
+            export_xlsx(catalog, people.viewer, target)
+        answers.add(str(refused.value))
+    assert len(answers) == 1  # the same whether the folder exists or not
+    assert list(store.images_dir.iterdir()) == [] and not (tmp_path / "x.xlsx").exists()
+    assert export_xlsx(catalog, people.admin, tmp_path / "x.xlsx") == 0  # a platform admin: anywhere
 
 
 def test_user_text_never_becomes_a_formula(catalog: Catalog, people: People, tmp_path: Path):
@@ -73,7 +93,7 @@ def test_user_text_never_becomes_a_formula(catalog: Catalog, people: People, tmp
 
     image_id = make_image(catalog, people.owner, Status.AVAILABLE, name="x")
     edit_image(catalog, people.owner, image_id, name='=HYPERLINK("http://evil","x")', description="=1+1")
-    path = tmp_path / "images.xlsx"
+    path = catalog.store.exports_dir / "images.xlsx"
     export_xlsx(catalog, people.owner, path)
     row = load_workbook(path).active[2]
     assert (row[0].value, row[0].data_type) == ('=HYPERLINK("http://evil","x")', "s")
@@ -84,11 +104,11 @@ def test_refusals_leave_no_file_and_no_noise(catalog: Catalog, people: People, t
     from core.errors import Failed, NotFound
 
     with pytest.raises(NotFound):
-        export_xlsx(catalog, people.owner, tmp_path / "x.xlsx", ImageQuery(tenant="globex"))
+        export_xlsx(catalog, people.owner, catalog.store.exports_dir / "x.xlsx", ImageQuery(tenant="globex"))
     with pytest.raises(Failed, match="cannot write"):
-        export_xlsx(catalog, people.owner, Path("/proc/x.xlsx"))
+        export_xlsx(catalog, people.admin, Path("/proc/x.xlsx"))
     import gc
 
     gc.collect()
     assert "Exception ignored" not in capfd.readouterr().err
-    assert not (tmp_path / "x.xlsx").exists()
+    assert not (catalog.store.exports_dir / "x.xlsx").exists()
