@@ -4,10 +4,12 @@ A valid token skips authentication entirely (OpenSSH `sftp` runs without a promp
 that cannot put it in the user name, any user name with the token as password is accepted too.
 The host key is the one `imagehub init` made. The session sees a read-only root holding only the
 link's file and its `.sha256`: `stat`, `opendir`/`readdir`, `open` for reading and reads at any
-offset (up to 4 MiB each, served whole: on the event loop when the page cache holds the bytes,
-else with `os.pread` in a thread); writes, removes, renames, `mkdir`/`rmdir`, links and `setstat`
-are refused. Only the `sftp` subsystem is offered: no shell, exec, scp or forwarding. asyncssh's
-empty SSH_MSG_IGNORE before every packet (a CBC countermeasure) is skipped: no CBC cipher is offered.
+offset: at most 256 KiB each, as OpenSSH's sftp-server (a longer READ is answered short), read on
+the event loop when the page cache holds the bytes, else with `os.pread` in a thread, and only while
+the connection holds little unsent (`_Outflow`). Writes, removes, renames, `mkdir`/`rmdir`, links
+and `setstat` are refused. Only the `sftp` subsystem is offered: no shell, exec, scp or forwarding.
+asyncssh's empty SSH_MSG_IGNORE before every packet (a CBC countermeasure) is skipped: no CBC
+cipher is offered.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ _READ_ACCESS = 0x1 | 0x8 | 0x80 | 0x20000 | 0x100000  # ACE4 read data/named att
 # An empty string: the payload of the SSH_MSG_IGNORE asyncssh puts before every packet.
 _IGNORE_PAYLOAD = String(b"")
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+
+# The most one READ is answered with: OpenSSH's sftp-server answers at most 256 KiB (SFTP allows a
+# short read), and its client asks 255 KiB at most. asyncssh would read whatever length is asked.
+MAX_READ = 256 * 1024
+# What the channels of one connection may hold unsent before its reads wait (see _Outflow).
+QUEUE_LIMIT = 1024 * 1024
+_MAX_OFFSET = 2**63 - 1 - MAX_READ  # past this, pread cannot even be asked (off_t)
 
 
 def _skip_cbc_ignores(conn: asyncssh.SSHServerConnection) -> None:
@@ -82,6 +91,79 @@ def _pread_cached(fd: int, size: int, offset: int) -> bytearray | None:
     return buf if got == size else None
 
 
+class _Outflow:
+    """The bytes one SSH connection holds unsent; its SFTP reads wait while they are too many.
+
+    asyncssh's SFTP server answers the requests of a channel one after another and writes each
+    answer without waiting for it to leave, so a client that pipelines READs and reads nothing would
+    make it queue answers without end. They wait in two places: a channel's send buffer, while the
+    client's SSH window is shut, and the connection's transport buffer, while the client does not
+    read its socket (its window may be as large as it likes). So before reading, a READ waits until
+    this connection's channels hold at most QUEUE_LIMIT bytes and asyncio has not paused the transport
+    (past its 64 KiB high-water mark). The reads of a connection take turns: at most one answer is
+    being read at a time. Both buffers only shrink by a packet sent or a transport resumed, and the
+    wrappers below wake the waiting read then.
+    """
+
+    def __init__(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.channels: set[asyncssh.SSHServerChannel[bytes]] = set()
+        self.transport_paused = False
+        self.closed = False
+        self._turn = asyncio.Lock()
+        self._wakeup: asyncio.Future[None] | None = None
+        send_packet, pause_writing, resume_writing = conn.send_packet, conn.pause_writing, conn.resume_writing
+
+        def send_packet_and_wake(pkttype: int, *args: bytes, handler: Any = None) -> None:
+            send_packet(pkttype, *args, handler=handler)
+            self._wake()
+
+        def pause() -> None:
+            self.transport_paused = True
+            pause_writing()
+
+        def resume() -> None:
+            self.transport_paused = False
+            resume_writing()
+            self._wake()
+
+        # The transport calls its protocol's methods, looked up on the instance at each call.
+        conn.send_packet = send_packet_and_wake  # type: ignore[method-assign]
+        conn.pause_writing = pause  # type: ignore[method-assign]
+        conn.resume_writing = resume  # type: ignore[method-assign]
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def queued(self) -> int:
+        """Bytes in this connection's channel send buffers."""
+        return sum(chan.get_write_buffer_size() for chan in self.channels)
+
+    def full(self) -> bool:
+        return not self.closed and (self.transport_paused or self.queued() > QUEUE_LIMIT)
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def drop(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.channels.discard(chan)
+        self._wake()
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Wait for room to read an answer, and hold the connection's turn while reading it."""
+        async with self._turn:
+            while self.full():
+                self._wakeup = asyncio.get_running_loop().create_future()
+                # The wake-ups cover every way the buffers drain; the timeout is only a safety net
+                # (a channel closed by the client drops its buffer without sending a packet).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup, 1)
+                self._wakeup = None
+            yield
+
+
 class Session:
     """One SSH connection of one link."""
 
@@ -108,15 +190,20 @@ class GatewaySSHServer(asyncssh.SSHServer):
         self.registry = registry
         self.ssh: asyncssh.SSHServerConnection | None = None
         self.session: Session | None = None
+        self.outflow: _Outflow | None = None
         self.peer = "-"
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.ssh = conn
         _skip_cbc_ignores(conn)
+        self.outflow = _Outflow(conn)
+        conn.set_extra_info(imagehub_outflow=self.outflow)
         peer = conn.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "-"
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.outflow is not None:
+            self.outflow.close()
         if self.session is not None:
             self.registry.close_conn(self.session.conn)
             self.session = None
@@ -178,10 +265,14 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
 
     def __init__(self, chan: asyncssh.SSHServerChannel) -> None:
         super().__init__(chan)
-        session = chan.get_connection().get_extra_info("imagehub_session")
+        ssh = chan.get_connection()
+        session = ssh.get_extra_info("imagehub_session")
         if session is None:
             raise SFTPPermissionDenied("not authorised")
         self.s: Session = session
+        self.chan = chan
+        self.outflow: _Outflow = ssh.get_extra_info("imagehub_outflow")
+        self.outflow.channels.add(chan)
 
     # ---- names
     def _resolve(self, path: bytes) -> str:
@@ -258,10 +349,16 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
         return _Handle(fd, transfer)
 
     async def read(self, file_obj: _Handle, offset: int, size: int) -> bytes:
+        """At most MAX_READ bytes at `offset`, read once the connection has room for them (_Outflow)."""
         self._check_cut()
-        data = _pread_cached(file_obj.fd, size, offset)
-        if data is None:
-            data = await asyncio.to_thread(os.pread, file_obj.fd, size, offset)
+        size = min(size, MAX_READ)
+        if offset > _MAX_OFFSET:
+            return b""  # past any file's end: EOF
+        async with self.outflow.turn():
+            self._check_cut()
+            data = _pread_cached(file_obj.fd, size, offset)
+            if data is None:
+                data = await asyncio.to_thread(os.pread, file_obj.fd, size, offset)
         if file_obj.transfer is not None:
             file_obj.transfer.add(len(data))
         else:
@@ -310,7 +407,7 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
         raise SFTPOpUnsupported("statvfs not supported")
 
     def exit(self) -> None:
-        return None
+        self.outflow.drop(self.chan)
 
 
 async def listen(registry: Registry, host: str, port: int, host_key: Path) -> asyncssh.SSHAcceptor:
