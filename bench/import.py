@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from core.importer.diskprobe import mbr  # noqa: E402
 
 SERVER = r"""
 import http.server, os, sys
@@ -95,6 +98,8 @@ def make_source(folder: Path, size_gib: int) -> Path:
     with open(raw, "wb") as handle:
         for _ in range(size_gib * 1024):
             handle.write(os.urandom(1 << 20))
+        handle.seek(0)
+        handle.write(mbr(size_gib << 30))  # an import requires a partition table (import.require_disk_structure)
     source = folder / "source.qcow2"
     run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(source))
     raw.unlink()

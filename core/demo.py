@@ -119,14 +119,19 @@ def seed_demo(catalog: Catalog) -> list[str]:
 
 
 def _import_demo_image(catalog: Catalog, actor: Actor, spec: DemoImage) -> str:
-    """Import one demo image for real (a 1 GiB sparse qcow2 grown to its target size)."""
+    """Import one demo image for real (a 1 GiB sparse qcow2 with an MBR, grown to its target size)."""
+    from core.importer.diskprobe import mbr
     from core.importer.job import SingleJobWorker
     from core.importer.submit import submit_import
 
     catalog.store.ensure()
     with tempfile.TemporaryDirectory(dir=catalog.store.staging_dir, prefix="demo-") as folder:
+        blank = Path(folder) / f"{spec.name}.raw"
+        with open(blank, "wb") as handle:  # an import requires a partition table, file system or boot sector
+            handle.write(mbr(GIB))
+            handle.truncate(GIB)
         source = Path(folder) / f"{spec.name}.qcow2"
-        qemu.create(source, "qcow2", GIB)
+        qemu.run_qemu_img(["convert", "-q", "-f", "raw", "-O", "qcow2", str(blank), str(source)], timeout=60)
         view = submit_import(
             catalog,
             actor,

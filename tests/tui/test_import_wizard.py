@@ -4,7 +4,6 @@ import of a local qcow2 made by qemu-img that ends `available` through the TUI's
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from textual.widgets import Input, Select, Static
 
 from core.catalog import Catalog
 from tests.conftest import People
+from tests.importkit import make_disk
 from tests.tui.conftest import image_list, make_app, settle, status_of
 
 
@@ -78,8 +78,7 @@ async def test_wizard_imports_a_local_qcow2_to_available(
 ) -> None:
     incoming = Path(images.settings.tui.import_root)
     incoming.mkdir(parents=True, exist_ok=True)
-    source = incoming / "disk.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(source), "64M"], check=True)
+    source = make_disk(incoming, "qcow2", pattern=False)  # with an MBR: an import requires a disk structure
     app = make_app(images, people.owner)  # the worker starts once the list shows `importing`
     async with app.run_test(size=(120, 40)) as pilot:
         await open_wizard(pilot)
