@@ -22,6 +22,8 @@ from tui.cli import GROUPS, PROG, Context, emit_json, extend, human_size
 
 POLL_SECONDS = 0.2
 SWEEP_SECONDS = 5.0
+SETTLE_SECONDS = 30.0  # at most this long after the job ended for its outcome to reach the image
+PENDING = (Status.IMPORTING, Status.CREATING)
 BAR_WIDTH = 24
 
 
@@ -114,21 +116,43 @@ def cmd_image_import(ctx: Context) -> int:
     return report_image_job(ctx, image, what="import", queued_as=f"importing (job {image['job_id']})")
 
 
+def settled_image(ctx: Context, image_id: str, job: Job | None) -> dict[str, Any]:
+    """The image once its ended job's outcome is on it. A worker ends the job first and records the
+    failure on the image in a second transaction (and a busy catalog can delay that one): wait for
+    the image to leave `importing`/`creating`, a bounded time."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        image = get_image(ctx.catalog, ctx.actor, image_id)
+        if image["status"] not in PENDING or job is None or time.monotonic() > deadline:
+            return image
+        time.sleep(POLL_SECONDS / 4)
+
+
 def report_image_job(ctx: Context, image: dict[str, Any], *, what: str, queued_as: str) -> int:
-    """After submitting an image's job (import, capture): wait if asked, print, exit 1 if it failed."""
+    """After submitting an image's job (import, capture): wait if asked, print, exit 1 if it failed.
+
+    With --wait the job's own outcome decides the exit status; the image row only adds detail."""
     job_id = image["job_id"]
+    failure: str | None = None
     if ctx.args.wait:
-        wait_for_job(ctx, job_id)
-        image = {**get_image(ctx.catalog, ctx.actor, image["id"]), "job_id": job_id}
+        job = wait_for_job(ctx, job_id)
+        image = {**settled_image(ctx, image["id"], job), "job_id": job_id}
+        if image["status"] == Status.IMPORT_FAILED:
+            failure = image["error"] or (job.error if job is not None else None) or "failed"
+        elif job is None or job.state != jobs.DONE or image["status"] != Status.AVAILABLE:
+            state = job.state if job is not None else "gone"
+            failure = (job.error if job is not None else None) or f"job {job_id} ended {state}"
+    elif image["status"] == Status.IMPORT_FAILED:
+        failure = image["error"] or "failed"
     if ctx.args.json:
         emit_json(image)
-    elif image["status"] == Status.AVAILABLE:
+    elif image["status"] == Status.AVAILABLE and failure is None:
         digest = f", sha256 {image['sha256']}" if image["sha256"] else ""
         print(f"{image['id']}: available ({image['disk_format']}, {human_size(image['virtual_size'])}{digest})")
-    elif image["status"] != Status.IMPORT_FAILED:
+    elif failure is None:
         print(f"{image['id']}: {queued_as}; `imagehub serve` or --wait runs it")
-    if image["status"] == Status.IMPORT_FAILED:
-        sys.stderr.write(f"{PROG}: error: {what} of {image['id']} failed: {image['error']}\n")
+    if failure is not None:
+        sys.stderr.write(f"{PROG}: error: {what} of {image['id']} failed: {failure}\n")
         return 1
     return 0
 

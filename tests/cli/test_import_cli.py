@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,17 @@ from core.catalog import Catalog
 from core.models import Job
 from core.worker import Worker
 from tests.conftest import IMAGEHUB, REPO, People
-from tests.importkit import GIB, HttpBehaviour, ftp_server, http_server, make_disk, port_of, run_job, sha256_of
+from tests.importkit import (
+    GIB,
+    HttpBehaviour,
+    ftp_server,
+    http_server,
+    leftovers,
+    make_disk,
+    port_of,
+    run_job,
+    sha256_of,
+)
 
 OS_ARGS = ["--os-type", "Linux", "--arch", "x86_64", "--platform", "CentOS", "--os-version", "7.9"]
 
@@ -34,6 +46,14 @@ def env_for(config_path: Path, **settings: str) -> dict[str, str]:
     env["IMAGEHUB_CONFIG"] = str(config_path)
     env.update(settings)
     return env
+
+
+def cli_json(config_path: Path, *args: str) -> Any:
+    done = subprocess.run(
+        [*IMAGEHUB, *args], capture_output=True, text=True, env=env_for(config_path), cwd=REPO, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def first_job(catalog: Catalog) -> Job | None:
@@ -66,6 +86,60 @@ def test_failed_import_with_wait_exits_1_with_the_reason(cli: Any, people: Peopl
     assert shown["status"] == "import_failed" and shown["error"] == "QED images are refused"
     deleted = cli("image", "delete", image_id)
     assert deleted.code == 0, deleted.err
+
+
+def test_wait_exits_1_for_every_failed_import_a_running_server_does(
+    catalog: Catalog, people: People, config_path: Path, tmp_path: Path
+) -> None:
+    """The server's worker marks the job failed, then the image: --wait must never report the gap as
+    "importing ... exit 0" (it did about 1 run in 4)."""
+    disk = make_disk(tmp_path, "qed", pattern=False)  # refused at inspection: fails fast
+    (catalog.settings.data_dir / "serve.pid").write_text(f"{os.getpid()}\n")  # "a server runs"
+    server = Worker(catalog, kinds=["import"], poll_seconds=0.01)
+    thread = threading.Thread(target=server.run_forever, daemon=True)
+    busy = threading.Event()
+
+    def other_writers() -> None:
+        """Another writer that takes the catalog as soon as a job has failed (a loaded server): the
+        worker then waits its turn to record the failure on the image."""
+        database = sqlite3.connect(str(catalog.engine.url.database), isolation_level=None, timeout=30)
+        seen: set[int] = set()
+        while not busy.is_set():
+            row = database.execute("SELECT id FROM job WHERE state = 'failed' ORDER BY id DESC LIMIT 1").fetchone()
+            if row is not None and row[0] not in seen:
+                seen.add(row[0])
+                database.execute("BEGIN IMMEDIATE")
+                busy.wait(1.0)
+                database.execute("COMMIT")
+            busy.wait(0.001)
+        database.close()
+
+    load = threading.Thread(target=other_writers, daemon=True)
+    thread.start()
+    load.start()
+    try:
+        for attempt in range(20):
+            done = subprocess.run(
+                [*IMAGEHUB, *import_args("--file", str(disk), extra=("--wait",))],
+                capture_output=True,
+                text=True,
+                env=env_for(config_path),
+                cwd=REPO,
+                timeout=60,
+            )
+            assert done.returncode == 1, f"run {attempt}: {done.stdout}{done.stderr}"
+            assert done.stderr.strip().endswith("failed: QED images are refused"), f"run {attempt}: {done.stderr}"
+            assert "importing" not in done.stdout
+    finally:
+        busy.set()
+        load.join(30)
+        server.stop.set()
+        server.wake()
+        thread.join(30)
+    images = cli_json(config_path, "image", "list", "--json")
+    assert len(images) == 20
+    assert {(i["status"], i["error"]) for i in images} == {("import_failed", "QED images are refused")}
+    assert leftovers(catalog) == []
 
 
 def test_import_without_wait_leaves_the_job_queued(cli: Any, people: People, tmp_path: Path) -> None:
