@@ -51,6 +51,9 @@ _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 MAX_READ = 256 * 1024
 # What the channels of one connection may hold unsent before its reads wait (see _Outflow).
 QUEUE_LIMIT = 1024 * 1024
+# Session channels one connection may have open at once (OpenSSH's MaxSessions is 10; its sftp,
+# curl, lftp and FileZilla open one): each may hold a request of up to 4 MiB being received.
+MAX_SESSIONS = 4
 _MAX_OFFSET = 2**63 - 1 - MAX_READ  # past this, pread cannot even be asked (off_t)
 
 
@@ -92,7 +95,8 @@ def _pread_cached(fd: int, size: int, offset: int) -> bytearray | None:
 
 
 class _Outflow:
-    """The bytes one SSH connection holds unsent; its SFTP reads wait while they are too many.
+    """The bytes one SSH connection holds unsent; its SFTP reads wait while they are too many. It
+    also refuses a session channel past MAX_SESSIONS.
 
     asyncssh's SFTP server answers the requests of a channel one after another and writes each
     answer without waiting for it to leave, so a client that pipelines READs and reads nothing would
@@ -101,17 +105,28 @@ class _Outflow:
     read its socket (its window may be as large as it likes). So before reading, a READ waits until
     this connection's channels hold at most QUEUE_LIMIT bytes and asyncio has not paused the transport
     (past its 64 KiB high-water mark). The reads of a connection take turns: at most one answer is
-    being read at a time. Both buffers only shrink by a packet sent or a transport resumed, and the
-    wrappers below wake the waiting read then.
+    being read at a time. The buffers shrink only when a packet is sent (a channel's close too: it
+    drops the channel's buffer), the transport resumes or the connection is lost, and each of these
+    wakes the waiting read.
     """
 
     def __init__(self, conn: asyncssh.SSHServerConnection) -> None:
-        self.channels: set[asyncssh.SSHServerChannel[bytes]] = set()
         self.transport_paused = False
         self.closed = False
         self._turn = asyncio.Lock()
         self._wakeup: asyncio.Future[None] | None = None
+        self.sessions: set[asyncssh.SSHServerChannel[bytes]] = set()
         send_packet, pause_writing, resume_writing = conn.send_packet, conn.pause_writing, conn.resume_writing
+        open_session = conn._process_session_open  # asyncssh finds a channel type's opener by name
+
+        def open_capped_session(packet: Any) -> Any:
+            # A closing channel has dropped what it held (and sent its close, which woke any read).
+            self.sessions = {chan for chan in self.sessions if not chan.is_closing()}
+            if len(self.sessions) >= MAX_SESSIONS:
+                raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "Too many sessions")
+            chan, session = open_session(packet)
+            self.sessions.add(chan)
+            return chan, session
 
         def send_packet_and_wake(pkttype: int, *args: bytes, handler: Any = None) -> None:
             send_packet(pkttype, *args, handler=handler)
@@ -130,6 +145,7 @@ class _Outflow:
         conn.send_packet = send_packet_and_wake  # type: ignore[method-assign]
         conn.pause_writing = pause  # type: ignore[method-assign]
         conn.resume_writing = resume  # type: ignore[method-assign]
+        conn._process_session_open = open_capped_session  # type: ignore[method-assign]
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -137,7 +153,7 @@ class _Outflow:
 
     def queued(self) -> int:
         """Bytes in this connection's channel send buffers."""
-        return sum(chan.get_write_buffer_size() for chan in self.channels)
+        return sum(chan.get_write_buffer_size() for chan in self.sessions)
 
     def full(self) -> bool:
         return not self.closed and (self.transport_paused or self.queued() > QUEUE_LIMIT)
@@ -146,21 +162,16 @@ class _Outflow:
         self.closed = True
         self._wake()
 
-    def drop(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
-        self.channels.discard(chan)
-        self._wake()
-
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
         """Wait for room to read an answer, and hold the connection's turn while reading it."""
         async with self._turn:
             while self.full():
                 self._wakeup = asyncio.get_running_loop().create_future()
-                # The wake-ups cover every way the buffers drain; the timeout is only a safety net
-                # (a channel closed by the client drops its buffer without sending a packet).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup, 1)
-                self._wakeup = None
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
             yield
 
 
@@ -270,9 +281,7 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
         if session is None:
             raise SFTPPermissionDenied("not authorised")
         self.s: Session = session
-        self.chan = chan
         self.outflow: _Outflow = ssh.get_extra_info("imagehub_outflow")
-        self.outflow.channels.add(chan)
 
     # ---- names
     def _resolve(self, path: bytes) -> str:
@@ -407,7 +416,7 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
         raise SFTPOpUnsupported("statvfs not supported")
 
     def exit(self) -> None:
-        self.outflow.drop(self.chan)
+        return None
 
 
 async def listen(registry: Registry, host: str, port: int, host_key: Path) -> asyncssh.SSHAcceptor:

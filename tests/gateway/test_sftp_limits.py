@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from gateway.sftp import MAX_READ
+from gateway.sftp import MAX_READ, MAX_SESSIONS
 from tests.gateway.conftest import Gateway, Link
 from tests.gateway.test_refusals import sftp_connect
 
@@ -335,3 +335,36 @@ async def test_t14_stalled_client_leaving_leaves_nothing_waiting(gw: Gateway, li
         client.open(link.filename, "rb") as remote,
     ):
         assert await remote.read() == link.path.read_bytes()
+
+
+async def test_t14_a_connection_opens_at_most_4_sessions(gw: Gateway, link: Link) -> None:
+    assert MAX_SESSIONS == 4
+    async with await sftp_connect(gw, link.token) as conn:
+        clients = [await conn.start_sftp_client() for _ in range(MAX_SESSIONS)]
+        with pytest.raises(asyncssh.ChannelOpenError, match="Too many sessions"):
+            await conn.start_sftp_client()
+        # The refusal leaves the connection and its sessions working.
+        for client in clients:
+            assert sorted(await client.listdir("/")) == sorted([".", "..", link.filename, link.filename + ".sha256"])
+        for client in clients:
+            client.exit()
+            await client.wait_closed()
+
+
+async def test_t14_requests_pushed_on_many_channels_keep_serve_small(gw: Gateway, link: Link) -> None:
+    """Each SFTP session may be receiving a request of up to 4 MiB (asyncssh's limit): on 50
+    channels of one connection that made serve grow by 200 MiB; past 4 they are refused."""
+    base = rss(gw)
+    async with await sftp_connect(gw, link.token) as conn:
+        opened = refused = 0
+        for _ in range(50):
+            try:
+                chan, _ = await conn.create_session(asyncssh.SSHClientSession, subsystem="sftp", encoding=None)
+            except asyncssh.ChannelOpenError as exc:
+                assert exc.reason == "Too many sessions"
+                refused += 1
+                continue
+            opened += 1
+            chan.write(struct.pack(">I", 4 * MIB + 100) + bytes(4 * MIB))  # a request that never ends
+        assert (opened, refused) == (MAX_SESSIONS, 50 - MAX_SESSIONS)
+        await watch_growth(gw, base, 1.0)
