@@ -9,6 +9,9 @@ Every refusal is a `Refused` carrying a reason for logs and metrics; users see o
 that never says whether an image exists. A transfer already running when its link stops being valid
 (revoked, expired, image deleted, access lost) is cut by the gateway within seconds: `check_links`
 is what it re-asks periodically.
+
+A link of kind `workbook` (core.workbooks) serves an Excel export of the image list instead of an
+image: the same tokens, URLs, expiry and revocation; valid while its maker still sees what it lists.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from core.lifecycle import Operation
 from core.models import Account, Image, Link
 
 SALT = "imagehub.download-link"
+DOWNLOAD = "download"
+WORKBOOK = "workbook"
+WORKBOOKS_DIR = "workbooks"
 PORTS_FILE = "gateway-ports.json"
 REFUSAL_MESSAGE = "this download link is not valid (expired, revoked or unknown)"
 
@@ -57,7 +63,7 @@ class Served:
 
     link_id: str
     image_id: str
-    tenant_id: int
+    tenant_id: int | None
     format: str
     filename: str
     path: Path
@@ -97,6 +103,11 @@ def _signer(catalog: Catalog) -> TimestampSigner:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def workbook_file(catalog: Catalog, link_id: str, filename: str) -> Path:
+    """Where a workbook link's file lives: a folder of its own, so FTP and SFTP see only that file."""
+    return catalog.settings.data_dir / WORKBOOKS_DIR / link_id / filename
 
 
 # ---- URLs ---------------------------------------------------------------------------------------
@@ -143,6 +154,10 @@ def _state(catalog: Catalog, session: Session, link: Link, image: Image | None, 
         return "revoked"
     if _aware(link.expires_at) <= now:
         return "expired"
+    if link.kind == WORKBOOK:
+        if _workbook_maker_lost(session, link):
+            return "access_lost"
+        return "active" if exports.read_checksum(workbook_file(catalog, link.id, link.filename)) else "unavailable"
     if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD) or image.tenant_id != link.tenant_id:
         return "unavailable"
     if _maker_lost(session, link, image.tenant_id):
@@ -158,18 +173,24 @@ def _state(catalog: Catalog, session: Session, link: Link, image: Image | None, 
 def link_view(
     catalog: Catalog, session: Session, link: Link, token: str | None = None, image: Image | None = None
 ) -> dict[str, Any]:
-    image = image if image is not None else session.get(Image, link.image_id)
+    if image is None and link.image_id is not None:
+        image = session.get(Image, link.image_id)
     now = utcnow()
     sha = None
     size = None
-    if image is not None and image.disk_format:
+    path = None
+    if link.kind == WORKBOOK:
+        path = workbook_file(catalog, link.id, link.filename)
+    elif image is not None and image.disk_format:
         path = exports.served_path(catalog, image, link.format)
+    if path is not None:
         sha = exports.read_checksum(path)
         if sha is not None:
             size = path.stat().st_size
     account = session.get(Account, link.account_id) if link.account_id else None
     view: dict[str, Any] = {
         "id": link.id,
+        "kind": link.kind,
         "image_id": link.image_id,
         "format": link.format,
         "filename": link.filename,
@@ -253,10 +274,15 @@ def create_link(catalog: Catalog, actor: Actor, image_id: str, fmt: str = "raw",
         raise
 
 
+def _sees(actor: Actor, link: Link) -> bool:
+    """A link of no tenant (an admin's workbook of every tenant) is seen by platform admins only."""
+    return actor.is_admin if link.tenant_id is None else actor.sees_tenant(link.tenant_id)
+
+
 def get_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
     with db.read_session(catalog.engine) as session:
         link = session.get(Link, link_id)
-        if link is None or not actor.sees_tenant(link.tenant_id):
+        if link is None or not _sees(actor, link):
             raise NotFound("link {link_id} not found", link_id=link_id)
         return link_view(catalog, session, link)
 
@@ -270,7 +296,7 @@ def list_links(catalog: Catalog, actor: Actor, image_id: str | None = None) -> l
             statement = statement.where(col(Link.tenant_id).in_(visible))
         if image_id:
             statement = statement.where(Link.image_id == image_id)
-        images: dict[str, Image | None] = {}
+        images: dict[str | None, Image | None] = {None: None}
         out = []
         for link in session.exec(statement):
             if link.image_id not in images:
@@ -284,7 +310,7 @@ def revoke_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
     try:
         with db.write_session(catalog.engine) as session:
             link = session.get(Link, link_id)
-            if link is None or not actor.sees_tenant(link.tenant_id):
+            if link is None or not _sees(actor, link):
                 raise NotFound("link {link_id} not found", link_id=link_id)
             if link.account_id != actor.account_id and not actor.can_manage:
                 raise Forbidden(
@@ -293,7 +319,7 @@ def revoke_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
             if link.revoked_at is None:
                 link.revoked_at = utcnow()
                 session.add(link)
-                audit.record(session, actor.name, "link.revoke", link.image_id, link=link_id)
+                audit.record(session, actor.name, "link.revoke", link.image_id or link.id, link=link_id)
             return link_view(catalog, session, link)
     except ImagehubError as exc:
         audit.record_refusal(catalog.engine, actor.name, "link.revoke", link_id, str(exc))
@@ -323,11 +349,27 @@ def _maker_lost(session: Session, link: Link, tenant_id: int | None) -> bool:
     return tenant_id is not None and not access.actor_of(account).sees_tenant(tenant_id)
 
 
+def _workbook_maker_lost(session: Session, link: Link) -> bool:
+    """A workbook lists what its maker saw: one tenant's images, or (an admin's) every tenant's."""
+    if link.tenant_id is not None:
+        return link.account_id is None or _maker_lost(session, link, link.tenant_id)
+    account = session.get(Account, link.account_id) if link.account_id is not None else None
+    return account is None or account.deleted_at is not None or not access.actor_of(account).is_admin
+
+
 def _check(catalog: Catalog, session: Session, link: Link, now: datetime) -> Served:
     if link.revoked_at is not None:
         raise Refused("revoked")
     if _aware(link.expires_at) <= now:
         raise Refused("expired")
+    if link.kind == WORKBOOK:
+        if _workbook_maker_lost(session, link):
+            raise Refused("access_lost")
+        path = workbook_file(catalog, link.id, link.filename)
+        sha = exports.read_checksum(path)
+        if sha is None:
+            raise Refused("file_missing")
+        return Served(link.id, "", link.tenant_id, "xlsx", link.filename, path, sha, _aware(link.expires_at))
     image = session.get(Image, link.image_id)
     if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD) or not image.disk_format:
         raise Refused("image_unavailable")

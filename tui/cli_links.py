@@ -52,7 +52,7 @@ def cmd_link_list(ctx: Context) -> int:
         [
             (
                 r["id"],
-                r["image_id"],
+                r["image_id"] or r.get("kind"),  # a workbook link names no image
                 r["format"],
                 r["state"],
                 r["expires_at"],

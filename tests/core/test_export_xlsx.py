@@ -112,3 +112,36 @@ def test_refusals_leave_no_file_and_no_noise(catalog: Catalog, people: People, t
     gc.collect()
     assert "Exception ignored" not in capfd.readouterr().err
     assert not (catalog.store.exports_dir / "x.xlsx").exists()
+
+
+def test_l6_workbook_link_lives_while_its_maker_sees_the_list(catalog: Catalog, people: People):
+    from core import links
+    from core.accounts import delete_account
+    from core.links import Refused
+    from core.workbooks import create_workbook_link
+
+    make_image(catalog, people.owner, Status.AVAILABLE, name="acme-web")
+    created = create_workbook_link(catalog, people.viewer)
+    served = links.validate_token(catalog, created.token, created.view["filename"])
+    assert served.path.parent == catalog.settings.data_dir / "workbooks" / created.view["id"]
+    assert [r[0] for r in load_workbook(served.path).active.iter_rows(min_row=2, values_only=True)] == ["acme-web"]
+    assert created.view["rows"] == 1 and created.view["size"] == served.path.stat().st_size
+    with pytest.raises(Refused):  # only the workbook and its checksum are behind the token
+        links.validate_token(catalog, created.token, "catalog.db")
+    delete_account(catalog, people.admin, "acme-viewer")
+    with pytest.raises(Refused) as refused:
+        links.validate_token(catalog, created.token)
+    assert refused.value.reason in ("access_lost", "revoked")
+    assert links.get_link(catalog, people.admin, created.view["id"])["state"] in ("access_lost", "revoked")
+
+
+def test_l6_a_refused_workbook_leaves_no_file_and_no_link(catalog: Catalog, people: People):
+    from core.errors import NotFound
+    from core.links import list_links
+    from core.workbooks import create_workbook_link
+
+    with pytest.raises(NotFound, match="tenant globex not found"):
+        create_workbook_link(catalog, people.owner, ImageQuery(tenant="globex"))
+    folder = catalog.settings.data_dir / "workbooks"
+    assert not folder.exists() or list(folder.iterdir()) == []
+    assert list_links(catalog, people.admin) == []

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import replace
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from textual import on, work
@@ -18,10 +16,10 @@ from core.accounts import list_tenants
 from core.errors import ImagehubError
 from core.images import ImageQuery, delete_images
 from core.lifecycle import Operation
-from tui.i18n import N_, _, tr
+from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error
 from tui.screens.batch import names_list, result_lines, summary
-from tui.screens.confirm import ChooseScreen, ConfirmScreen, PromptScreen, ResultsScreen
+from tui.screens.confirm import ChooseScreen, ConfirmScreen, ResultsScreen
 from tui.widgets.format import status_labels
 from tui.widgets.image_list import COLUMNS, SORT_KEYS, ImageList
 
@@ -252,43 +250,25 @@ class ImagesScreen(BaseScreen):
         self.app.push_screen(RecycleBinScreen(self.tenant), back)
 
     def action_export(self) -> None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        default = str(Path.cwd() / f"images-{stamp}.xlsx")
-
-        def check(value: str) -> str | None:
-            from core.export_xlsx import check_path
-
-            try:
-                check_path(value)
-            except ImagehubError as exc:
-                return tr(exc)
-            return None
-
-        def chosen(value: str | None) -> None:
-            if value:
-                self.app.notify(_("Exporting…"), timeout=3)
-                self._export(Path(value).expanduser().resolve())
-
-        self.app.push_screen(
-            PromptScreen(_("Export to Excel"), _("Write the listed images to:"), default, check=check), chosen
-        )
+        # A link, never a path: over the SSH door this process runs on the server (checklist L6).
+        self.app.notify(_("Exporting…"), timeout=3)
+        self._export()
 
     @work(thread=True, exclusive=True, group="export", exit_on_error=False)
-    def _export(self, path: Path) -> None:
-        from core.export_xlsx import export_xlsx
+    def _export(self) -> None:
+        from core.workbooks import create_workbook_link
+        from tui.screens.workbook_link import WorkbookLinkScreen
 
         app: Any = self.app
         query = replace(self.image_list.image_query, limit=None, offset=0)
         headers = [_(h) for h in (N_("Name"), N_("ID"), N_("System type"), N_("OS"), N_("Status"))]
         headers += [_(h) for h in (N_("Description"), N_("Created"), N_("Tenant"))]
         try:
-            count = export_xlsx(app.catalog, app.actor, path, query, headers=headers, status_label=status_labels())
+            created = create_workbook_link(app.catalog, app.actor, query, headers, status_labels())
         except Exception as exc:
             app.call_from_thread(report_error, self, exc, _("Export"))
             return
-        app.call_from_thread(
-            app.notify, _("Wrote {n} images to {path}").format(n=count, path=path), title=_("Export"), timeout=10
-        )
+        app.call_from_thread(app.push_screen, WorkbookLinkScreen(created.view))
 
     def _not_yet(self, what: str) -> None:
         self.app.notify(_("{what} is not available yet in this version.").format(what=what), severity="warning")
