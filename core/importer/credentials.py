@@ -1,4 +1,5 @@
-"""Credentials given in a source URL (`ftp://user:password@host/...`), kept encrypted in the job.
+"""Credentials given in a source URL (`ftp://user:password@host/...`, or a signed query string such as
+`?X-Amz-Signature=...`), kept encrypted in the job.
 
 The catalog keeps only the redacted URL in clear (image.source, job params); the real URL is
 encrypted with Fernet under a key derived (HKDF-SHA256) from the catalog's secret, and decrypted

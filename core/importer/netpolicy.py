@@ -37,7 +37,7 @@ class PolicyRefused(Invalid):
 
 @dataclass(frozen=True)
 class SourceUrl:
-    """A parsed source URL. `display` never holds a password; `username`/`password` are decoded."""
+    """A parsed source URL. `display` never holds a password or the query; `username`/`password` are decoded."""
 
     scheme: str
     host: str
@@ -67,16 +67,20 @@ class SourceUrl:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by `***` (`ftp://user:***@host/...`)."""
+    """The URL as shown and stored for display: any password replaced by `***`
+    (`ftp://user:***@host/...`), and so are the query and the fragment, which often carry a
+    signature or a token (`https://bucket/x.qcow2?***`)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<invalid URL>"
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit((parts.scheme, f"{user}:***@{hostport}", parts.path, parts.query, parts.fragment))
+    query = "***" if parts.query else ""
+    fragment = "***" if parts.fragment else ""
+    netloc = parts.netloc
+    if parts.password is not None or "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Starting an import: validate every field, then create the image (`importing`) and its job together.
 
 The URL is checked here already (scheme, port, and where its host resolves), so a refused
-destination never creates an image; the worker checks again at every connection. Credentials in
-the URL are kept only encrypted in the job (`core.importer.credentials`); the image and the job's
-parameters hold the redacted URL.
+destination never creates an image; the worker checks again at every connection. Credentials and
+the query string of the URL are kept only encrypted in the job (`core.importer.credentials`); the
+image, the job's parameters and the audit trail hold the redacted URL.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def submit_import(
             policy.resolve(source)
             shown = source.display
             params.update(source="url", url=shown)
-            if source.username is not None:
+            if source.username is not None or source.query:  # the query may hold a signature
                 secret = credentials.seal(catalog.secret(), source.geturl())
         else:
             shown = str(check_local_file(catalog.settings, file, internal=internal_file))

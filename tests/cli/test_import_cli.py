@@ -200,6 +200,40 @@ def test_url_credentials_from_stdin_are_never_shown(people: People, config_path:
     assert "hunter2" not in done.stdout + done.stderr
 
 
+def test_u7_signed_url_query_is_used_but_never_shown_or_stored(
+    cli: Any, catalog: Catalog, people: People, config_path: Path, tmp_path: Path
+) -> None:
+    disk = make_disk(tmp_path, "qcow2")
+    signature = "X-Amz-Signature=5ecret5ig&X-Amz-Credential=AKIA1234"
+    behaviour = HttpBehaviour(files={f"/disk.qcow2?{signature}": disk})  # served only with the signature
+    with http_server(behaviour) as base:
+        port_env = {"IMAGEHUB_IMPORT__ALLOWED_PORTS": f"[{port_of(base)}]"}
+        done = cli(*import_args("--url", f"{base}/disk.qcow2?{signature}", extra=("--wait", "--json")), env=port_env)
+        assert done.code == 0, done.err
+        image = done.json()
+        assert image["status"] == "available"
+        assert [r["path"] for r in behaviour.requests] == [f"/disk.qcow2?{signature}"]
+        shown = [
+            done.out + done.err,
+            cli("image", "show", image["id"], "--json").out,
+            cli("image", "show", image["id"]).out,
+            cli("image", "list", "--json").out,
+            cli("audit", "list", "--json", account="admin").out,
+            cli("audit", "list", account="admin").out,
+        ]
+        refused = cli(*import_args("--url", f"{base}:99/disk.qcow2?{signature}"), env=port_env)
+    assert image["source"] == f"{base}/disk.qcow2?***"
+    assert refused.code == 2 and refused.err.strip().endswith(f"url is not valid: {base}:99/disk.qcow2?***")
+    shown.append(refused.out + refused.err + cli("audit", "list", "--json", account="admin").out)
+    with db.read_session(catalog.engine) as session:
+        job = session.exec(select(Job)).one()
+        assert json.loads(job.params)["url"] == f"{base}/disk.qcow2?***" and job.secret  # sealed for the worker
+    for text in shown:
+        assert "5ecret5ig" not in text and "AKIA1234" not in text, text
+    for path in (catalog.settings.data_dir).rglob("catalog*"):
+        assert b"5ecret5ig" not in path.read_bytes(), path  # not in the database file, nor its WAL
+
+
 def test_wait_shows_a_progress_bar_on_a_terminal(people: People, config_path: Path, tmp_path: Path) -> None:
     disk = make_disk(tmp_path, "qcow2", "64M", options="preallocation=full")
     behaviour = HttpBehaviour(files={"/disk.qcow2": disk}, hold_after=8 << 20)

@@ -125,6 +125,19 @@ def test_credentials_are_redacted() -> None:
     assert "p@ss" not in repr(source)
 
 
+def test_u7_query_and_fragment_are_redacted_like_a_password() -> None:
+    signed = "https://bucket.example.com/x.qcow2?X-Amz-Signature=abc123&X-Amz-Expires=60"
+    assert redact(signed) == "https://bucket.example.com/x.qcow2?***"
+    assert redact("http://u:pw@h/x.img?token=t0k#frag=f") == "http://u:***@h/x.img?***#***"
+    assert redact("https://h/x.img") == "https://h/x.img"
+    source = Policy().parse(signed)
+    assert source.display == "https://bucket.example.com/x.qcow2?***"
+    assert source.request_target == "/x.qcow2?X-Amz-Signature=abc123&X-Amz-Expires=60"  # the worker's request
+    with pytest.raises(Invalid) as refused:
+        Policy().parse("http://h:99999/x.img?sig=abc123")
+    assert "abc123" not in str(refused.value)
+
+
 class FirstHopOnly(Policy):
     """Treats the literal 127.0.0.1 as an allowed (public) host, standing in for an internet server;
     every other name keeps the real rule. Only the redirect handling is under test."""
