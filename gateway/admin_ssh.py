@@ -263,6 +263,8 @@ class AdminFrontDoor:
                 if now != standing and task not in self.cut_reasons:
                     what = "deleted" if now is None else "changed (tenant, role or perm); log in again"
                     self.cut(task, f"account {account} was {what}")
+                    _audit(self.catalog, account, "admin_ssh.cut", "ok", f"account {what.split(' ', 1)[0]}",
+                           target=account)  # fmt: skip
 
     def adopt(self, child: asyncio.subprocess.Process) -> None:
         """A session's child process: ended by `close` and by `cut`."""
@@ -460,6 +462,8 @@ class AdminFrontDoor:
         """End every session's child (SIGHUP, as a terminal hang-up does) and wait for them."""
         if self._watcher is not None:
             self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         children = list(self.children)
         for child in children:
             with contextlib.suppress(ProcessLookupError):

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from core import accounts, keys
+from core import accounts, audit, keys
 from tests.admin import test_admin_ssh
 from tests.admin.test_admin_ssh import READ_TIMEOUT, Door, open_tui, quit_tui, read_until
 from tests.conftest import People
@@ -53,6 +53,8 @@ async def test_deleting_an_account_ends_its_open_tui_at_once_and_no_other(
         assert f"session closed: account {ACCOUNT} was deleted" in stderr
         assert took < door.front_door.account_check_seconds + 3, f"cut only after {took:.1f} s"
         assert await quit_tui(bystander) == 0  # the owner's session went on
+    cut = audit.list_events(door.catalog.engine, action="admin_ssh.cut")
+    assert [(e["target"], e["reason"]) for e in cut] == [(ACCOUNT, "account deleted")]
     with pytest.raises(asyncssh.PermissionDenied):  # its key went with it
         async with door.connect(ACCOUNT):
             pass
