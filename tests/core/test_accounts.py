@@ -302,3 +302,13 @@ def test_migration_0005_keeps_accounts_and_round_trips(catalog: Catalog, people:
     assert db.current_revision(catalog.engine) == db.head_revision()
     assert "acme-viewer" in names(catalog, people.admin) and "acme-owner" in names(catalog, people.admin)
     assert account_row(catalog, "acme-owner") is not None
+
+
+def test_a_link_made_by_a_stale_actor_after_the_delete_opens_nothing(catalog: Catalog, people: People) -> None:
+    """A process that resolved the account before it was deleted (an open TUI, a CLI mid-command)
+    may still record a link: its maker is gone, so the gateway and `link list` refuse it alike."""
+    image_id = make_image(catalog, people.owner, Status.AVAILABLE, name="web", with_file=True)
+    accounts.delete_account(catalog, people.admin, "acme-viewer")
+    late = link_of(catalog, people.viewer, image_id)
+    assert links.check_links(catalog, [late])[late] == "access_lost"
+    assert links.get_link(catalog, people.owner, late)["state"] == "access_lost"
