@@ -143,7 +143,8 @@ class ImportSettings(BaseModel):
 
     allow_private_networks: accept URL sources resolving to loopback/private/link-local
         addresses (SSRF guard off; labs and tests only).
-    allowed_schemes, allowed_ports: what a source URL may use.
+    allowed_schemes, allowed_ports: what a source URL may use; an FTP source's passive data port
+        must be on allowed_ports too.
     ca_bundle: extra CA certificates (PEM) trusted for HTTPS sources.
     max_concurrent: import jobs run at once by one worker.
     max_concurrent_total: jobs run at once across every worker sharing the catalog (0: no cap).

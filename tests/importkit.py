@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 import tarfile
@@ -365,11 +366,31 @@ def make_ca_and_server_cert(folder: Path) -> tuple[Path, ssl.SSLContext]:
 # ---- FTP ------------------------------------------------------------------------------------
 
 
+def free_ports(count: int = 4) -> list[int]:
+    """Ports free on 127.0.0.1 just now (for a server that needs its ports named in advance)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 @contextmanager
 def ftp_server(
-    root: Path, user: str, password: str, dtp_handler: type | None = None, rest: bool = True
+    root: Path,
+    user: str,
+    password: str,
+    dtp_handler: type | None = None,
+    rest: bool = True,
+    *,
+    passive_ports: list[int] | None = None,
+    masquerade_address: str | None = None,
 ) -> Iterator[tuple[str, list[str]]]:
-    """pyftpdlib on 127.0.0.1, port 0, one user; yields the base URL (no credentials) and a command log."""
+    """pyftpdlib on 127.0.0.1, port 0, one user; yields the base URL (no credentials) and a command log.
+    Passive data ports come from `passive_ports` (else any), PASV replies name `masquerade_address`."""
     from pyftpdlib.authorizers import DummyAuthorizer
     from pyftpdlib.handlers import FTPHandler
     from pyftpdlib.servers import ThreadedFTPServer
@@ -389,6 +410,8 @@ def ftp_server(
     Handler.authorizer = authorizer
     Handler.banner = "test ftp"
     Handler.auth_failed_timeout = 0.01
+    Handler.passive_ports = passive_ports
+    Handler.masquerade_address = masquerade_address
     if dtp_handler is not None:
         Handler.dtp_handler = dtp_handler
         Handler.use_sendfile = False

@@ -446,6 +446,30 @@ def _stream(response: Any, sink: StagedFile) -> None:
 # ---- FTP ------------------------------------------------------------------------------------
 
 
+class CheckedFTP(ftplib.FTP):
+    """ftplib.FTP whose data connections obey the network policy like the control connection: to
+    the control connection's own (checked) address whatever host a PASV reply names, as curl does,
+    and only to a port on `import.allowed_ports` (checklist U2) — else refused before connecting."""
+
+    def __init__(self, policy: Policy, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self.policy = policy
+        self.trust_server_pasv_ipv4_address = False
+
+    def makepasv(self) -> tuple[str, int]:
+        host, port = super().makepasv()  # PASV: the control peer's address; EPSV carries no address
+        if self.sock is None or host != self.sock.getpeername()[0]:
+            raise Failed("FTP source named another host for its data connection")
+        if port not in self.policy.allowed_ports:
+            allowed = ", ".join(str(p) for p in self.policy.allowed_ports)
+            raise Failed(
+                "FTP source data port {port} is not allowed (import.allowed_ports); allowed: {allowed}",
+                port=port,
+                allowed=allowed,
+            )
+        return host, port
+
+
 def _ftp_once(policy: Policy, source: SourceUrl, sink: StagedFile, timeout: float) -> None:
     path = unquote(source.path)
     if path.startswith("/"):
@@ -453,8 +477,7 @@ def _ftp_once(policy: Policy, source: SourceUrl, sink: StagedFile, timeout: floa
     if not path or any(ord(ch) < 32 for ch in path):
         raise Failed("ftp source path is empty or invalid")
     addresses = policy.resolve(source)
-    ftp = ftplib.FTP(timeout=timeout)
-    ftp.trust_server_pasv_ipv4_address = False  # data connections go to the checked address only
+    ftp = CheckedFTP(policy, timeout)
     last: BaseException | None = None
     for address in addresses:
         try:

@@ -25,6 +25,7 @@ from tests.conftest import IMAGEHUB, REPO, People
 from tests.importkit import (
     GIB,
     HttpBehaviour,
+    free_ports,
     ftp_server,
     http_server,
     leftovers,
@@ -181,9 +182,10 @@ def test_bad_values_exit_2_and_create_nothing(cli: Any, people: People, args: li
 
 def test_url_credentials_from_stdin_are_never_shown(people: People, config_path: Path, tmp_path: Path) -> None:
     disk = make_disk(tmp_path, "qcow2")
-    with ftp_server(disk.parent, "alice", "hunter2") as (base, _):
+    passive = free_ports()
+    with ftp_server(disk.parent, "alice", "hunter2", passive_ports=passive) as (base, _):
         url = f"ftp://alice:hunter2@{base.removeprefix('ftp://')}/{disk.name}"
-        env = env_for(config_path, IMAGEHUB_IMPORT__ALLOWED_PORTS=f"[{port_of(base)}]")
+        env = env_for(config_path, IMAGEHUB_IMPORT__ALLOWED_PORTS=json.dumps([port_of(base), *passive]))
         done = subprocess.run(
             [*IMAGEHUB, *import_args("--url", "-", extra=("--wait", "--json"))],
             input=url + "\n",

@@ -20,6 +20,7 @@ from tests.conftest import People
 from tests.importkit import (
     GIB,
     HttpBehaviour,
+    free_ports,
     ftp_server,
     http_server,
     import_and_wait,
@@ -31,8 +32,8 @@ from tests.importkit import (
 )
 
 
-def allow(catalog: Catalog, url: str) -> None:
-    catalog.settings.import_.allowed_ports = [port_of(url)]
+def allow(catalog: Catalog, url: str, *more_ports: int) -> None:
+    catalog.settings.import_.allowed_ports = [port_of(url), *more_ports]
 
 
 @pytest.fixture
@@ -74,8 +75,9 @@ def test_ftp_source_with_user_and_password_never_stores_the_password(
     catalog: Catalog, people: People, qcow2: Path, tmp_path: Path
 ) -> None:
     secret = "s3cr:t@pw"
-    with ftp_server(qcow2.parent, "alice", secret) as (base, commands):
-        allow(catalog, base)
+    passive = free_ports()
+    with ftp_server(qcow2.parent, "alice", secret, passive_ports=passive) as (base, commands):
+        allow(catalog, base, *passive)
         hostport = base.removeprefix("ftp://")
         url = f"ftp://alice:s3cr%3At%40pw@{hostport}/{qcow2.name}"
         image = import_and_wait(catalog, people.owner, url=url)
@@ -94,12 +96,44 @@ def test_ftp_source_with_user_and_password_never_stores_the_password(
 
 def test_ftp_wrong_password_fails_with_a_clear_reason(catalog: Catalog, people: People, qcow2: Path) -> None:
     with ftp_server(qcow2.parent, "alice", "right") as (base, _):
-        allow(catalog, base)
+        allow(catalog, base)  # the login fails before any data connection
         url = f"ftp://alice:wrong@{base.removeprefix('ftp://')}/{qcow2.name}"
         image = import_and_wait(catalog, people.owner, url=url)
     assert image.status == Status.IMPORT_FAILED
     assert image.error == "FTP login refused by source (530)"
     assert leftovers(catalog) == []
+
+
+def test_u2_ftp_passive_port_off_allowed_ports_is_refused(catalog: Catalog, people: People, qcow2: Path) -> None:
+    passive = free_ports(1)
+    with ftp_server(qcow2.parent, "alice", "pw", passive_ports=passive) as (base, commands):
+        allow(catalog, base)  # the control port only
+        url = f"ftp://alice:pw@{base.removeprefix('ftp://')}/{qcow2.name}"
+        image = import_and_wait(catalog, people.owner, url=url)
+    assert image.status == Status.IMPORT_FAILED
+    assert image.error == (
+        f"FTP source data port {passive[0]} is not allowed (import.allowed_ports); allowed: {port_of(base)}"
+    )
+    assert not any(c.startswith("RETR") for c in commands)  # refused before asking for the file
+    assert leftovers(catalog) == []
+
+
+def test_u2_ftp_passive_port_on_allowed_ports_goes_to_the_control_address(
+    catalog: Catalog, people: People, qcow2: Path
+) -> None:
+    """A PASV reply naming another host (here 10.9.8.7) is not followed: the data connection goes
+    to the address of the control connection, which the policy checked."""
+    passive = free_ports()
+    with ftp_server(qcow2.parent, "alice", "pw", passive_ports=passive, masquerade_address="10.9.8.7") as (
+        base,
+        commands,
+    ):
+        allow(catalog, base, *passive)
+        url = f"ftp://alice:pw@{base.removeprefix('ftp://')}/{qcow2.name}"
+        image = import_and_wait(catalog, people.owner, url=url)
+    assert image.status == Status.AVAILABLE, image.error
+    assert image.sha256 == sha256_of(qcow2)
+    assert "PASV" in commands and any(c.startswith("RETR") for c in commands)
 
 
 def test_http_cut_mid_file_resumes_with_a_range_request(catalog: Catalog, people: People, tmp_path: Path) -> None:
@@ -133,8 +167,12 @@ def test_ftp_cut_mid_file_resumes_with_rest(catalog: Catalog, people: People, tm
             state["sent"] += len(data)
             return super().send(data)
 
-    with ftp_server(source.parent, "bob", "pw", dtp_handler=CuttingDTP, rest=rest) as (base, commands):
-        allow(catalog, base)
+    passive = free_ports()
+    with ftp_server(source.parent, "bob", "pw", dtp_handler=CuttingDTP, rest=rest, passive_ports=passive) as (
+        base,
+        commands,
+    ):
+        allow(catalog, base, *passive)
         url = f"ftp://bob:pw@{base.removeprefix('ftp://')}/{source.name}"
         image = import_and_wait(catalog, people.owner, url=url)
     assert image.status == Status.AVAILABLE, image.error
