@@ -52,9 +52,48 @@ MAX_READ = 256 * 1024
 # What the channels of one connection may hold unsent before its reads wait (see _Outflow).
 QUEUE_LIMIT = 1024 * 1024
 # Session channels one connection may have open at once (OpenSSH's MaxSessions is 10; its sftp,
-# curl, lftp and FileZilla open one): each may hold a request of up to 4 MiB being received.
+# curl, lftp and FileZilla open one).
 MAX_SESSIONS = 4
+# The longest SFTP request a channel takes (a 255 KiB WRITE, refused anyway, with its header); asyncssh
+# would receive up to 4 MiB per request. Longer ones close the channel.
+MAX_REQUEST = 257 * 1024
+# The SSH window of a session channel: what a client may send before the server has read it. Requests
+# are a few dozen bytes (OpenSSH's sftp keeps 64 in flight); asyncssh's default is 2 MiB.
+RECV_WINDOW = 256 * 1024
 _MAX_OFFSET = 2**63 - 1 - MAX_READ  # past this, pread cannot even be asked (off_t)
+
+
+class _RequestGuard:
+    """Wraps a session's `data_received`: closes the channel when an SFTP request says it is longer
+    than MAX_REQUEST, before asyncssh gathers it (a request is a 4-byte length, then that many bytes)."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], data_received: Any) -> None:
+        self.chan = chan
+        self.data_received = data_received
+        self.header = b""
+        self.body_left = 0
+
+    def __call__(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.chan.is_closing():
+            return
+        at = 0
+        while at < len(data):
+            if self.body_left:
+                step = min(self.body_left, len(data) - at)
+                self.body_left -= step
+                at += step
+                continue
+            need = 4 - len(self.header)
+            self.header += data[at : at + need]
+            at += need
+            if len(self.header) == 4:
+                self.body_left = int.from_bytes(self.header, "big")
+                self.header = b""
+                if self.body_left > MAX_REQUEST:
+                    log.info("SFTP request of %d bytes: channel closed", self.body_left)
+                    self.chan.close()
+                    return
+        self.data_received(data, datatype)
 
 
 def _skip_cbc_ignores(conn: asyncssh.SSHServerConnection) -> None:
@@ -96,7 +135,7 @@ def _pread_cached(fd: int, size: int, offset: int) -> bytearray | None:
 
 class _Outflow:
     """The bytes one SSH connection holds unsent; its SFTP reads wait while they are too many. It
-    also refuses a session channel past MAX_SESSIONS.
+    also refuses a session channel past MAX_SESSIONS, and guards each one's requests (_RequestGuard).
 
     asyncssh's SFTP server answers the requests of a channel one after another and writes each
     answer without waiting for it to leave, so a client that pipelines READs and reads nothing would
@@ -126,6 +165,7 @@ class _Outflow:
                 raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "Too many sessions")
             chan, session = open_session(packet)
             self.sessions.add(chan)
+            session.data_received = _RequestGuard(chan, session.data_received)
             return chan, session
 
         def send_packet_and_wake(pkttype: int, *args: bytes, handler: Any = None) -> None:
@@ -430,6 +470,7 @@ async def listen(registry: Registry, host: str, port: int, host_key: Path) -> as
         allow_scp=False,
         encryption_algs=ENCRYPTION_ALGS,
         login_timeout=30,
+        window=RECV_WINDOW,
         keepalive_interval=min(60, settings.idle_timeout_seconds or 60),
         agent_forwarding=False,
         allow_pty=False,

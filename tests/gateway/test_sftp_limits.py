@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from gateway.sftp import MAX_READ, MAX_SESSIONS
+from gateway.sftp import MAX_READ, MAX_REQUEST, MAX_SESSIONS
 from tests.gateway.conftest import Gateway, Link
 from tests.gateway.test_refusals import sftp_connect
 
@@ -352,8 +352,8 @@ async def test_t14_a_connection_opens_at_most_4_sessions(gw: Gateway, link: Link
 
 
 async def test_t14_requests_pushed_on_many_channels_keep_serve_small(gw: Gateway, link: Link) -> None:
-    """Each SFTP session may be receiving a request of up to 4 MiB (asyncssh's limit): on 50
-    channels of one connection that made serve grow by 200 MiB; past 4 they are refused."""
+    """Each session may be receiving a request; on 50 channels of one connection, each with a 4 MiB
+    request, that made serve grow by 200 MiB. Now requests stop at 257 KiB and sessions at 4."""
     base = rss(gw)
     async with await sftp_connect(gw, link.token) as conn:
         opened = refused = 0
@@ -365,6 +365,17 @@ async def test_t14_requests_pushed_on_many_channels_keep_serve_small(gw: Gateway
                 refused += 1
                 continue
             opened += 1
-            chan.write(struct.pack(">I", 4 * MIB + 100) + bytes(4 * MIB))  # a request that never ends
+            chan.write(struct.pack(">I", MAX_REQUEST) + bytes(MAX_REQUEST - 1024))  # a request that never ends
         assert (opened, refused) == (MAX_SESSIONS, 50 - MAX_SESSIONS)
         await watch_growth(gw, base, 1.0)
+
+
+async def test_t14_an_sftp_request_longer_than_257k_closes_its_channel(gw: Gateway, link: Link) -> None:
+    base = rss(gw)
+    async with await sftp_connect(gw, link.token) as conn:
+        chan, _ = await conn.create_session(asyncssh.SSHClientSession, subsystem="sftp", encoding=None)
+        chan.write(struct.pack(">I", 4 * MIB) + bytes(4 * MIB))
+        async with asyncio.timeout(30):
+            await chan.wait_closed()
+    assert rss(gw) - base < RSS_GROWTH_LIMIT
+    assert "SFTP request of 4194304 bytes: channel closed" in gw.log_text()
