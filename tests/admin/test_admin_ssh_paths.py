@@ -101,3 +101,24 @@ async def test_l6_openssh_client_gets_the_workbook_on_standard_output(door: Door
     assert ssh.returncode == 0, err
     rows = list(load_workbook(io.BytesIO(target.read_bytes())).active.iter_rows(values_only=True))
     assert [r[0] for r in rows[1:]] == ["acme-web-server"]  # the viewer's tenant only
+
+
+async def test_l6_x_in_the_tui_over_the_door_gives_a_workbook_link(door: Door, people: People, tmp_path: Path):
+    from core import links
+
+    add_door_key(door, people, "acme-viewer", tmp_path)
+    async with door.connect("acme-viewer") as conn:
+        process = await base.open_tui(conn, size=(140, 40))
+        seen = bytearray()
+        await base.read_until(process.stdout, b"acme-web-server", seen)
+        process.stdin.write(b"x")
+        await base.read_until(process.stdout, b"24 hours", seen)
+        process.stdin.write(b"\x1b")  # back to the list, then quit
+        await base.read_until(process.stdout, b"acme-web-server", bytearray())
+        assert await base.quit_tui(process) == 0
+    made = [r for r in links.list_links(door.catalog, people.admin) if r["kind"] == "workbook"]
+    assert len(made) == 1 and made[0]["created_by"] == "acme-viewer" and made[0]["state"] == "active"
+    assert made[0]["id"].encode() in seen and b"/d/" in seen  # the link is what the screen showed
+    file = door.catalog.settings.data_dir / "workbooks" / made[0]["id"] / made[0]["filename"]
+    rows = list(load_workbook(file).active.iter_rows(min_row=2, values_only=True))
+    assert [r[0] for r in rows] == ["acme-web-server"]
