@@ -133,7 +133,7 @@ def state_in_link_list(gw: Gateway, link_id: str) -> str:
     return next(lk["state"] for lk in json.loads(done.stdout) if lk["id"] == link_id)
 
 
-def test_deleting_an_account_cuts_its_running_download_and_refuses_its_links(gw: Gateway, tmp_path: Path) -> None:
+def test_t4_deleting_an_account_cuts_its_running_download_and_refuses_its_links(gw: Gateway, tmp_path: Path) -> None:
     new_member(gw, "leaver")
     link = gw.link(gw.image(size=SIZE), account="leaver")
     out = tmp_path / "part"
@@ -171,7 +171,7 @@ def test_deleting_an_account_cuts_its_running_download_and_refuses_its_links(gw:
     assert f"link={link.id} proto=http" in gw.log_text()
 
 
-def test_moving_an_account_stops_its_links_to_the_old_tenant(gw: Gateway, tmp_path: Path) -> None:
+def test_t4_moving_an_account_stops_its_links_to_the_old_tenant(gw: Gateway, tmp_path: Path) -> None:
     new_member(gw, "mover")
     link = gw.link(gw.image(size=100_000), account="mover")
     owners = gw.link(gw.image(size=100_000), account="acme-owner")
