@@ -235,6 +235,11 @@ class _Handle:
         self.transfer = transfer
         self.eof_reached = False
 
+    def seek(self, offset: int, whence: int) -> int:
+        """asyncssh answers a client's ranges@asyncssh.com (where the data is, SEEK_DATA/SEEK_HOLE) with it:
+        asyncssh's `SFTPClient.get` asks before reading."""
+        return os.lseek(self.fd, offset, whence)
+
 
 class GatewaySSHServer(asyncssh.SSHServer):
     def __init__(self, registry: Registry) -> None:

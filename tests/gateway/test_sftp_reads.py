@@ -95,3 +95,10 @@ async def test_cbc_is_never_negotiated(gw: Gateway, link: Link) -> None:
     assert not [alg for alg in ENCRYPTION_ALGS if "cbc" in alg]
     async with await sftp_connect(gw, link.token, encryption_algs=["aes128-cbc", "aes128-ctr"]) as conn:
         assert conn.get_extra_info("send_cipher") == conn.get_extra_info("recv_cipher") == "aes128-ctr"
+
+
+async def test_asyncssh_get_asks_where_the_data_is_and_downloads_whole(gw: Gateway, link: Link, tmp_path: Path) -> None:
+    """asyncssh's `SFTPClient.get` asks for the file's data ranges (ranges@asyncssh.com) before reading."""
+    async with await sftp_connect(gw, link.token) as conn, conn.start_sftp_client() as sftp:
+        await sftp.get(link.filename, tmp_path / "copy")
+    assert (tmp_path / "copy").read_bytes() == link.path.read_bytes()
