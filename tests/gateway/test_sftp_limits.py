@@ -343,9 +343,13 @@ async def test_t14_a_connection_opens_at_most_4_sessions(gw: Gateway, link: Link
         clients = [await conn.start_sftp_client() for _ in range(MAX_SESSIONS)]
         with pytest.raises(asyncssh.ChannelOpenError, match="Too many sessions"):
             await conn.start_sftp_client()
-        # The refusal leaves the connection and its sessions working.
+        # The refusal leaves the connection and its sessions working, and a session ended makes room.
         for client in clients:
             assert sorted(await client.listdir("/")) == sorted([".", "..", link.filename, link.filename + ".sha256"])
+        clients[0].exit()
+        await clients[0].wait_closed()
+        clients[0] = await conn.start_sftp_client()
+        assert await clients[0].exists(link.filename)
         for client in clients:
             client.exit()
             await client.wait_closed()
