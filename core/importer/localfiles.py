@@ -14,7 +14,7 @@ from pathlib import Path
 from core.errors import Invalid
 from core.settings import Settings
 
-PROTECTED_FOLDERS = ("images", "staging", "exports", "vms", "logs")
+PROTECTED_FOLDERS = ("images", "staging", "exports", "workbooks", "vms", "logs")
 
 
 def import_roots(settings: Settings) -> list[Path]:

@@ -324,8 +324,18 @@ def test_server_files_outside_the_import_folders_are_refused(cli: Any, people: P
     other = make_disk(folder, "qcow2")
     store = folder / "var" / "images" / "img-someones.raw"
     store.write_bytes(b"\0" * 4096)
+    workbook = folder / "var" / "workbooks" / "lnk-someones" / "images.xlsx"  # another account's workbook link
+    workbook.parent.mkdir(parents=True)
+    workbook.write_bytes(b"PK\3\4" + b"\0" * 4096)
     (folder / "escape.raw").symlink_to("/etc/hostname")
-    for path in ("var/catalog.db", "var/secret.key", str(store), "escape.raw", "var/ssh_host_ed25519_key"):
+    for path in (
+        "var/catalog.db",
+        "var/secret.key",
+        str(store),
+        str(workbook),
+        "escape.raw",
+        "var/ssh_host_ed25519_key",
+    ):
         done = cli(*import_args("--file", path))
         assert done.code == 2, path
         assert "is not in an import folder" in done.err, path
