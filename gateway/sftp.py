@@ -90,7 +90,8 @@ class _RequestGuard:
                 self.body_left = int.from_bytes(self.header, "big")
                 self.header = b""
                 if self.body_left > MAX_REQUEST:
-                    log.info("SFTP request of %d bytes: channel closed", self.body_left)
+                    peer = self.chan.get_extra_info("peername") or ("-", 0)
+                    log.info("client=%s:%s SFTP request of %d bytes: channel closed", *peer[:2], self.body_left)
                     self.chan.close()
                     return
         self.data_received(data, datatype)
