@@ -19,6 +19,7 @@ from typing import Any
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from core import db
@@ -27,6 +28,7 @@ from core.catalog import Catalog
 from core.models import Tenant
 from tui.i18n import N_, _, set_language
 from tui.screens.base import report_error, translate_bindings
+from tui.widgets.format import plain, visible
 
 log = logging.getLogger("imagehub.tui")
 
@@ -212,6 +214,30 @@ class ImagehubApp(App[None]):
         for command in super().get_system_commands(screen):
             yield command._replace(title=_(command.title), help=_(command.help))
 
+    # ---- notifications ----------------------------------------------------------------------
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Textual's notification with markup off unless asked for: messages carry user text (image
+        names, reasons) that must show as typed (checklist L7), and never a terminal control code."""
+        if not markup:
+            message = visible(message)
+        super().notify(message, title=visible(title), severity=severity, timeout=timeout, markup=markup)
+
+    def action_help_quit(self) -> None:
+        """Textual's ctrl+c hint, whose markup is its own."""
+        for key, active in self.active_bindings.items():
+            if active.binding.action in ("quit", "app.quit"):
+                self.notify(f"Press [b]{key}[/b] to quit the app", title="Do you want to quit?", markup=True)
+                return
+
     # ---- errors -----------------------------------------------------------------------------
 
     def report(self, error: BaseException, doing: str = "") -> None:
@@ -225,4 +251,5 @@ class ImagehubApp(App[None]):
             return
         self._return_code = 1
         where = f" (details in {self.log_path})" if self.log_path else ""
-        self.exit(return_code=1, message=_("imagehub: internal error: {error}").format(error=error) + where)
+        text = _("imagehub: internal error: {error}").format(error=error) + where
+        self.exit(return_code=1, message=plain(text))

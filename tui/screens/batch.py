@@ -8,17 +8,17 @@ from rich.text import Text
 
 from core.images import BatchResult
 from tui.i18n import _, tr
-from tui.widgets.format import fit
+from tui.widgets.format import fit, visible
 
 
 def result_lines(results: Sequence[BatchResult], names: dict[str, str], done: str) -> list[Text]:
     lines = []
     for result in results:
-        name = fit(names.get(result.id, ""), 20)
+        name = fit(visible(names.get(result.id, "")), 20)
         if result.ok:
             lines.append(Text.assemble(("✓ ", "green"), f"{result.id}  {name}  ", (done, "green")))
         else:
-            reason = tr(result.error) if result.error else _("failed")
+            reason = visible(tr(result.error)) if result.error else _("failed")
             lines.append(Text.assemble(("✗ ", "red"), f"{result.id}  {name}  ", (reason, "red")))
     return lines
 

@@ -1,4 +1,6 @@
-"""Dialogs: a confirmation that defaults to No (optionally typed), a results list, a prompt, a chooser."""
+"""Dialogs: a confirmation that defaults to No (optionally typed), a results list, a prompt, a chooser.
+
+Titles, items and messages carry user text (image names, reasons): shown with `plain`, never as markup."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from textual.widgets.option_list import Option
 
 from tui.i18n import N_, _
 from tui.screens.base import BaseModal
+from tui.widgets.format import plain, visible
 
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
@@ -51,15 +54,15 @@ class ConfirmScreen(BaseModal):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text, classes="dialog-title")
+            yield Label(plain(self.title_text), classes="dialog-title")
             if self.items:
                 with VerticalScroll(classes="dialog-list"):
-                    yield Static(Text("\n".join(self.items)))
+                    yield Static(Text("\n").join(plain(item) for item in self.items))
             if self.question:
-                yield Label(self.question)
+                yield Label(plain(self.question))
             if self.typed is not None:
-                yield Label(_("Type “{text}” to confirm:").format(text=self.typed))
-                yield Input(placeholder=self.typed, id="typed")
+                yield Label(plain(_("Type “{text}” to confirm:").format(text=self.typed)))
+                yield Input(placeholder=visible(self.typed), id="typed")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(_("No"), id="no", variant="primary")
                 yield Button(self.yes_label, id="yes", variant="error", disabled=self.typed is not None)
@@ -104,7 +107,7 @@ class ResultsScreen(BaseModal):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text, classes="dialog-title")
+            yield Label(plain(self.title_text), classes="dialog-title")
             with VerticalScroll(classes="dialog-list", id="results"):
                 yield Static(Text("\n").join(self.lines))
             with Horizontal(classes="dialog-buttons"):
@@ -135,8 +138,8 @@ class PromptScreen(BaseModal):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text, classes="dialog-title")
-            yield Label(self.label)
+            yield Label(plain(self.title_text), classes="dialog-title")
+            yield Label(plain(self.label))
             yield Input(self.value, id="value")
             yield Static("", classes="dialog-message", id="message")
             with Horizontal(classes="dialog-buttons"):
@@ -149,7 +152,7 @@ class PromptScreen(BaseModal):
 
     def _validate(self, value: str) -> bool:
         message = self.check(value) if self.check else None
-        self.query_one("#message", Static).update(message or "")
+        self.query_one("#message", Static).update(plain(message or ""))
         self.query_one("#ok", Button).disabled = message is not None
         return message is None
 
@@ -187,8 +190,8 @@ class ChooseScreen(BaseModal):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text, classes="dialog-title")
-            yield OptionList(*[Option(label, id=value) for value, label in self.choices], id="choices")
+            yield Label(plain(self.title_text), classes="dialog-title")
+            yield OptionList(*[Option(plain(label), id=value) for value, label in self.choices], id="choices")
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)

@@ -16,7 +16,7 @@ from core.validation import check_description, check_name
 from tui.i18n import N_, _, tr
 from tui.screens.base import BaseModal, report_error
 from tui.screens.confirm import DIALOG_CSS
-from tui.widgets.format import status_label
+from tui.widgets.format import plain, status_label, visible
 
 
 def _problem(check: Any, value: str) -> str | None:
@@ -43,16 +43,18 @@ class EditScreen(BaseModal):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(
-                _("Edit {name} ({id}, {status})").format(
-                    name=self.image["name"], id=self.image["id"], status=status_label(self.image["status"])
+                plain(
+                    _("Edit {name} ({id}, {status})").format(
+                        name=self.image["name"], id=self.image["id"], status=status_label(self.image["status"])
+                    )
                 ),
                 classes="dialog-title",
             )
             yield Label(_("Name"))
-            yield Input(self.image["name"], id="name", max_length=200)
+            yield Input(visible(self.image["name"]), id="name", max_length=200)  # no raw ESC to the terminal
             yield Static("", classes="dialog-message", id="name-message")
             yield Label(_("Remark"))
-            yield Input(self.image.get("description") or "", id="description", max_length=1000)
+            yield Input(visible(self.image.get("description") or "", newlines=True), id="description", max_length=1000)
             yield Static("", classes="dialog-message", id="description-message")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(_("Cancel"), id="cancel")
@@ -66,8 +68,8 @@ class EditScreen(BaseModal):
         description = self.query_one("#description", Input).value
         name_problem = _problem(check_name, name)
         description_problem = _problem(check_description, description)
-        self.query_one("#name-message", Static).update(name_problem or "")
-        self.query_one("#description-message", Static).update(description_problem or "")
+        self.query_one("#name-message", Static).update(plain(name_problem or ""))
+        self.query_one("#description-message", Static).update(plain(description_problem or ""))
         ok = name_problem is None and description_problem is None
         self.query_one("#save", Button).disabled = not ok
         return ok

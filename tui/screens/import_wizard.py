@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text, TextType
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -23,6 +24,7 @@ from core.errors import ImagehubError
 from core.validation import check_description, check_name, check_os, check_sha256, check_size_gb
 from tui.i18n import N_, _, tr
 from tui.screens.base import BaseScreen, report_error
+from tui.widgets.format import plain
 
 
 def problem(check: Callable[[], object]) -> str | None:
@@ -31,6 +33,13 @@ def problem(check: Callable[[], object]) -> str | None:
     except ImagehubError as exc:
         return tr(exc)
     return None
+
+
+class SafeDirectoryTree(DirectoryTree):
+    """The file browser; a file name is user text: control characters in it are shown escaped."""
+
+    def process_label(self, label: TextType) -> Text:
+        return super().process_label(plain(label) if isinstance(label, str) else label)
 
 
 class ImportWizard(BaseScreen):
@@ -101,8 +110,8 @@ class ImportWizard(BaseScreen):
                 hint = _("{folder} does not exist (tui.import_root); showing {cwd}:").format(
                     folder=root, cwd=Path.cwd()
                 )
-            yield Static(hint, classes="hint", id="files-hint")
-            yield DirectoryTree(root if root.is_dir() else Path.cwd(), id="files")
+            yield Static(plain(hint), classes="hint", id="files-hint")
+            yield SafeDirectoryTree(root if root.is_dir() else Path.cwd(), id="files")
             yield from self._row(
                 "url",
                 _("Image URL"),
@@ -163,7 +172,7 @@ class ImportWizard(BaseScreen):
 
     def _set_tenants(self, names: list[str]) -> None:
         select = self.query_one("#tenant", Select)
-        select.set_options([(n, n) for n in names])
+        select.set_options([(plain(n), n) for n in names])
         if self.tenant in names:
             select.value = self.tenant
         elif len(names) == 1:
@@ -236,7 +245,7 @@ class ImportWizard(BaseScreen):
                 continue
             message = problems.get(field) if (everything or field in self.touched) else None
             widget = widgets.first(Static)
-            widget.update(message or "")
+            widget.update(plain(message or ""))
             widget.set_class(not message, "-empty")
         return not any(problems.values())
 
@@ -305,11 +314,13 @@ class ImportWizard(BaseScreen):
         if self.busy:
             return
         if not self._show_problems(everything=True):
-            self.query_one("#submit-message", Static).update(_("Some fields need attention (see the red lines)."))
+            self.query_one("#submit-message", Static).update(
+                plain(_("Some fields need attention (see the red lines)."))
+            )
             return
         self.busy = True
         self.query_one("#start", Button).disabled = True
-        self.query_one("#submit-message", Static).update(_("Starting the import…"))
+        self.query_one("#submit-message", Static).update(plain(_("Starting the import…")))
         app: Any = self.app
         tenant = self._choice("tenant") if app.actor.is_admin else None
         fields: dict[str, Any] = {
@@ -344,5 +355,5 @@ class ImportWizard(BaseScreen):
     def _failed(self, exc: Exception) -> None:
         self.busy = False
         self.query_one("#start", Button).disabled = False
-        self.query_one("#submit-message", Static).update(tr(exc) if isinstance(exc, ImagehubError) else "")
+        self.query_one("#submit-message", Static).update(plain(tr(exc) if isinstance(exc, ImagehubError) else ""))
         report_error(self, exc, _("Import"))

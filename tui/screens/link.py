@@ -18,7 +18,7 @@ from textual.widgets import Button, Footer, Header, Label, Select, Static
 
 from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error, translate_bindings
-from tui.widgets.format import human_size, short_time
+from tui.widgets.format import human_size, short_time, visible
 
 FIELDS = (
     ("http", N_("HTTP")),
@@ -48,7 +48,7 @@ class CopyField(Static, can_focus=True):
 
     def set_value(self, value: str | None, shown: str | None = None) -> None:
         self.value = value or ""
-        text = Text.assemble((self.label, "bold"), "\n", shown if shown is not None else (value or "-"))
+        text = Text.assemble((self.label, "bold"), "\n", visible(shown if shown is not None else (value or "-")))
         self.update(text)
 
     def action_copy(self) -> None:
@@ -107,7 +107,7 @@ class LinkScreen(BaseScreen):
 
     def on_mount(self) -> None:
         self.title = "imagehub"
-        self.sub_title = _("Download {name} ({id})").format(name=self.image["name"], id=self.image["id"])
+        self.sub_title = visible(_("Download {name} ({id})").format(name=self.image["name"], id=self.image["id"]))
         for field in self.query(CopyField):
             field.display = False
         self.query_one("#generate", Button).focus()
@@ -169,7 +169,12 @@ class LinkScreen(BaseScreen):
         size = f" · {human_size(view['size'])}" if view.get("size") else ""
         self.query_one("#link-state", Static).update(
             Text.assemble(
-                (view["id"], "bold"), " · ", view["filename"], size, " · ", (states.get(state, state), "italic")
+                (view["id"], "bold"),
+                " · ",
+                visible(view["filename"]),
+                size,
+                " · ",
+                (states.get(state, state), "italic"),
             )
         )
         for field in self.query(CopyField):

@@ -19,6 +19,7 @@ from core.validation import check_name
 from tui.i18n import N_, _, tr
 from tui.screens.base import BaseModal, report_error
 from tui.screens.confirm import DIALOG_CSS
+from tui.widgets.format import plain, visible
 
 STRENGTH = (N_("weak"), N_("fair"), N_("good"), N_("strong"))
 STRENGTH_STYLE = ("red", "yellow", "green", "bold green")
@@ -67,7 +68,9 @@ class VmCreateScreen(BaseModal):
             yield Label(_("Create a VM from an image"), classes="dialog-title")
             yield Static(
                 Text.assemble(
-                    _("Image: "), (self.image["name"], "bold"), f"  {self.image['id']} · {self.image['os_name']}"
+                    _("Image: "),
+                    (visible(self.image["name"]), "bold"),
+                    visible(f"  {self.image['id']} · {self.image['os_name']}"),
                 ),
                 id="vm-image",
             )
@@ -106,7 +109,7 @@ class VmCreateScreen(BaseModal):
         }
         for field, message in problems.items():
             shown = message if (everything or field in self.touched) else None
-            self.query_one(f"#{field}-message", Static).update(shown or "")
+            self.query_one(f"#{field}-message", Static).update(plain(shown or ""))
         score = strength(password)
         bar = "█" * (score + 1) * 3 + "░" * (3 - score) * 3
         self.query_one("#strength", Static).update(

@@ -1,13 +1,18 @@
-"""How values look on screen: sizes, times, statuses (translated and coloured) and progress."""
+"""How values look on screen: sizes, times, statuses (translated and coloured), progress, and user
+text made safe to show (`plain`, `visible`: no markup, no terminal control characters)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 
 from tui.i18n import N_, _
+
+# C0 and C1 controls (ESC, CSI...), DEL and the bidirectional overrides: never sent to a terminal.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 STATUS_LABELS = {
     "creating": N_("creating"),
@@ -38,6 +43,26 @@ PHASES = (
     N_("store"),
     N_("capture"),
 )
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(value: object, *, newlines: bool = False) -> str:
+    """User text (names, reasons, paths, URLs) made harmless for the terminal: control characters
+    become visible escapes (ESC shows as `\\x1b`; line breaks too unless `newlines`), everything
+    else is left as it is."""
+    text = str(value)
+    if newlines:
+        return "\n".join(_UNSAFE.sub(_escaped, line) for line in text.split("\n"))
+    return _UNSAFE.sub(_escaped, text)
+
+
+def plain(value: object, style: str = "") -> Text:
+    """User text for a widget: never read as markup (`[/bogus]` shows as typed), controls escaped."""
+    return Text(visible(value), style=style)
 
 
 def status_label(status: str) -> str:

@@ -29,10 +29,12 @@ from tui.widgets.format import (
     TRANSIENT,
     fit,
     human_size,
+    plain,
     progress_line,
     short_time,
     status_cell,
     status_label,
+    visible,
 )
 
 log = logging.getLogger("imagehub.tui")
@@ -187,20 +189,20 @@ class ImageList(Vertical):
         for key, width in self._columns():
             if key == "name":
                 mark = "● " if image["id"] in self.selected else ""
-                cells.append(Text(fit(mark + image["name"], width), style="bold" if mark else ""))
+                cells.append(Text(fit(mark + visible(image["name"]), width), style="bold" if mark else ""))
             elif key == "id":
-                cells.append(image["id"])
+                cells.append(plain(image["id"]))
             elif key == "os_type":
-                cells.append(fit(image["os_type"], width))
+                cells.append(plain(fit(visible(image["os_type"]), width)))
             elif key == "os":
-                cells.append(fit(image["os_name"], width))
+                cells.append(plain(fit(visible(image["os_name"]), width)))
             elif key == "status":
                 cells.append(status_cell(image["status"], progress, width))
             elif key == "size":
                 size = image["virtual_size"]
                 cells.append(Text(human_size(size) if size else f"{image['target_size_gb']}G", justify="right"))
             elif key == "created":
-                cells.append(short_time(image["created_at"]))
+                cells.append(plain(short_time(image["created_at"])))
         return cells
 
     # ---- loading -------------------------------------------------------------------------
@@ -473,7 +475,7 @@ class ImageList(Vertical):
         if column is not None and not self._wide:
             arrow = "▼" if self.image_query.descending else "▲"
             parts.append(_("sorted by {column} {arrow}").format(column=_(column), arrow=arrow))
-        self.query_one("#list-status", Static).update(" · ".join(parts))
+        self.query_one("#list-status", Static).update(plain(" · ".join(parts)))  # the filter is user text
 
     def update_detail(self) -> None:
         image = self.current()
@@ -482,17 +484,17 @@ class ImageList(Vertical):
             detail.update("")
             return
         first = Text.assemble(
-            (image["id"], "bold"),
+            (visible(image["id"]), "bold"),
             " · ",
-            image["os_name"],
+            visible(image["os_name"]),
             " · ",
             _("created {time}").format(time=short_time(image["created_at"])),
         )
         if image.get("description"):
-            first.append(" · " + image["description"].replace("\n", " "), style="italic")
+            first.append(" · " + visible(image["description"].replace("\n", " ")), style="italic")
         progress = self.progress.get(image["id"])
         if image["status"] == "import_failed" and image.get("error"):
-            second = Text(_("failed: {reason}").format(reason=tr(image["error"])), style="red")
+            second = plain(_("failed: {reason}").format(reason=tr(image["error"])), style="red")
         elif progress is not None:
             second = Text.assemble(status_cell(image["status"], progress, 30), "  ", progress_line(progress))
         else:
