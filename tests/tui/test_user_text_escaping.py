@@ -5,6 +5,7 @@ names, so one tenant's image named `[/bogus]x` must not end the admin's TUI."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import delete
@@ -13,6 +14,7 @@ from core import db
 from core.catalog import Catalog
 from core.models import Image, Job
 from tests.conftest import People
+from tests.importkit import HttpBehaviour, http_server, import_and_wait, make_disk, port_of
 from tests.tui.conftest import add_images, image_list, make_app, move_to, settle, status_of
 
 CLOSING, ACTION, BRACKETS, ESCAPE, VARIABLE = "[/bogus]x", "[@click=app.quit]y", "a[b]c", "\x1b[31mred", "[$bogus]z"
@@ -134,3 +136,29 @@ async def test_l7_notifications_are_plain_text_unless_markup_is_asked_for(catalo
         await settle(pilot)
         assert "bold" in screen_text(app) and "[b]bold" not in screen_text(app)
         assert app.is_running
+
+
+async def test_u7_a_signed_source_url_never_reaches_the_screen(
+    catalog: Catalog, people: People, tmp_path: Path
+) -> None:
+    disk = make_disk(tmp_path, "qcow2")
+    signature = "X-Amz-Signature=5ecret5ig"
+    behaviour = HttpBehaviour(files={f"/disk.qcow2?{signature}": disk}, status={"/bad.qcow2?" + signature: 403})
+    with http_server(behaviour) as base:
+        catalog.settings.import_.allowed_ports = [port_of(base)]
+        good = import_and_wait(catalog, people.owner, url=f"{base}/disk.qcow2?{signature}")
+        bad = import_and_wait(catalog, people.owner, url=f"{base}/bad.qcow2?{signature}")
+    assert good.status == "available" and good.source == f"{base}/disk.qcow2?***"
+    assert bad.status == "import_failed" and bad.error == "HTTP 403 from source"
+    app = make_app(catalog, people.owner)
+    async with app.run_test(size=(150, 45), notifications=True) as pilot:
+        await settle(pilot)
+        for image in (good, bad):
+            move_to(app, image.id)
+            await settle(pilot)
+            assert "5ecret5ig" not in screen_text(app)
+            await pilot.press("e")
+            await settle(pilot)
+            assert "5ecret5ig" not in screen_text(app)
+            await pilot.press("escape")
+            await settle(pilot)
