@@ -19,6 +19,7 @@ from core.catalog import Catalog
 from core.clock import iso, utcnow
 from core.errors import Conflict, ImagehubError, Invalid, Msg, NotFound
 from core.ids import issue_id
+from core.importer.netpolicy import redact
 from core.lifecycle import Operation
 from core.models import Image, Job, Link, Status, Tenant, Vm
 from core.validation import check_description, check_name
@@ -40,6 +41,12 @@ def os_name(image: Image) -> str:
     return f"{image.platform} {image.os_version} {image.arch}"
 
 
+def shown_source(source: str | None) -> str | None:
+    """A URL source redacted once more on the way out (password, query, fragment), so that rows
+    stored before the query string was redacted show none of it either."""
+    return redact(source) if source and "://" in source else source
+
+
 def image_view(image: Image, tenant_name: str) -> dict[str, Any]:
     """The image as the contract's JSON object."""
     return {
@@ -58,7 +65,7 @@ def image_view(image: Image, tenant_name: str) -> dict[str, Any]:
         "virtual_size": image.virtual_size,
         "target_size_gb": image.target_size_gb,
         "sha256": image.sha256,
-        "source": image.source,
+        "source": shown_source(image.source),
         "created_at": iso(image.created_at),
         "updated_at": iso(image.updated_at),
         "deleted_at": iso(image.deleted_at),

@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from core import db, jobs
 from core.catalog import Catalog
-from core.models import Job
+from core.models import Image, Job
 from core.worker import Worker
 from tests.conftest import IMAGEHUB, REPO, People
 from tests.importkit import (
@@ -234,6 +234,21 @@ def test_u7_signed_url_query_is_used_but_never_shown_or_stored(
         assert "5ecret5ig" not in text and "AKIA1234" not in text, text
     for path in (catalog.settings.data_dir).rglob("catalog*"):
         assert b"5ecret5ig" not in path.read_bytes(), path  # not in the database file, nor its WAL
+
+
+def test_u7_a_source_stored_before_query_redaction_is_shown_redacted(
+    cli: Any, catalog: Catalog, people: People, tmp_path: Path
+) -> None:
+    image_id = cli(*import_args("--file", str(make_disk(tmp_path, "qcow2")), extra=("--json",))).json()["id"]
+    with db.write_session(catalog.engine) as session:  # as an older version stored it
+        image = session.get(Image, image_id)
+        assert image is not None
+        image.source = "https://u:pw@bucket.example.com/x.qcow2?X-Amz-Signature=5ecret5ig#frag"
+        session.add(image)
+    shown = cli("image", "show", image_id, "--json").json()
+    assert shown["source"] == "https://u:***@bucket.example.com/x.qcow2?***#***"
+    listed = cli("image", "list", "--json").out + cli("image", "show", image_id).out
+    assert "5ecret5ig" not in listed and ":pw@" not in listed
 
 
 def test_wait_shows_a_progress_bar_on_a_terminal(people: People, config_path: Path, tmp_path: Path) -> None:
