@@ -7,7 +7,10 @@ here), run like qemu-img under CPU, memory and time limits; a boot sector is the
 checked here: 55 AA at byte 510 of sector 0. A raw source is probed as it is, before conversion;
 any other format after conversion, as the guest will see it: the converted raw file itself, or for
 a qcow2 store the disk's first MiB (already read for the partition-table check) laid in a sparse
-file of the disk's size, so that probers looking at the end see a disk of the right size.
+file of the disk's size, so that probers looking at the end see a disk of the right size (a
+signature found only past the first MiB, such as an md 0.90 superblock, is missed there). An ISO is
+known by its volume descriptor at inspection and kept as it is. `import.require_disk_structure =
+false` turns the check off.
 """
 
 from __future__ import annotations

@@ -8,7 +8,12 @@ inspecting, converting, resizing, finishing. Everything happens in `staging/<ima
 
 A worker that dies leaves that folder; the next worker to claim the job continues from it: the
 download from the bytes on disk (hashing them once), the later steps from the complete source.
-A store file left by a crash between publishing and recording is removed and redone. The image
+A store file left by a crash between publishing and recording is removed and redone.
+
+Inspecting refuses a dangerous or unclear format (`inspect`), a damaged or truncated source
+(`integrity`, checklist F13) and anything that is not a disk (`diskprobe`, F14: a raw source before
+conversion, any other format once converted); the converted disk's partition table is checked too
+(`partitions`, F7). The image
 becomes `available` only after the file is in the store, in a transaction that checks this worker
 still holds the job. Any failure: `import_failed` with one line, staging removed, nothing stored.
 """
