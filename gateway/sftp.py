@@ -9,25 +9,33 @@ the event loop when the page cache holds the bytes, else with `os.pread` in a th
 the connection holds little unsent (`_Outflow`). Writes, removes, renames, `mkdir`/`rmdir`, links
 and `setstat` are refused. Only the `sftp` subsystem is offered: no shell, exec, scp or forwarding.
 asyncssh's empty SSH_MSG_IGNORE before every packet (a CBC countermeasure) is skipped: no CBC
-cipher is offered.
+cipher is offered. The data a session channel sends is sealed by `_Wire` (AES-GCM, or AES-CTR with an
+encrypt-then-MAC) without asyncssh's copies, and each flush leaves as one write to the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import posixpath
 import stat as stat_mod
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 from asyncssh import SFTPAttrs, SFTPName, SFTPNoSuchFile, SFTPOpUnsupported, SFTPPermissionDenied
-from asyncssh.constants import MSG_IGNORE
-from asyncssh.packet import String
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA, MSG_IGNORE
+from asyncssh.crypto.cipher import BasicCipher, GCMCipher
+from asyncssh.encryption import ETMEncryption, GCMEncryption
+from asyncssh.mac import _UMAC
+from asyncssh.packet import String, UInt32
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.modes import CTR
 
 from core.links import Refused, Served, link_id_of
 from gateway.throttle import counts_as_failed_login, host_of
@@ -134,6 +142,187 @@ def _pread_cached(fd: int, size: int, offset: int) -> bytearray | None:
     return buf if got == size else None
 
 
+class _Wire:
+    """The send side of one SSH connection for its session channels' data: each flush of a channel
+    leaves as one write to the socket, and its data packets are sealed by this class rather than
+    asyncssh's `send_packet`, when the keys are AES-GCM or AES-CTR with an encrypt-then-MAC.
+
+    Serving a download, asyncssh copies every byte about a dozen times on its way from a channel's
+    buffer to the socket (slices, joins, `header + ciphertext`, `packet + mac`), makes a new AES-GCM
+    key schedule (or a new UMAC key) for every 32 KiB packet, and writes each packet to the socket on
+    its own: that was most of the event loop's time (py-spy). Here a channel keeps what it is given
+    (`write` takes no copy), a flush cuts its packets as views, and they are encrypted straight into
+    one buffer with keyed contexts made once per key. The wire format, sequence numbers, GCM nonces,
+    CTR stream and rekey accounting are asyncssh's own state, updated as its `send_packet` would;
+    anything else (key exchange, rekey due, compression, other ciphers) goes through asyncssh.
+    """
+
+    def __init__(self, conn: asyncssh.SSHServerConnection, sent: Any) -> None:
+        self.conn = conn
+        self.sent = sent  # called once packets were handed to the transport
+        self.send = conn._send
+        self.parts: list[Any] | None = None
+        self.enc: Any = None  # the asyncssh encryption the contexts below were made for
+        self.kind = ""
+        self.aead: Any = None
+        self.ctr: Any = None
+        self.umac: Any = None
+
+        def send_or_hold(data: bytes) -> None:
+            if self.parts is None:
+                self.send(data)
+            else:
+                self.parts.append(data)
+
+        conn._send = send_or_hold  # type: ignore[method-assign]
+
+    def _kind(self, enc: Any) -> str:
+        """ "gcm", "etm" or "" (asyncssh seals) for the encryption `enc`."""
+        if enc is self.enc:
+            return self.kind
+        self.enc, self.kind, self.umac = enc, "", None
+        if type(enc) is GCMEncryption and type(enc._cipher) is GCMCipher:
+            self.aead = AESGCM(enc._cipher._key)
+            self.kind = "gcm"
+        elif (
+            type(enc) is ETMEncryption
+            and type(enc._cipher) is BasicCipher
+            and isinstance(enc._cipher._cipher.mode, CTR)
+            and enc._mac is not None
+        ):
+            enc._cipher.encrypt(b"")  # makes asyncssh's encryptor: the same CTR stream continues here
+            self.ctr = enc._cipher._encryptor
+            if type(enc._mac) is _UMAC:
+                self.umac = enc._mac._umac_alg(enc._mac._key)  # keyed once; a digest resets it
+            self.kind = "etm"
+        return self.kind
+
+    def corked(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        """Give `chan` the flush and write below."""
+
+        def write(data: Any, datatype: asyncssh.DataType = None) -> None:
+            if chan._send_state != "open":
+                raise BrokenPipeError("Channel not open for sending")
+            if datatype is not None and datatype not in chan._write_datatypes:
+                raise OSError("Invalid extended data type")
+            if not data:
+                return
+            if chan._encoding:
+                data = chan._encoder.encode(data)
+            view = memoryview(data if type(data) is bytes else bytes(data))  # bytes cannot change under it
+            chan._send_buf.append((view, datatype))
+            chan._send_buf_len += len(view)
+            chan._flush_send_buf()
+
+        def flush() -> None:
+            # asyncssh's SSHChannel._flush_send_buf, cutting views and sending the packets together.
+            packets: list[tuple[int, tuple[Any, ...]]] = []
+            while chan._send_buf and chan._send_window:
+                pktsize = min(chan._send_window, chan._send_pktsize)
+                buf, datatype = chan._send_buf[0]
+                if len(buf) > pktsize:
+                    data = buf[:pktsize]
+                    chan._send_buf[0] = (buf[pktsize:], datatype)
+                else:
+                    data = buf
+                    del chan._send_buf[0]
+                chan._send_buf_len -= len(data)
+                chan._send_window -= len(data)
+                if datatype is None:
+                    packets.append((MSG_CHANNEL_DATA, (UInt32(len(data)), data)))
+                else:
+                    packets.append((MSG_CHANNEL_EXTENDED_DATA, (UInt32(datatype), UInt32(len(data)), data)))
+            if packets:
+                self.send_channel_packets(chan, packets)
+            chan._pause_resume_writing()
+            if not chan._send_buf:
+                if chan._send_state == "eof_pending":
+                    chan.send_packet(MSG_CHANNEL_EOF)
+                    chan._send_state = "eof"
+                elif chan._send_state == "close_pending":
+                    chan._close_send()
+
+        chan.write = write  # type: ignore[method-assign]
+        chan._flush_send_buf = flush  # type: ignore[method-assign]
+
+    def send_channel_packets(
+        self, chan: asyncssh.SSHServerChannel[bytes], packets: list[tuple[int, tuple[Any, ...]]]
+    ) -> None:
+        if chan._send_chan is None:
+            return
+        head = UInt32(chan._send_chan)
+        if self.parts is not None or not self._seal(head, packets):
+            outer = self.parts is None
+            if outer:
+                self.parts = []
+            try:
+                for pkttype, args in packets:
+                    chan.send_packet(pkttype, b"".join(args))
+            finally:
+                if outer:
+                    parts, self.parts = self.parts, None
+                    if parts:
+                        self.send(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def _seal(self, head: bytes, packets: list[tuple[int, tuple[Any, ...]]]) -> bool:
+        """Encrypt `packets` of one channel into one buffer and write it; False if asyncssh must."""
+        conn = self.conn
+        enc = conn._send_encryption
+        if not (conn._kex_complete and conn._auth_complete and conn._transport) or conn._compressor is not None:
+            return False
+        kind = self._kind(enc)
+        if not kind:
+            return False
+        hdrlen, blocksize = conn._send_enchdrlen, conn._send_blocksize
+        maclen = 16 if kind == "gcm" else enc._mac._hash_size
+        sizes = []
+        for _, args in packets:
+            length = 5 + sum(map(len, args))  # type byte and channel number, then args
+            padlen = -(hdrlen + length) % blocksize
+            if padlen < 4:
+                padlen += blocksize
+            sizes.append((padlen, 1 + length + padlen))
+        plain_total = sum(size for _, size in sizes)
+        if conn._rekey_bytes_sent + plain_total >= conn._rekey_bytes or (
+            conn._rekey_seconds and time.monotonic() >= conn._rekey_time
+        ):
+            return False  # asyncssh starts the key exchange
+        out = bytearray(sum(4 + size + maclen for _, size in sizes) + 16)  # 16: room update_into asks
+        view = memoryview(out)
+        seq = conn._send_seq
+        pos = 0
+        if kind == "gcm":
+            cipher = enc._cipher
+            fixed, invocation = cipher._iv[:4], int.from_bytes(cipher._iv[4:], "big")
+        for (pkttype, args), (padlen, pktlen) in zip(packets, sizes, strict=True):
+            header = pktlen.to_bytes(4, "big")
+            plain = b"".join((bytes((padlen, pkttype)), head, *args, os.urandom(padlen)))
+            out[pos : pos + 4] = header
+            if kind == "gcm":
+                nonce = fixed + invocation.to_bytes(8, "big")
+                self.aead.encrypt_into(nonce, plain, header, view[pos + 4 : pos + 4 + pktlen + 16])
+                invocation = (invocation + 1) & 0xFFFFFFFFFFFFFFFF
+            else:
+                self.ctr.update_into(plain, view[pos + 4 :])
+                signed = pos + 4 + pktlen
+                if self.umac is not None:
+                    self.umac.set_nonce(seq.to_bytes(8, "big"))
+                    self.umac.update((ctypes.c_char * (signed - pos)).from_buffer(out, pos))
+                    mac = self.umac.digest()[:maclen]
+                else:
+                    mac = enc._mac.sign(seq, bytes(view[pos:signed]))
+                out[signed : signed + maclen] = mac
+            pos += 4 + pktlen + maclen
+            seq = (seq + 1) & 0xFFFFFFFF
+        if kind == "gcm":
+            cipher._iv = fixed + invocation.to_bytes(8, "big")
+        conn._send_seq = seq
+        conn._rekey_bytes_sent += plain_total
+        self.send(view[:pos])
+        self.sent()
+        return True
+
+
 class _Outflow:
     """The bytes one SSH connection holds unsent; its SFTP reads wait while they are too many. It
     also refuses a session channel past MAX_SESSIONS, and guards each one's requests (_RequestGuard).
@@ -156,6 +345,7 @@ class _Outflow:
         self._turn = asyncio.Lock()
         self._wakeup: asyncio.Future[None] | None = None
         self.sessions: set[asyncssh.SSHServerChannel[bytes]] = set()
+        self.wire = _Wire(conn, self._wake)
         send_packet, pause_writing, resume_writing = conn.send_packet, conn.pause_writing, conn.resume_writing
         open_session = conn._process_session_open  # asyncssh finds a channel type's opener by name
 
@@ -166,6 +356,7 @@ class _Outflow:
                 raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "Too many sessions")
             chan, session = open_session(packet)
             self.sessions.add(chan)
+            self.wire.corked(chan)
             session.data_received = _RequestGuard(chan, session.data_received)
             return chan, session
 
@@ -477,6 +668,7 @@ async def listen(registry: Registry, host: str, port: int, host_key: Path) -> as
         encryption_algs=ENCRYPTION_ALGS,
         login_timeout=30,
         window=RECV_WINDOW,
+        line_editor=False,
         keepalive_interval=min(60, settings.idle_timeout_seconds or 60),
         agent_forwarding=False,
         allow_pty=False,
