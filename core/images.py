@@ -6,10 +6,12 @@ Every function takes the caller as an `Actor`, checks access (core.access) and s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
@@ -47,29 +49,110 @@ def shown_source(source: str | None) -> str | None:
     return redact(source) if source and "://" in source else source
 
 
-def image_view(image: Image, tenant_name: str) -> dict[str, Any]:
-    """The image as the contract's JSON object."""
+# The columns a listing reads, in the order `row_view` unpacks them (no ORM object per row).
+VIEW_COLUMNS = (
+    Image.id,
+    Image.name,
+    Image.description,
+    Tenant.name,
+    Image.os_type,
+    Image.platform,
+    Image.os_version,
+    Image.arch,
+    Image.status,
+    Image.error,
+    Image.disk_format,
+    Image.virtual_size,
+    Image.target_size_gb,
+    Image.sha256,
+    Image.source,
+    # Read as plain DateTime: the driver's own (C) conversion, not a Python TypeDecorator call per value.
+    sqlalchemy.type_coerce(Image.created_at, sqlalchemy.DateTime()),
+    sqlalchemy.type_coerce(Image.updated_at, sqlalchemy.DateTime()),
+    sqlalchemy.type_coerce(Image.deleted_at, sqlalchemy.DateTime()),
+)
+# Rows fetched per round trip; on PostgreSQL a server-side cursor, so memory stays flat for any count.
+BATCH = 2000
+
+
+def _stamp(value: datetime | None) -> str | None:
+    """`core.clock.iso` without strftime: the same `YYYY-MM-DDTHH:MM:SSZ` string, from C's isoformat."""
+    if value is None:
+        return None
+    if value.tzinfo is not None and value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="seconds")[:19] + "Z"
+
+
+def row_view(row: Sequence[Any]) -> dict[str, Any]:
+    """The contract's JSON object from one row of `VIEW_COLUMNS` (the list, the export, the TUI's pages)."""
+    (
+        image_id,
+        name,
+        description,
+        tenant_name,
+        os_type,
+        platform,
+        os_version,
+        arch,
+        status,
+        error,
+        disk_format,
+        virtual_size,
+        target_size_gb,
+        sha256,
+        source,
+        created_at,
+        updated_at,
+        deleted_at,
+    ) = row
     return {
-        "id": image.id,
-        "name": image.name,
-        "description": image.description,
+        "id": image_id,
+        "name": name,
+        "description": description,
         "tenant": tenant_name,
-        "os_type": image.os_type,
-        "platform": image.platform,
-        "os_version": image.os_version,
-        "arch": image.arch,
-        "os_name": os_name(image),
-        "status": image.status,
-        "error": image.error,
-        "disk_format": image.disk_format,
-        "virtual_size": image.virtual_size,
-        "target_size_gb": image.target_size_gb,
-        "sha256": image.sha256,
-        "source": shown_source(image.source),
-        "created_at": iso(image.created_at),
-        "updated_at": iso(image.updated_at),
-        "deleted_at": iso(image.deleted_at),
+        "os_type": os_type,
+        "platform": platform,
+        "os_version": os_version,
+        "arch": arch,
+        "os_name": f"{platform} {os_version} {arch}",
+        "status": status,
+        "error": error,
+        "disk_format": disk_format,
+        "virtual_size": virtual_size,
+        "target_size_gb": target_size_gb,
+        "sha256": sha256,
+        "source": shown_source(source),
+        "created_at": _stamp(created_at),
+        "updated_at": _stamp(updated_at),
+        "deleted_at": _stamp(deleted_at) if deleted_at is not None else None,
     }
+
+
+def image_view(image: Image, tenant_name: str) -> dict[str, Any]:
+    """The image as the contract's JSON object (one loaded row; the same function as listings)."""
+    return row_view(
+        (
+            image.id,
+            image.name,
+            image.description,
+            tenant_name,
+            image.os_type,
+            image.platform,
+            image.os_version,
+            image.arch,
+            image.status,
+            image.error,
+            image.disk_format,
+            image.virtual_size,
+            image.target_size_gb,
+            image.sha256,
+            image.source,
+            image.created_at,
+            image.updated_at,
+            image.deleted_at,
+        )
+    )
 
 
 def tenant_id_by_name(session: Session, name: str) -> int:
@@ -92,8 +175,8 @@ class ImageQuery:
     offset: int = 0
 
 
-def _filtered(session: Session, actor: Actor, query: ImageQuery) -> Any:
-    statement = select(Image, Tenant.name).join(Tenant, col(Image.tenant_id) == col(Tenant.id))
+def _filtered(session: Session, actor: Actor, query: ImageQuery, columns: Sequence[Any] = VIEW_COLUMNS) -> Any:
+    statement = sqlalchemy.select(*columns).join(Tenant, col(Image.tenant_id) == col(Tenant.id))
     visible = access.visible_tenant_ids(actor)
     if query.tenant:
         tenant_id = tenant_id_by_name(session, query.tenant)
@@ -128,6 +211,13 @@ def list_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None)
 
 
 def iter_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None) -> Iterator[dict[str, Any]]:
+    """The views of the images `actor` may see, streamed in batches (a refused query raises at the first `next`)."""
+    for rows in _row_batches(catalog, actor, query):
+        yield from map(row_view, rows)
+
+
+def _row_batches(catalog: Catalog, actor: Actor, query: ImageQuery | None) -> Iterator[Sequence[Sequence[Any]]]:
+    """Rows of `VIEW_COLUMNS`, `BATCH` at a time, read with a Core select (no ORM object per row)."""
     query = query or ImageQuery()
     if query.sort not in SORTABLE:
         raise Invalid(
@@ -144,14 +234,15 @@ def iter_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None)
             statement = statement.limit(query.limit)
         if query.offset:
             statement = statement.offset(query.offset)
-        for image, tenant_name in session.exec(statement).yield_per(2000):
-            yield image_view(image, tenant_name)
+        # Core execution on the session's connection: rows stay plain tuples (no ORM loading step).
+        result = session.connection().execute(statement.execution_options(yield_per=BATCH, stream_results=True))
+        yield from result.partitions()
 
 
 def count_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None) -> int:
     query = query or ImageQuery()
     with db.read_session(catalog.engine) as session:
-        statement = _filtered(session, actor, query).subquery()
+        statement = _filtered(session, actor, query, (Image.id,)).subquery()
         return int(session.exec(select(func.count()).select_from(statement)).one())
 
 

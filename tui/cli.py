@@ -7,6 +7,7 @@ Errors are one line on stderr.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -44,9 +45,31 @@ def emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
 
 
-def emit_json_array(items: Iterable[Any]) -> None:
-    """One JSON array, written item by item so that memory stays flat for any length."""
+# Compact JSON through the stdlib's C encoder (`indent` would force the pure-Python one).
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_CHUNK = 1000
+
+
+def pretty_json(args: argparse.Namespace) -> bool:
+    """Indent JSON for `--pretty` or a terminal; scripts (a pipe or a file) get compact JSON."""
+    return bool(getattr(args, "pretty", False)) or sys.stdout.isatty()
+
+
+def emit_json_array(items: Iterable[Any], *, pretty: bool = True) -> None:
+    """One JSON array, written in chunks so that memory stays flat for any length.
+
+    Compact (`pretty=False`): `[`, the items' C-encoded JSON joined by `,` a chunk at a time, `]`; the same
+    document as the indented form apart from whitespace."""
     write = sys.stdout.write
+    if not pretty:
+        encode = _COMPACT.encode
+        iterator = iter(items)
+        separator = "["
+        while chunk := list(itertools.islice(iterator, _CHUNK)):
+            write(separator + encode(chunk)[1:-1])
+            separator = ","
+        write("[]\n" if separator == "[" else "]\n")
+        return
     first = True
     for item in items:
         body = json.dumps(item, ensure_ascii=False, indent=2).replace("\n", "\n  ")
@@ -214,7 +237,7 @@ def cmd_image_list(ctx: Context) -> int:
         offset=a.offset,
     )
     if a.json:
-        emit_json_array(images.iter_images(ctx.catalog, ctx.actor, query))
+        emit_json_array(images.iter_images(ctx.catalog, ctx.actor, query), pretty=pretty_json(a))
         return 0
     rows = [
         (i["id"], i["name"], i["os_type"], i["os_name"], i["status"], human_size(i["virtual_size"]), i["created_at"])
@@ -438,6 +461,7 @@ def build_parser() -> Parser:
     p.add_argument("--ascending", action="store_true")
     p.add_argument("--limit", type=int)
     p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--pretty", action="store_true", help="indent the JSON (the default on a terminal)")
     add(image, "show", cmd_image_show, "show one image").add_argument("id")
     p = add(image, "edit", cmd_image_edit, "change name and/or remark (any status)")
     p.add_argument("id")

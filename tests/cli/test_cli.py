@@ -166,3 +166,51 @@ def test_files_are_not_readable_by_other_users(cli, demo, config_path):
     for path in made:
         assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, path
     assert stat.S_IMODE((data / "secret.key").stat().st_mode) == 0o600
+
+
+def test_list_json_is_compact_and_parses_equal_to_the_indented_form(cli, demo):
+    import json
+
+    assert cli("image", "edit", demo["db-primary"], "--description", 'naïve "café" ✓\n2').code == 0
+    compact = cli("image", "list", "--json")
+    pretty = cli("image", "list", "--json", "--pretty")
+    assert compact.code == pretty.code == 0
+    document = json.loads(compact.out)
+    assert json.loads(pretty.out) == document and len(document) == 10
+    # The same document and bytes apart from whitespace: compact for scripts, indented with --pretty.
+    assert compact.out == json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n"
+    assert pretty.out == json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    assert 'naïve \\"café\\" ✓\\n2' in compact.out  # non-ASCII as UTF-8, as before
+    empty = cli("image", "list", "--status", "deleted", "--filter", "no-such-image", "--json")
+    assert empty.code == 0 and empty.out == "[]\n"
+    assert cli("image", "list", "--json", "--pretty", "--filter", "no-such-image").out == "[]\n"
+
+
+def test_list_json_on_a_terminal_is_indented(cli, demo, config_path: Path):
+    import json
+    import os
+    import pty
+    import subprocess
+
+    from tests.conftest import IMAGEHUB
+
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")}
+    env["IMAGEHUB_CONFIG"] = str(config_path)
+    process = subprocess.Popen([*IMAGEHUB, "image", "list", "--json"], stdout=follower, env=env, cwd=config_path.parent)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=60) == 0
+    shown = b"".join(chunks).decode().replace("\r\n", "\n")
+    document = json.loads(shown)
+    assert shown == json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    assert document == cli("image", "list", "--json").json()
