@@ -37,6 +37,11 @@ from asyncssh.packet import String, UInt32
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.ciphers.modes import CTR
 
+try:
+    from asyncssh.crypto.umac import _nettle  # absent without libnettle: asyncssh offers no UMAC then
+except ImportError:
+    _nettle = None
+
 from core.links import Refused, Served, link_id_of
 from gateway.throttle import counts_as_failed_login, host_of
 from gateway.transfers import Conn, Registry, Transfer
@@ -192,8 +197,11 @@ class _Wire:
         ):
             enc._cipher.encrypt(b"")  # makes asyncssh's encryptor: the same CTR stream continues here
             self.ctr = enc._cipher._encryptor
-            if type(enc._mac) is _UMAC:
-                self.umac = enc._mac._umac_alg(enc._mac._key)  # keyed once; a digest resets it
+            if type(enc._mac) is _UMAC and _nettle is not None:
+                # Keyed once (asyncssh keys a new one per packet); nettle's digest resets it for the next.
+                umac = enc._mac._umac_alg(enc._mac._key)
+                calls = [getattr(_nettle, f"nettle_{umac.name}_{step}") for step in ("set_nonce", "update", "digest")]
+                self.umac = (umac, *calls)
             self.kind = "etm"
         return self.kind
 
@@ -294,24 +302,30 @@ class _Wire:
         if kind == "gcm":
             cipher = enc._cipher
             fixed, invocation = cipher._iv[:4], int.from_bytes(cipher._iv[4:], "big")
+        else:
+            pinned = (ctypes.c_char * len(out)).from_buffer(out)  # the UMAC reads and writes `out` in place
+            base = ctypes.addressof(pinned)
         for (pkttype, args), (padlen, pktlen) in zip(packets, sizes, strict=True):
             header = pktlen.to_bytes(4, "big")
-            plain = b"".join((bytes((padlen, pkttype)), head, *args, os.urandom(padlen)))
             out[pos : pos + 4] = header
             if kind == "gcm":
+                plain = b"".join((bytes((padlen, pkttype)), head, *args, os.urandom(padlen)))
                 nonce = fixed + invocation.to_bytes(8, "big")
                 self.aead.encrypt_into(nonce, plain, header, view[pos + 4 : pos + 4 + pktlen + 16])
                 invocation = (invocation + 1) & 0xFFFFFFFFFFFFFFFF
             else:
-                self.ctr.update_into(plain, view[pos + 4 :])
+                # CTR is a stream: the pieces are encrypted where they go, the data without a copy first.
+                at = pos + 4
+                for piece in (b"".join((bytes((padlen, pkttype)), head, *args[:-1])), args[-1], os.urandom(padlen)):
+                    at += self.ctr.update_into(piece, view[at:])
                 signed = pos + 4 + pktlen
                 if self.umac is not None:
-                    self.umac.set_nonce(seq.to_bytes(8, "big"))
-                    self.umac.update((ctypes.c_char * (signed - pos)).from_buffer(out, pos))
-                    mac = self.umac.digest()[:maclen]
+                    umac, set_nonce, update, digest = self.umac
+                    set_nonce(umac._ctx, ctypes.c_size_t(8), seq.to_bytes(8, "big"))
+                    update(umac._ctx, ctypes.c_size_t(signed - pos), ctypes.c_void_p(base + pos))
+                    digest(umac._ctx, ctypes.c_size_t(maclen), ctypes.c_void_p(base + signed))
                 else:
-                    mac = enc._mac.sign(seq, bytes(view[pos:signed]))
-                out[signed : signed + maclen] = mac
+                    out[signed : signed + maclen] = enc._mac.sign(seq, bytes(view[pos:signed]))
             pos += 4 + pktlen + maclen
             seq = (seq + 1) & 0xFFFFFFFF
         if kind == "gcm":
