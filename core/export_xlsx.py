@@ -34,8 +34,11 @@ DATE_FORMAT = "yyyy-mm-dd hh:mm:ss"
 
 
 def _text(sheet: object, value: str) -> object:
-    """User text as a cell: never a formula (a name like `=HYPERLINK(...)` stays text in Excel)."""
-    if value.startswith("="):
+    """User text as a cell: never a formula (a name like `=HYPERLINK(...)` stays text in Excel).
+
+    Only a leading `=` makes openpyxl write a formula; text starting with `+`, `-` or `@` is already
+    written as a typed string (`inlineStr`), which Excel shows and never evaluates."""
+    if value[:1] == "=":
         cell = WriteOnlyCell(sheet, value=value)  # type: ignore[arg-type]
         cell.data_type = "s"
         return cell
@@ -149,22 +152,30 @@ def _write(target: Path, images: Iterable[dict], headers: Sequence[str], status_
         cell.font = bold
         header_cells.append(cell)
     sheet.append(header_cells)
+    # One styled cell for the Created column, reused row after row: the date style is defined once
+    # and each row is one plain tuple (the write-only sheet writes a row out before the next append).
+    created = WriteOnlyCell(sheet)
+    created.number_format = DATE_FORMAT
+    append = sheet.append
+    parse = datetime.fromisoformat
+    label = status_label.get if status_label else None
     count = 0
     for image in images:
-        created = WriteOnlyCell(sheet, value=datetime.fromisoformat(image["created_at"].rstrip("Z")))
-        created.number_format = DATE_FORMAT
+        created.value = parse(image["created_at"][:19])  # the view's seconds, naive UTC (Excel has no zones)
+        name = image["name"]
+        description = image["description"]
         status = image["status"]
-        sheet.append(
-            [
-                _text(sheet, image["name"]),
+        append(
+            (
+                _text(sheet, name) if name[:1] == "=" else name,
                 image["id"],
                 image["os_type"],
                 image["os_name"],
-                status_label.get(status, status) if status_label else status,
-                _text(sheet, image["description"]),
+                label(status, status) if label else status,
+                _text(sheet, description) if description[:1] == "=" else description,
                 created,
                 image["tenant"],
-            ]
+            )
         )
         count += 1
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(headers))}{count + 1}"

@@ -145,3 +145,90 @@ def test_l6_a_refused_workbook_leaves_no_file_and_no_link(catalog: Catalog, peop
     folder = catalog.settings.data_dir / "workbooks"
     assert not folder.exists() or list(folder.iterdir()) == []
     assert list_links(catalog, people.admin) == []
+
+
+def _reference_workbook(views: list[dict], target: Path, status_label: dict[str, str] | None = None) -> None:
+    """The export as it was written before the bulk rework (a WriteOnlyCell per date): the reference the
+    new writer must match cell for cell."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
+    from core.export_xlsx import DATE_FORMAT, WIDTHS
+
+    def text(sheet: object, value: str) -> object:
+        if value.startswith("="):
+            cell = WriteOnlyCell(sheet, value=value)  # type: ignore[arg-type]
+            cell.data_type = "s"
+            return cell
+        return value
+
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("Images")
+    for index, width in enumerate(WIDTHS, start=1):
+        sheet.column_dimensions[get_column_letter(index)].width = width
+    sheet.freeze_panes = "A2"
+    header = []
+    for title in HEADERS:
+        cell = WriteOnlyCell(sheet, value=title)
+        cell.font = Font(bold=True)
+        header.append(cell)
+    sheet.append(header)
+    for image in views:
+        created = WriteOnlyCell(sheet, value=datetime.fromisoformat(image["created_at"].rstrip("Z")))
+        created.number_format = DATE_FORMAT
+        status = image["status"]
+        sheet.append([
+            text(sheet, image["name"]), image["id"], image["os_type"], image["os_name"],
+            status_label.get(status, status) if status_label else status, text(sheet, image["description"]),
+            created, image["tenant"],
+        ])  # fmt: skip
+    sheet.auto_filter.ref = f"A1:{get_column_letter(len(HEADERS))}{len(views) + 1}"
+    workbook.save(target)
+
+
+def _cells(path: Path) -> list[list[tuple]]:
+    sheet = load_workbook(path).active
+    return [
+        [(c.value, c.data_type, c.number_format, c.font.b, c.alignment.horizontal) for c in row]
+        for row in sheet.iter_rows()
+    ]
+
+
+def test_workbook_cells_types_and_styles_are_those_of_the_reference_writer(
+    catalog: Catalog, people: People, tmp_path: Path
+):
+    from core.images import edit_image, list_images
+
+    for n, status in enumerate((Status.AVAILABLE, Status.IMPORTING, Status.IMPORT_FAILED)):
+        make_image(catalog, people.owner, status, name=f"acme-{n}")
+    odd = make_image(catalog, people.other_owner, Status.AVAILABLE, name="globex")
+    edit_image(catalog, people.admin, odd, name="=SUM(1,2)", description="  naïve ✓ \t")
+    labels = {"available": "Available", "importing": "Importing…"}
+    for label in (None, labels):
+        new = tmp_path / f"new-{bool(label)}.xlsx"
+        old = tmp_path / f"old-{bool(label)}.xlsx"
+        from core.export_xlsx import write_workbook
+
+        assert write_workbook(catalog, people.admin, new, status_label=label) == 4
+        _reference_workbook(list_images(catalog, people.admin), old, label)
+        assert _cells(new) == _cells(old)
+        sheet, reference = load_workbook(new).active, load_workbook(old).active
+        assert (sheet.freeze_panes, sheet.auto_filter.ref) == (reference.freeze_panes, reference.auto_filter.ref)
+        widths = [sheet.column_dimensions[c].width for c in "ABCDEFGH"]
+        assert widths == [reference.column_dimensions[c].width for c in "ABCDEFGH"]
+
+
+def test_owasp_leading_characters_stay_text(catalog: Catalog, people: People):
+    from core.images import edit_image
+
+    values = ["=1+1", "+1+1", "-1+1", "@SUM(1,1)", "=x", "-"]
+    for value in values:
+        image_id = make_image(catalog, people.owner, Status.AVAILABLE, name="x")
+        edit_image(catalog, people.owner, image_id, name=value, description=value)
+    path = catalog.store.exports_dir / "images.xlsx"
+    assert export_xlsx(catalog, people.owner, path) == len(values)
+    rows = list(load_workbook(path).active.iter_rows(min_row=2))
+    assert sorted((row[0].value, row[0].data_type) for row in rows) == sorted((v, "s") for v in values)
+    assert sorted((row[5].value, row[5].data_type) for row in rows) == sorted((v, "s") for v in values)
