@@ -34,6 +34,7 @@ from asyncssh.crypto.cipher import BasicCipher, GCMCipher
 from asyncssh.encryption import ETMEncryption, GCMEncryption
 from asyncssh.mac import _UMAC
 from asyncssh.packet import String, UInt32
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.ciphers.modes import CTR
 
@@ -172,6 +173,7 @@ class _Wire:
         self.aead: Any = None
         self.ctr: Any = None
         self.umac: Any = None
+        self.recv_enc: Any = None
 
         def send_or_hold(data: bytes) -> None:
             if self.parts is None:
@@ -272,9 +274,37 @@ class _Wire:
                     if parts:
                         self.send(parts[0] if len(parts) == 1 else b"".join(parts))
 
+    def _quicken_receive(self, enc: Any) -> None:
+        """Give the receive side's GCM cipher or UMAC a context made once per key: asyncssh makes a
+        new one for every packet a client sends (a READ, a window adjust)."""
+        self.recv_enc = enc
+        if type(enc) is GCMEncryption and type(enc._cipher) is GCMCipher:
+            cipher, aead = enc._cipher, AESGCM(enc._cipher._key)
+
+            def verify_and_decrypt(header: bytes, data: bytes, mac: bytes) -> bytes | None:
+                try:
+                    plain: bytes | None = aead.decrypt(cipher._iv, data + mac, header)
+                except InvalidTag:
+                    plain = None
+                cipher._update_iv()
+                return plain
+
+            cipher.verify_and_decrypt = verify_and_decrypt
+        elif type(enc) is ETMEncryption and type(enc._mac) is _UMAC:
+            umac = enc._mac._umac_alg(enc._mac._key)
+
+            def sign(seq: int, packet: bytes) -> bytes:
+                umac.set_nonce(seq.to_bytes(8, "big"))
+                umac.update(packet)
+                return umac.digest()  # and resets it for the next
+
+            enc._mac.sign = sign
+
     def _seal(self, head: bytes, packets: list[tuple[int, tuple[Any, ...]]]) -> bool:
         """Encrypt `packets` of one channel into one buffer and write it; False if asyncssh must."""
         conn = self.conn
+        if conn._recv_encryption is not self.recv_enc:
+            self._quicken_receive(conn._recv_encryption)
         enc = conn._send_encryption
         if not (conn._kex_complete and conn._auth_complete and conn._transport) or conn._compressor is not None:
             return False
