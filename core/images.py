@@ -66,19 +66,35 @@ VIEW_COLUMNS = (
     Image.target_size_gb,
     Image.sha256,
     Image.source,
-    # Read as plain DateTime: the driver's own (C) conversion, not a Python TypeDecorator call per value.
-    sqlalchemy.type_coerce(Image.created_at, sqlalchemy.DateTime()),
-    sqlalchemy.type_coerce(Image.updated_at, sqlalchemy.DateTime()),
-    sqlalchemy.type_coerce(Image.deleted_at, sqlalchemy.DateTime()),
+    Image.created_at,
+    Image.updated_at,
+    Image.deleted_at,
 )
 # Rows fetched per round trip; on PostgreSQL a server-side cursor, so memory stays flat for any count.
 BATCH = 2000
 
 
-def _stamp(value: datetime | None) -> str | None:
-    """`core.clock.iso` without strftime: the same `YYYY-MM-DDTHH:MM:SSZ` string, from C's isoformat."""
-    if value is None:
-        return None
+def _stamped_in_sql(dialect: str, column: Any) -> Any:
+    """`column` as the `YYYY-MM-DDTHH:MM:SSZ` string of `core.clock.iso`, formatted by the database once per row
+    (truncated to the second like iso; no datetime object, no strftime in Python)."""
+    if dialect == "sqlite":  # stored as UTC text `YYYY-MM-DD HH:MM:SS.ffffff`; strftime() would round to the ms
+        text = sqlalchemy.type_coerce(func.replace(func.substr(column, 1, 19), " ", "T"), sqlalchemy.String())
+        return (text + "Z").label(column.key)
+    if dialect == "postgresql":  # timestamptz; to_char truncates fractions of a second
+        utc = func.timezone("UTC", column)
+        return func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS"Z"', type_=sqlalchemy.String()).label(column.key)
+    return sqlalchemy.type_coerce(column, sqlalchemy.DateTime()).label(column.key)  # formatted by `_stamp`
+
+
+def _view_columns(dialect: str) -> tuple[Any, ...]:
+    return (*VIEW_COLUMNS[:-3], *(_stamped_in_sql(dialect, c) for c in VIEW_COLUMNS[-3:]))  # the timestamps
+
+
+def _stamp(value: datetime | str | None) -> str | None:
+    """`core.clock.iso` without strftime: the same `YYYY-MM-DDTHH:MM:SSZ` string (a string from SQL as is)."""
+    if value is None or value.__class__ is str:
+        return value  # type: ignore[return-value]
+    assert isinstance(value, datetime)
     if value.tzinfo is not None and value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     return value.isoformat(timespec="seconds")[:19] + "Z"
@@ -125,7 +141,7 @@ def row_view(row: Sequence[Any]) -> dict[str, Any]:
         "source": shown_source(source),
         "created_at": _stamp(created_at),
         "updated_at": _stamp(updated_at),
-        "deleted_at": _stamp(deleted_at) if deleted_at is not None else None,
+        "deleted_at": _stamp(deleted_at),
     }
 
 
@@ -224,7 +240,7 @@ def _row_batches(catalog: Catalog, actor: Actor, query: ImageQuery | None) -> It
             "sort {query_sort} is unknown; choose one of {choices}", query_sort=query.sort, choices=", ".join(SORTABLE)
         )
     with db.read_session(catalog.engine) as session:
-        statement = _filtered(session, actor, query)
+        statement = _filtered(session, actor, query, _view_columns(session.get_bind().dialect.name))
         key = SORTABLE[query.sort]
         statement = statement.order_by(
             key.desc() if query.descending else key.asc(),  # type: ignore[union-attr]

@@ -85,3 +85,25 @@ def test_a_listing_longer_than_a_batch_streams_every_row_in_order(
     assert ascending == made
     page = list_images(catalog, people.owner, ImageQuery(sort="name", descending=False, limit=4, offset=3))
     assert [i["id"] for i in page] == made[3:7]
+
+
+def test_listed_timestamps_are_truncated_to_the_second_like_iso(catalog: Catalog, people: People):
+    from core import db
+
+    image_id = make_image(catalog, people.owner, Status.AVAILABLE, name="late")
+    stored = datetime(2026, 3, 4, 5, 6, 7, 999_999, tzinfo=UTC)  # SQLite's strftime() would say :08
+    with db.write_session(catalog.engine) as session:
+        image = session.get(Image, image_id)
+        assert image is not None
+        image.created_at = stored
+        image.updated_at = datetime(2026, 3, 4, 13, 6, 7, tzinfo=timezone(timedelta(hours=8)))
+        image.deleted_at = datetime(1999, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC)
+        session.add(image)
+    (listed,) = list_images(catalog, people.owner)
+    assert listed["created_at"] == iso(stored) == "2026-03-04T05:06:07Z"
+    assert listed["updated_at"] == "2026-03-04T05:06:07Z"
+    assert listed["deleted_at"] == "1999-12-31T23:59:59Z"
+    shown = get_image(catalog, people.owner, image_id)
+    assert (shown["created_at"], shown["updated_at"], shown["deleted_at"]) == (
+        listed["created_at"], listed["updated_at"], listed["deleted_at"],
+    )  # fmt: skip
