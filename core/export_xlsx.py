@@ -21,6 +21,7 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
+from openpyxl.utils.datetime import to_excel
 
 from core.access import Actor
 from core.catalog import Catalog
@@ -161,7 +162,9 @@ def _write(target: Path, images: Iterable[dict], headers: Sequence[str], status_
     label = status_label.get if status_label else None
     count = 0
     for image in images:
-        created.value = parse(image["created_at"][:19])  # the view's seconds, naive UTC (Excel has no zones)
+        # The view's seconds, naive UTC (Excel has no zones), as the serial number openpyxl would write for
+        # the datetime: the same XML without openpyxl's per-cell type and date-format checks.
+        created.value = to_excel(parse(image["created_at"][:19]))
         name = image["name"]
         description = image["description"]
         status = image["status"]
