@@ -4,7 +4,10 @@
 - FTP: lftp from `imagehub serve` and from vsftpd (anonymous, sendfile).
 - SFTP: OpenSSH `sftp` from `imagehub serve` and from OpenSSH's sshd with internal-sftp, with the
   client's default cipher and with aes128-gcm@openssh.com.
-Each single stream and `--streams` parallel streams; prints MB/s and the ratio imagehub/reference.
+Each single stream and `--streams` parallel streams; prints MB/s, the ratio imagehub/reference and the
+machine's load average (1 minute) when the row was measured: other work on the machine makes ratios
+swing, so compare rows measured at a low load, and use `--repeat`. Beside them, each server's CPU
+seconds per GB sent (the least of the runs; the reference's forked processes count once reaped).
 The clients write to /dev/null, so that the servers are compared rather than this machine's disk
 writeback (which made runs swing by +-0.2); `--to-disk` writes the files instead.
 Then `--slow` concurrent rate-limited HTTP downloads held open, and the gateway's resident memory.
@@ -100,6 +103,39 @@ def timed(commands: list[list[str]], cwd: Path) -> float:
     if any(codes):
         raise SystemExit(f"a client failed ({codes}): {commands[0]}")
     return elapsed
+
+
+def tree_cpu(pid: int) -> tuple[float, int]:
+    """CPU seconds of `pid` and its descendants (those alive, and those exited and reaped), and how
+    many are alive: an exited process's time is in its parent's cutime/cstime once reaped."""
+    parents: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            stats[int(entry.name)] = fields
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        if current in stats:
+            tree.append(current)
+            todo += [child for child, parent in parents.items() if parent == current]
+    ticks = sum(int(stats[p][11]) + int(stats[p][12]) + int(stats[p][13]) + int(stats[p][14]) for p in tree)
+    return ticks / os.sysconf("SC_CLK_TCK"), len(tree)
+
+
+def settled_cpu(pid: int, alive: int, timeout: float = 5) -> float:
+    """tree_cpu once the processes a run forked have exited and been reaped (at most `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seconds, count = tree_cpu(pid)
+        if count <= alive or time.monotonic() > deadline:
+            return seconds
+        time.sleep(0.05)
 
 
 def rss_mb(pid: int) -> float:
@@ -221,7 +257,7 @@ def run(args: argparse.Namespace, work: Path, servers: Servers) -> int:
         }}
         """)
     )
-    servers.start(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work / "nginx")], work / "nginx.log")
+    nginx = servers.start(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work / "nginx")], work / "nginx.log")
 
     # vsftpd, anonymous read-only, sendfile is its default.
     ftp_port = free_port()
@@ -245,7 +281,7 @@ def run(args: argparse.Namespace, work: Path, servers: Servers) -> int:
         max_per_ip=200
         """).lstrip()
     )
-    servers.start(["vsftpd", str(work / "vsftpd.conf")], work / "vsftpd.log")
+    vsftpd = servers.start(["vsftpd", str(work / "vsftpd.conf")], work / "vsftpd.log")
 
     # OpenSSH sshd with internal-sftp, key login for the current user.
     ssh_port = free_port()
@@ -268,7 +304,7 @@ def run(args: argparse.Namespace, work: Path, servers: Servers) -> int:
         """).lstrip()
     )
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
-    servers.start(["/usr/sbin/sshd", "-D", "-e", "-f", str(work / "sshd_config")], work / "sshd.log")
+    sshd = servers.start(["/usr/sbin/sshd", "-D", "-e", "-f", str(work / "sshd_config")], work / "sshd.log")
     for port in (nginx_port, ftp_port, ssh_port):
         wait_port(port)
 
@@ -300,28 +336,40 @@ def run(args: argparse.Namespace, work: Path, servers: Servers) -> int:
             "SFTP default cipher",
             lambda o: sftp(f"{token}@127.0.0.1", ih_ports["sftp"], filename, o, []),
             lambda o: sftp(f"{user}@127.0.0.1", ssh_port, str(public / name), o, key),
-            0.7,
+            1.0,
         ),
         (
             "SFTP aes128-gcm",
             lambda o: sftp(f"{token}@127.0.0.1", ih_ports["sftp"], filename, o, gcm),
             lambda o: sftp(f"{user}@127.0.0.1", ssh_port, str(public / name), o, key + gcm),
-            0.8,
+            1.0,
         ),
     ]  # fmt: skip
 
-    print(f"\n{'case':28} {'streams':>7} {'reference MB/s':>15} {'imagehub MB/s':>14} {'ratio':>6} {'target':>6}")
+    # The server's CPU seconds per GB sent (its processes, and the ones it forked per connection):
+    # less swayed by other work on the machine than MB/s.
+    # vsftpd's session processes leave nothing in its times (0.00 s/GB measured): not shown.
+    server_pids = {"HTTP": nginx.pid, "FTP": vsftpd.pid, "SFTP": sshd.pid}
+    print(
+        f"\n{'case':28} {'streams':>7} {'reference MB/s':>15} {'imagehub MB/s':>14} {'ratio':>6} {'target':>6}"
+        f" {'load':>5} {'CPU s/GB ref':>12} {'imagehub':>8}"
+    )
     failed = False
     for label, ours, theirs, target in cases:
         if label.split()[0].lower() not in args.only:
             continue
+        pids = {"ref": server_pids[label.split()[0]], "ih": serve.pid}
         for streams in (1, args.streams):
             # Reference and imagehub alternate, so that a load change on the machine hits both.
             best = {"ref": float("inf"), "ih": float("inf")}
+            cpu = {"ref": float("inf"), "ih": float("inf")}
+            gigabytes = streams * size / 1e9
             for _ in range(args.repeat):
                 for who, make in (("ref", theirs), ("ih", ours)):
                     commands = [make(f"{who}-{i}") for i in range(streams)]
+                    cpu_before, alive = tree_cpu(pids[who])
                     best[who] = min(best[who], timed(commands, downloads))
+                    cpu[who] = min(cpu[who], (settled_cpu(pids[who], alive) - cpu_before) / gigabytes)
                     for leftover in downloads.iterdir():
                         leftover.unlink()
             results = {who: streams * size / MB / seconds for who, seconds in best.items()}
@@ -329,8 +377,10 @@ def run(args: argparse.Namespace, work: Path, servers: Servers) -> int:
             failed |= ratio < target
             mark = "" if ratio >= target else "  below target"
             ref, ours_rate = results["ref"], results["ih"]
+            ref_cpu = "-" if label.startswith("FTP") else f"{cpu['ref']:.2f}"
             print(
-                f"{label:28} {streams:>7} {ref:>15.0f} {ours_rate:>14.0f} {ratio:>6.2f} {target:>6.1f}{mark}",
+                f"{label:28} {streams:>7} {ref:>15.0f} {ours_rate:>14.0f} {ratio:>6.2f} {target:>6.1f}"
+                f" {os.getloadavg()[0]:>5.1f} {ref_cpu:>12} {cpu['ih']:>8.2f}{mark}",
                 flush=True,
             )
 
