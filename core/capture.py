@@ -18,6 +18,8 @@ import select
 import subprocess
 from typing import Any
 
+from sqlmodel import Session
+
 from core import access, audit, db, jobs, qemu, vms
 from core.access import Actor
 from core.catalog import Catalog
@@ -207,23 +209,30 @@ class CaptureHandler:
             lines = err.decode(errors="replace").strip().splitlines()
             raise Failed("qemu-img convert failed: {reason}", reason=lines[-1] if lines else f"exit status {code}")
 
+    def record_failure(self, session: Session, job: Job, reason: str) -> None:
+        """The image ends import_failed with the reason, in the transaction that ends the job."""
+        image = session.get(Image, job.image_id) if job.image_id else None
+        if image is None or image.status != Status.CREATING:
+            return
+        image.status = Status.IMPORT_FAILED
+        image.error = reason
+        image.disk_format = None
+        image.virtual_size = None
+        image.updated_at = utcnow()
+        session.add(image)
+        audit.record(session, "imagehub worker", "image.capture.failed", image.id, reason=reason)
+
     def failed(self, catalog: Catalog, job: Job, reason: str) -> None:
-        """The image ends import_failed with the reason; nothing of it stays in the store."""
-        image_id = job.image_id
-        if not image_id:
+        """Nothing of a failed capture stays in the store."""
+        if not job.image_id:
             return
         with db.write_session(catalog.engine) as session:
-            image = session.get(Image, image_id)
-            if image is None or image.status != Status.CREATING:
+            self.record_failure(session, job, reason)  # a no-op once the worker's transaction did it
+        with db.read_session(catalog.engine) as session:
+            image = session.get(Image, job.image_id)
+            if image is not None and image.status != Status.IMPORT_FAILED:
                 return
-            image.status = Status.IMPORT_FAILED
-            image.error = reason
-            image.disk_format = None
-            image.virtual_size = None
-            image.updated_at = utcnow()
-            session.add(image)
-            audit.record(session, "imagehub worker", "image.capture.failed", image_id, reason=reason)
-        catalog.store.remove_image_files(image_id)
+        catalog.store.remove_image_files(job.image_id)
 
 
 register(CaptureHandler())

@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -125,8 +125,19 @@ def renew(
         return bool(result.rowcount)
 
 
-def finish(engine: Engine, job_id: int, owner: str, state: str, error: str | None = None) -> bool:
-    """End a job this worker holds; False if it lost the lease meanwhile."""
+def finish(
+    engine: Engine,
+    job_id: int,
+    owner: str,
+    state: str,
+    error: str | None = None,
+    also: Callable[[Session], None] | None = None,
+) -> bool:
+    """End a job this worker holds; False if it lost the lease meanwhile.
+
+    `also` writes the job's outcome on its resource (e.g. the image's `import_failed`) in the same
+    transaction, so nobody ever reads a failed job beside an image still `importing`.
+    """
     now = utcnow()
     with db.write_session(engine) as session:
         result = session.exec(  # type: ignore[call-overload]
@@ -137,6 +148,8 @@ def finish(engine: Engine, job_id: int, owner: str, state: str, error: str | Non
         if result.rowcount:
             image_id = session.exec(select(Job.image_id).where(Job.id == job_id)).first()
             audit.record(session, owner, "job.finish", image_id, "ok" if state == DONE else state, error, job=job_id)
+            if also is not None:
+                also(session)
         return bool(result.rowcount)
 
 

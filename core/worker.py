@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlmodel import Session
+
 from core import jobs
 from core.catalog import Catalog
 from core.errors import ImagehubError
@@ -38,7 +40,17 @@ class JobHandler(Protocol):
         """Do the work; raise ImagehubError with a one-line reason for the user on failure."""
 
     def failed(self, catalog: Catalog, job: Job, reason: str) -> None:
-        """Record the failure on the resource (e.g. image -> import_failed) and clean up."""
+        """Clean up after a failure (files); the resource's status is already written if the
+        handler has `record_failure(session, job, reason)`, which runs inside the transaction that
+        ends the job."""
+
+
+def _failure_recorder(handler: JobHandler | None, job: Job, reason: str) -> Callable[[Session], None] | None:
+    """The handler's in-transaction failure write, if it has one (test doubles may not)."""
+    record = getattr(handler, "record_failure", None)
+    if record is None:
+        return None
+    return lambda session: record(session, job, reason)
 
 
 HANDLERS: dict[str, JobHandler] = {}
@@ -199,7 +211,8 @@ class Worker:
             if not isinstance(exc, ImagehubError):
                 log.exception("job %s crashed", job.id)
             state = jobs.FAILED
-            if jobs.finish(self.catalog.engine, job.id, self.owner, jobs.FAILED, reason) and handler is not None:
+            also = _failure_recorder(handler, job, reason)
+            if jobs.finish(self.catalog.engine, job.id, self.owner, jobs.FAILED, reason, also) and handler is not None:
                 try:
                     handler.failed(self.catalog, job, reason)
                 except Exception:
@@ -220,10 +233,11 @@ class Worker:
             minutes = timeout / 60
             span = f"{minutes:g} minutes" if timeout >= 60 else f"{timeout} seconds"
             reason = f"stalled: no data for {span}"
-            if jobs.finish(self.catalog.engine, job.id or 0, job.lease_owner or "", jobs.FAILED, reason):
-                handler = HANDLERS.get(job.kind)
-                if handler is not None:
-                    handler.failed(self.catalog, job, reason)
+            handler = HANDLERS.get(job.kind)
+            also = _failure_recorder(handler, job, reason)
+            finished = jobs.finish(self.catalog.engine, job.id or 0, job.lease_owner or "", jobs.FAILED, reason, also)
+            if finished and handler is not None:
+                handler.failed(self.catalog, job, reason)
 
     def run_forever(self) -> None:
         """Poll and run jobs until `stop` is set; then release what is still running."""

@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from core import audit, db, jobs
 from core.catalog import Catalog
@@ -291,21 +291,37 @@ def _record_available(ctx: JobContext, image_id: str, disk_format: str, virtual_
         audit.record(session, "imagehub worker", "image.import", image_id, disk_format=disk_format, sha256=sha256)
 
 
-def mark_failed(catalog: Catalog, image_id: str | None, reason: str) -> None:
-    """importing -> import_failed with the reason; staging and any store file removed."""
+def record_failed(session: Session, image_id: str | None, reason: str) -> None:
+    """importing -> import_failed with the reason, inside the caller's transaction."""
     if image_id is None:
         return
-    with db.write_session(catalog.engine) as session:
+    image = session.get(Image, image_id)
+    if image is None or image.status != Status.IMPORTING:
+        return
+    image.status = Status.IMPORT_FAILED
+    image.error = reason
+    image.updated_at = utcnow()
+    session.add(image)
+    audit.record(session, "imagehub worker", "image.import", image_id, "failed", reason)
+
+
+def remove_leftovers(catalog: Catalog, image_id: str | None) -> None:
+    """Staging and any store file of a failed import (idempotent)."""
+    if image_id is None:
+        return
+    with db.read_session(catalog.engine) as session:
         image = session.get(Image, image_id)
-        if image is None or image.status != Status.IMPORTING:
-            return
-        image.status = Status.IMPORT_FAILED
-        image.error = reason
-        image.updated_at = utcnow()
-        session.add(image)
-        audit.record(session, "imagehub worker", "image.import", image_id, "failed", reason)
+        if image is not None and image.status != Status.IMPORT_FAILED:
+            return  # restarted or retried meanwhile: its files are not leftovers
     shutil.rmtree(staging_folder(catalog, image_id), ignore_errors=True)
     _remove_store_files(catalog, image_id)
+
+
+def mark_failed(catalog: Catalog, image_id: str | None, reason: str) -> None:
+    """importing -> import_failed with the reason; staging and any store file removed."""
+    with db.write_session(catalog.engine) as session:
+        record_failed(session, image_id, reason)
+    remove_leftovers(catalog, image_id)
 
 
 def SingleJobWorker(catalog: Catalog, job_id: int, **kwargs: Any) -> Worker:
@@ -319,8 +335,11 @@ class ImportHandler:
     def run(self, ctx: JobContext) -> None:
         run_import(ctx)
 
+    def record_failure(self, session: Session, job: Job, reason: str) -> None:
+        record_failed(session, job.image_id, reason)
+
     def failed(self, catalog: Catalog, job: Job, reason: str) -> None:
-        mark_failed(catalog, job.image_id, reason)
+        mark_failed(catalog, job.image_id, reason)  # a no-op write once record_failure ran
 
 
 register(ImportHandler())

@@ -284,3 +284,30 @@ def test_internal_files_come_only_from_staging(catalog) -> None:
     for outside in ("/etc/hostname", catalog.secret_path, catalog.settings.data_dir / "catalog.db"):
         with _pytest.raises(_Invalid, match="not in an import folder"):
             check_local_file(catalog.settings, outside, internal=True)
+
+
+def test_a_failed_job_and_its_import_failed_image_are_committed_together(
+    catalog: Catalog, people: People, tmp_path: Path
+) -> None:
+    """No reader ever sees a failed import job beside an image still `importing` (issue: `--wait` exited 0)."""
+    from sqlalchemy import event, text
+    from sqlalchemy.orm import Session
+
+    from core import db
+
+    seen: list[tuple[str, str]] = []
+
+    def after_commit(session: Session) -> None:
+        with db.read_session(catalog.engine) as reader:  # a new transaction sees only committed rows
+            rows = reader.execute(text("SELECT job.state, image.status FROM job JOIN image ON image.id = job.image_id"))
+            seen.extend((row[0], row[1]) for row in rows)
+
+    event.listen(Session, "after_commit", after_commit)
+    try:
+        image = import_and_wait(catalog, people.owner, file=str(qed(tmp_path)))
+    finally:
+        event.remove(Session, "after_commit", after_commit)
+    assert image.status == Status.IMPORT_FAILED
+    assert ("failed", "import_failed") in seen
+    assert ("failed", "importing") not in seen
+    assert leftovers(catalog) == []
