@@ -59,6 +59,7 @@ _READ_ACCESS = 0x1 | 0x8 | 0x80 | 0x20000 | 0x100000  # ACE4 read data/named att
 # An empty string: the payload of the SSH_MSG_IGNORE asyncssh puts before every packet.
 _IGNORE_PAYLOAD = String(b"")
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+_ENCRYPT_INTO = hasattr(AESGCM, "encrypt_into")  # absent in older cryptography releases: asyncssh seals then
 
 # The most one READ is answered with: OpenSSH's sftp-server answers at most 256 KiB (SFTP allows a
 # short read), and its client asks 255 KiB at most. asyncssh would read whatever length is asked.
@@ -184,11 +185,11 @@ class _Wire:
         conn._send = send_or_hold  # type: ignore[method-assign]
 
     def _kind(self, enc: Any) -> str:
-        """ "gcm", "etm" or "" (asyncssh seals) for the encryption `enc`."""
+        """How this class seals packets under the encryption `enc`: "gcm", "etm", or "" (asyncssh does)."""
         if enc is self.enc:
             return self.kind
         self.enc, self.kind, self.umac = enc, "", None
-        if type(enc) is GCMEncryption and type(enc._cipher) is GCMCipher:
+        if type(enc) is GCMEncryption and type(enc._cipher) is GCMCipher and _ENCRYPT_INTO:
             self.aead = AESGCM(enc._cipher._key)
             self.kind = "gcm"
         elif (
