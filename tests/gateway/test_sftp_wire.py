@@ -5,12 +5,15 @@ combination a client can negotiate downloads whole, across key re-exchanges too.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncssh
 import pytest
 
+from gateway.sftp import ENCRYPTION_ALGS, _Outflow, _Wire
 from tests.gateway.conftest import Gateway, Link, sha256_file
 from tests.gateway.test_clients import env_for, sftp_base
 from tests.gateway.test_refusals import sftp_connect
@@ -93,3 +96,65 @@ def test_openssh_sftp_rekeying_every_megabyte_gets_the_whole_file(
     # The first exchange, then re-exchanges while the file came (OpenSSH starts one once past the
     # limit, and counts again from the new keys: 3 or 4 for these 6 MiB).
     assert done.stderr.count("SSH2_MSG_NEWKEYS received") >= 3
+
+
+class _OutflowServer(asyncssh.SSHServer):
+    """The gateway's send path (_Outflow and its _Wire) on a plain asyncssh server, no login."""
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        _Outflow(conn)
+
+    def begin_auth(self, username: str) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("cipher", "mac"),
+    [("aes128-gcm@openssh.com", "hmac-sha2-256-etm@openssh.com"), ("aes128-ctr", "umac-64-etm@openssh.com")],
+)
+async def test_data_packets_are_sealed_by_the_wire_not_asyncssh(
+    monkeypatch: pytest.MonkeyPatch, cipher: str, mac: str
+) -> None:
+    """Counts what `_Wire._seal` sealed: if an asyncssh release changed what it relies on, downloads
+    would still work (through asyncssh) but this fails."""
+    sealed: list[bool] = []
+    seal = _Wire._seal
+
+    def counted(self: _Wire, head: bytes, packets: list[tuple[int, tuple[object, ...]]]) -> bool:
+        sealed.append(seal(self, head, packets))
+        return sealed[-1]
+
+    monkeypatch.setattr(_Wire, "_seal", counted)
+    data = os.urandom(3 * 1024 * 1024 + 17)  # past the client's 2 MiB window: adjusts resume the flushes
+
+    async def send_data(process: asyncssh.SSHServerProcess[bytes]) -> None:
+        process.stdout.write(data)
+        process.exit(0)
+
+    server = await asyncssh.listen(
+        "127.0.0.1",
+        0,
+        server_factory=_OutflowServer,
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+        process_factory=send_data,
+        encoding=None,
+        encryption_algs=ENCRYPTION_ALGS,
+        line_editor=False,
+    )
+    try:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            server.get_port(),
+            username="x",
+            known_hosts=None,
+            client_keys=None,
+            agent_path=None,
+            encryption_algs=[cipher],
+            mac_algs=[mac],
+        ) as conn:
+            result = await conn.run(encoding=None)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.stdout == data
+    assert sealed and all(sealed), sealed
