@@ -12,11 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -75,7 +71,14 @@ def read_session(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-def alembic_config(engine: Engine) -> Config:
+# The newest migration in core/migrations/versions. Kept here so that opening a catalog (every CLI
+# call) needs no Alembic import; tests/core/test_init.py fails if it differs from Alembic's head.
+SCHEMA_HEAD = "0005"
+
+
+def alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config  # Alembic only when migrating: it costs every CLI call 70 ms
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
@@ -84,16 +87,29 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def head_revision() -> str | None:
+    return SCHEMA_HEAD
+
+
+def alembic_head_revision() -> str | None:
+    """The head as Alembic computes it from the migration scripts (for the test that guards SCHEMA_HEAD)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The catalog's schema revision (Alembic's version table), None when it has none."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        try:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except exc.DBAPIError:  # no version table: not initialised
+            return None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema up to `revision` (Alembic); a catalog already there is left alone."""
+    from alembic import command
+
     try:
         command.upgrade(alembic_config(engine), revision)
     except Exception as exc:  # a broken or foreign database: one line, not a traceback

@@ -214,3 +214,29 @@ def test_a_stall_timeout_shorter_than_the_job_lease_is_refused(tmp_path: Path, m
     monkeypatch.setenv("IMAGEHUB_IMPORT__STALL_TIMEOUT_SECONDS", "8")
     with pytest.raises(Invalid, match="stall_timeout_seconds must be longer than job_lease_seconds"):
         load_settings(write_config(tmp_path))
+
+
+def test_schema_head_constant_matches_the_newest_migration() -> None:
+    """Opening a catalog compares against db.SCHEMA_HEAD without importing Alembic; a new migration must bump it."""
+    from core import db
+
+    assert db.head_revision() == db.alembic_head_revision()
+
+
+def test_image_list_imports_neither_alembic_nor_textual(config_path: Path) -> None:
+    """`image list` on an up-to-date catalog pays for Alembic only when migrating, and never for Textual."""
+    import os
+    import subprocess
+    import sys
+
+    initialise(load_settings(config_path))
+    code = (
+        "import sys, tui.cli\n"
+        "code = tui.cli.main(['image', 'list', '--json'])\n"
+        "loaded = sorted(m for m in ('alembic', 'textual') if m in sys.modules)\n"
+        "print('LOADED', ','.join(loaded), code, file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")} | {"IMAGEHUB_CONFIG": str(config_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "[]"
+    assert "LOADED  0" in done.stderr
