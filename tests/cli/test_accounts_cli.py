@@ -21,18 +21,24 @@ gw = gateway_fixtures.gw  # one `imagehub serve` on ports 0 for the module
 
 
 @pytest.fixture
-def acme(cli) -> None:  # type: ignore[no-untyped-def]
-    assert cli("init").code == 0
-    for args in (
-        ("tenant", "create", "acme"),
-        ("tenant", "create", "globex"),
-        ("account", "create", "alice", "--tenant", "acme", "--role", "owner"),
-        ("account", "create", "bob", "--tenant", "acme", "--role", "member", "--perm", "view"),
-        ("account", "create", "carol", "--tenant", "acme", "--role", "member", "--perm", "manage"),
-        ("account", "create", "gus", "--tenant", "globex", "--role", "member"),
-    ):
-        done = cli(*args)
-        assert done.code == 0, done.err
+def acme(cli, config_path) -> None:  # type: ignore[no-untyped-def]
+    """The catalog the commands below act on, made in-process (seven CLI start-ups cost 7 s a test)."""
+    from core.accounts import create_account, create_tenant
+    from core.bootstrap import initialise
+    from core.settings import load_settings
+    from tests.conftest import actor
+
+    catalog, _ = initialise(load_settings(config_path))
+    try:
+        admin = actor(catalog, "admin")
+        create_tenant(catalog, admin, "acme")
+        create_tenant(catalog, admin, "globex")
+        create_account(catalog, admin, "alice", tenant="acme", role="owner")
+        create_account(catalog, admin, "bob", tenant="acme", role="member", perm="view")
+        create_account(catalog, admin, "carol", tenant="acme", role="member", perm="manage")
+        create_account(catalog, admin, "gus", tenant="globex", role="member")
+    finally:
+        catalog.dispose()
 
 
 def listing(cli) -> list[dict]:  # type: ignore[no-untyped-def]
