@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,3 +296,23 @@ def _is_catalog_fd(fd: int) -> bool:
 
 
 REPO_ROOT = REPO
+
+
+@contextmanager
+def embedded_ftp(root: Path) -> Iterator[tuple[Gateway, Any, Any]]:
+    """An FTP gateway run in the test process (its loops and slots can be looked at), with a catalog
+    under `root`; on exit the loops' threads must have ended. Yields (gateway handle, FtpGateway, Registry)."""
+    from gateway.ftp import FtpGateway
+    from gateway.transfers import Registry
+
+    config, catalog = make_catalog(root)
+    registry = Registry(catalog)
+    ftp = FtpGateway(registry, "127.0.0.1", 0)
+    ftp.start()
+    try:
+        gw = Gateway(root, config, catalog, None, "127.0.0.1", 0, ftp.port, 0, root / "none.log")  # type: ignore[arg-type]
+        yield gw, ftp, registry
+    finally:
+        ftp.stop()
+        assert not any(loop.thread.is_alive() for loop in ftp.loops)
+        catalog.dispose()

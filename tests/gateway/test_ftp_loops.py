@@ -17,7 +17,7 @@ import pytest
 
 from gateway.ftp import FtpGateway
 from gateway.transfers import Registry
-from tests.gateway.conftest import Gateway, Link, make_catalog, sha256_file
+from tests.gateway.conftest import Gateway, Link, embedded_ftp, sha256_file
 from tests.gateway.test_refusals import ftp_login, slow_socket
 
 LOOPS = 2  # tests/gateway/conftest.py GATEWAY_CONFIG: ftp_threads = 2
@@ -44,17 +44,8 @@ class Embedded:
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[Embedded]:
-    config, catalog = make_catalog(tmp_path)
-    registry = Registry(catalog)
-    ftp = FtpGateway(registry, "127.0.0.1", 0)
-    ftp.start()
-    try:
-        gw = Gateway(tmp_path, config, catalog, None, "127.0.0.1", 0, ftp.port, 0, tmp_path / "none.log")  # type: ignore[arg-type]
-        yield Embedded(gw, ftp, registry)
-    finally:
-        ftp.stop()
-        assert not any(loop.thread.is_alive() for loop in ftp.loops)
-        catalog.dispose()
+    with embedded_ftp(tmp_path) as parts:
+        yield Embedded(*parts)
 
 
 @pytest.fixture

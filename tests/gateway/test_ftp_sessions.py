@@ -14,7 +14,7 @@ import pytest
 
 from gateway.ftp import FtpGateway
 from gateway.transfers import Registry
-from tests.gateway.conftest import Gateway, Link, make_catalog
+from tests.gateway.conftest import Gateway, Link, embedded_ftp
 from tests.gateway.test_ftp_loops import wait_for
 
 
@@ -44,16 +44,8 @@ class Embedded:
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[Embedded]:
-    config, catalog = make_catalog(tmp_path)
-    registry = Registry(catalog)
-    ftp = FtpGateway(registry, "127.0.0.1", 0)
-    ftp.start()
-    try:
-        gw = Gateway(tmp_path, config, catalog, None, "127.0.0.1", 0, ftp.port, 0, tmp_path / "none.log")  # type: ignore[arg-type]
-        yield Embedded(gw, ftp, registry)
-    finally:
-        ftp.stop()
-        catalog.dispose()
+    with embedded_ftp(tmp_path) as parts:
+        yield Embedded(*parts)
 
 
 class RawFTP:
