@@ -27,9 +27,9 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import insert  # noqa: E402
 
-from core.bootstrap import initialise  # noqa: E402
-from core.models import Image, IssuedId, Tenant  # noqa: E402
-from core.settings import load_settings  # noqa: E402
+from core.catalog.models import Image, IssuedId, Tenant  # noqa: E402
+from core.catalog.settings import load_settings  # noqa: E402
+from core.setup.bootstrap import initialise  # noqa: E402
 
 STATUSES = ["available"] * 6 + ["importing", "import_failed", "creating", "deleted"]
 PLATFORMS = [("Linux", "CentOS", "7.9"), ("Linux", "Ubuntu", "16.04"), ("Windows", "Windows", "2016")]
@@ -141,7 +141,7 @@ def main() -> None:
         build(config, options.images)
         print(f"built a catalog of {options.images:,} images in {time.perf_counter() - started:.1f} s")
         database = str(Path(folder) / "var" / "catalog.db")
-        imagehub = [sys.executable, "-m", "tui.cli"]
+        imagehub = [sys.executable, "-m", "cli.main"]
         python = [sys.executable, "-c"]
         # label, command, time target (s), memory target (MiB), baseline label and command, ratio target
         cases = [

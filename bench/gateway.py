@@ -34,13 +34,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core import db, links  # noqa: E402
-from core.access import resolve_actor  # noqa: E402
-from core.accounts import create_tenant  # noqa: E402
-from core.bootstrap import initialise  # noqa: E402
-from core.images import new_image  # noqa: E402
-from core.settings import load_settings  # noqa: E402
-from core.worker import Worker  # noqa: E402
+from core.accounts.accounts import create_tenant  # noqa: E402
+from core.catalog import db  # noqa: E402
+from core.catalog.settings import load_settings  # noqa: E402
+from core.images.images import new_image  # noqa: E402
+from core.jobs.worker import Worker  # noqa: E402
+from core.links import links  # noqa: E402
+from core.rules.access import resolve_actor  # noqa: E402
+from core.setup.bootstrap import initialise  # noqa: E402
 
 MB = 1_000_000
 
@@ -217,7 +218,7 @@ def run(args: argparse.Namespace, work: Path, servers: Servers) -> int:
         admin = resolve_actor(session, "admin")
     create_tenant(catalog, admin, "bench")
     with db.write_session(catalog.engine) as session:
-        from core.images import tenant_id_by_name
+        from core.images.images import tenant_id_by_name
 
         image = new_image(
             session, admin, tenant_id_by_name(session, "bench"), name="bench", description="", os_type="Linux",
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace, work: Path, servers: Servers) -> int:
         worker.run_until(created.job_id)
         worker.join()
     env = {**os.environ, "IMAGEHUB_CONFIG": str(config)}
-    serve = servers.start([sys.executable, "-m", "tui.cli", "serve"], work / "serve.log", env=env, cwd=REPO)
+    serve = servers.start([sys.executable, "-m", "cli.main", "serve"], work / "serve.log", env=env, cwd=REPO)
     deadline = time.monotonic() + 30
     while "imagehub serve: http=" not in (work / "serve.log").read_text():
         if serve.poll() is not None or time.monotonic() > deadline:

@@ -57,14 +57,14 @@ server.serve_forever()
 OURS = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from core import db
-from core.access import resolve_actor
-from core.accounts import create_tenant
-from core.bootstrap import initialise
-from core.importer.job import SingleJobWorker
+from core.catalog import db
+from core.rules.access import resolve_actor
+from core.accounts.accounts import create_tenant
+from core.setup.bootstrap import initialise
+from core.jobs.worker import SingleJobWorker
 from core.importer.submit import submit_import
-from core.images import get_image
-from core.settings import load_settings
+from core.images.images import get_image
+from core.catalog.settings import load_settings
 settings = load_settings(sys.argv[2])
 catalog, _ = initialise(settings)
 with db.read_session(catalog.engine) as session:

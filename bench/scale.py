@@ -24,12 +24,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core import db, jobs  # noqa: E402
-from core.access import Actor  # noqa: E402
-from core.bootstrap import initialise  # noqa: E402
-from core.catalog import open_catalog  # noqa: E402
-from core.images import ImageQuery, list_images  # noqa: E402
-from core.settings import load_settings  # noqa: E402
+from core.catalog import db  # noqa: E402
+from core.catalog.catalog import open_catalog  # noqa: E402
+from core.catalog.settings import load_settings  # noqa: E402
+from core.images.images import ImageQuery, list_images  # noqa: E402
+from core.jobs import jobs  # noqa: E402
+from core.rules.access import Actor  # noqa: E402
+from core.setup.bootstrap import initialise  # noqa: E402
 
 LIST_TARGET_MS = 50.0
 
@@ -123,7 +124,7 @@ def list_json(folder: Path) -> tuple[float, float, int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")}
     env["IMAGEHUB_CONFIG"] = str(folder / "imagehub.toml")
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "tui.cli", "image", "list", "--json"], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", "image", "list", "--json"], stdout=subprocess.PIPE,
                                env=env, cwd=REPO)  # fmt: skip
     assert process.stdout is not None
     size = 0

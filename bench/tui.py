@@ -24,10 +24,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-from core import db  # noqa: E402
-from core.access import resolve_actor  # noqa: E402
-from core.catalog import open_catalog  # noqa: E402
-from core.settings import load_settings  # noqa: E402
+from core.catalog import db  # noqa: E402
+from core.catalog.catalog import open_catalog  # noqa: E402
+from core.catalog.settings import load_settings  # noqa: E402
+from core.rules.access import resolve_actor  # noqa: E402
 
 TARGET_MS = 100.0
 WORDS = ["web", "db", "cache", "build", "数据库"]
@@ -109,7 +109,7 @@ async def run(config: Path, account: str, keys: str, verbose: bool = False) -> d
 
 
 def count_times(config: Path, text: str) -> list[float]:
-    from core.images import ImageQuery, count_images
+    from core.images.images import ImageQuery, count_images
 
     catalog = open_catalog(load_settings(config))
     with db.read_session(catalog.engine) as session:

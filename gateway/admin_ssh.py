@@ -48,8 +48,9 @@ from typing import Any
 
 import asyncssh
 
-from core import accounts, audit, db, keys
-from core.catalog import Catalog
+from core.accounts import accounts, keys
+from core.catalog import audit, db
+from core.catalog.catalog import Catalog
 from gateway.throttle import LoginThrottle, host_of
 
 log = logging.getLogger("imagehub.admin_ssh")
@@ -196,7 +197,7 @@ class AdminFrontDoor:
         return env
 
     def command_for(self, account: str, args: list[str]) -> list[str]:
-        return [sys.executable, "-m", "tui.cli", "--as", account, *args]
+        return [sys.executable, "-m", "cli.main", "--as", account, *args]
 
     async def handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         task = asyncio.current_task()

@@ -46,7 +46,7 @@ from pyftpdlib.handlers.ftp.control import proto_cmds as _PROTO_CMDS
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
-from core.links import Refused, Served
+from core.links.links import Refused, Served
 from gateway.throttle import counts_as_failed_login
 from gateway.transfers import Conn, Registry, Transfer, reset_on_close
 

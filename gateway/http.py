@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from core.links import REFUSAL_MESSAGE, Refused, Served
+from core.links.links import REFUSAL_MESSAGE, Refused, Served
 from gateway.throttle import counts_as_failed_login, host_of
 from gateway.transfers import Registry, reset_on_close
 

@@ -29,11 +29,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from core.catalog import Catalog
-from core.errors import Failed
-from core.links import PORTS_FILE
-from core.settings import Settings
-from core.worker import Worker
+from core.catalog.catalog import Catalog
+from core.catalog.errors import Failed
+from core.catalog.settings import Settings
+from core.jobs.worker import Worker
+from core.links.links import PORTS_FILE
 from gateway import admin_ssh, ftp, http, sftp
 from gateway.sendfile import SendfileLoop
 from gateway.transfers import Metrics, Registry

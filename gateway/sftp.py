@@ -43,7 +43,7 @@ try:
 except ImportError:
     _nettle = None
 
-from core.links import Refused, Served, link_id_of
+from core.links.links import Refused, Served, link_id_of
 from gateway.throttle import counts_as_failed_login, host_of
 from gateway.transfers import Conn, Registry, Transfer
 

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from core.settings import GatewaySettings
+from core.catalog.settings import GatewaySettings
 
 MAX_ADDRESSES = 10_000
 FIRST_DELAY = 1.0  # seconds: the first delayed failure; each further one doubles it
@@ -134,5 +134,5 @@ class LoginThrottle:
 
 
 def counts_as_failed_login(reason: str) -> bool:
-    """Whether a refusal (core.links.Refused.reason) is a failed login rather than a refused request."""
+    """Whether a refusal (core.links.links.Refused.reason) is a failed login rather than a refused request."""
     return reason not in NOT_LOGIN_FAILURES

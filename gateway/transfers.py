@@ -1,6 +1,6 @@
 """What every protocol server shares: token checks, connection limits, cutting, accounting, metrics, access log.
 
-- `validate` checks a token (core.links) and counts refusals by reason.
+- `validate` checks a token (core.links.links) and counts refusals by reason.
 - `open_conn` registers a connection of a link (FTP/SFTP sessions, HTTP downloads): the per-link
   connection limit is enforced there, and `cut` is how the connection is closed from outside.
 - `begin`/`end` bracket one file transfer; `end` writes the access-log line (link id, never the token).
@@ -27,10 +27,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from core import db, links
-from core.catalog import Catalog
-from core.links import Refused, Served
-from core.models import Job
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.models import Job
+from core.links import links
+from core.links.links import Refused, Served
 from gateway.throttle import LoginThrottle
 
 access_log = logging.getLogger("imagehub.access")

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from core import db
-from core.access import Actor, resolve_actor
-from core.accounts import create_account, create_tenant
-from core.bootstrap import initialise
-from core.catalog import Catalog
-from core.settings import load_settings
+from core.accounts.accounts import create_account, create_tenant
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.settings import load_settings
+from core.rules.access import Actor, resolve_actor
+from core.setup.bootstrap import initialise
 
 REPO = Path(__file__).resolve().parent.parent
-IMAGEHUB = [sys.executable, "-m", "tui.cli"]
+IMAGEHUB = [sys.executable, "-m", "cli.main"]
 
 
 @pytest.fixture(autouse=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from core import db, qemu
-from core.access import Actor
-from core.catalog import Catalog
-from core.clock import utcnow
-from core.images import GIB, new_image
-from core.models import Image, Status, Vm
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.clock import utcnow
+from core.catalog.models import Image, Status, Vm
+from core.disk import qemu
+from core.images.images import GIB, new_image
+from core.rules.access import Actor
 
 
 def make_image(

@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import db, jobs
-from core.access import Actor
-from core.catalog import Catalog
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.models import Image
 from core.importer.diskprobe import mbr
 from core.importer.submit import submit_import
-from core.models import Image
-from core.worker import Worker
+from core.jobs import jobs
+from core.jobs.worker import Worker
+from core.rules.access import Actor
 
 GIB = 1 << 30
 PATTERN = 0xAB

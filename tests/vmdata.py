@@ -7,11 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from core import db, qemu
-from core.access import Actor
-from core.catalog import Catalog
-from core.images import new_image
-from core.models import Status
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.models import Status
+from core.disk import qemu
+from core.images.images import new_image
+from core.rules.access import Actor
 
 MIB = 1024**2
 BASE_SIZE = 32 * MIB

@@ -1,7 +1,7 @@
 """The imagehub Textual app: wires the screens, the embedded job worker and logging.
 
 Business rules live in `core`; screens call it from thread workers and turn its errors into
-notifications. Logs go to a file (set up by `tui.cli_tui`), never to the screen; an unexpected
+notifications. Logs go to a file (set up by `cli.tui`), never to the screen; an unexpected
 exception is logged and shown as one line, never as a traceback.
 """
 
@@ -22,10 +22,10 @@ from textual.binding import Binding
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
-from core import db
-from core.access import Actor
-from core.catalog import Catalog
-from core.models import Tenant
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.models import Tenant
+from core.rules.access import Actor
 from tui.i18n import N_, _, set_language
 from tui.screens.base import report_error, translate_bindings
 from tui.widgets.format import plain, visible
@@ -96,7 +96,7 @@ class ImagehubApp(App[None]):
 
     def _prefetch_first_page(self) -> None:
         """Query the list's first page while Textual starts (the list takes it when it mounts)."""
-        from core.images import ImageQuery, list_images
+        from core.images.images import ImageQuery, list_images
         from tui.widgets.image_list import PAGE
 
         query = ImageQuery(limit=PAGE)
@@ -135,7 +135,7 @@ class ImagehubApp(App[None]):
 
     def start_worker(self) -> None:
         """Run core's job worker in a thread, so imports started here progress without `imagehub serve`."""
-        from core.worker import Worker
+        from core.jobs.worker import Worker
 
         if self._worker_thread is not None:
             return

@@ -20,7 +20,7 @@ import string
 import struct
 from pathlib import Path
 
-from core.errors import Either, ImagehubError, Msg
+from core.catalog.errors import Either, ImagehubError, Msg
 
 DOMAIN = "imagehub"
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core import qemu
-from core.errors import Failed
+from core.catalog.errors import Failed
+from core.disk import qemu
 from core.importer.inspect import QEMU_NAME
 
 CONVERT_ADDRESS_SPACE = 4 << 30

@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from core.errors import Failed
+from core.catalog.errors import Failed
 
 _INFO = b"imagehub import source credentials v1"
 

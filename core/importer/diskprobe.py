@@ -20,8 +20,8 @@ import struct
 import tempfile
 from pathlib import Path
 
-from core import qemu
-from core.errors import Failed
+from core.catalog.errors import Failed
+from core.disk import qemu
 from core.importer.inspect import Refused
 
 BLKID = "blkid"

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import qemu
-from core.errors import Failed
+from core.catalog.errors import Failed
+from core.disk import qemu
 
 SECTOR = 512
 MAX_REGION = 1 << 20  # bound on any descriptor or table read

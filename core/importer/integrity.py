@@ -30,8 +30,8 @@ from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
-from core import qemu
-from core.errors import Msg
+from core.catalog.errors import Msg
+from core.disk import qemu
 from core.importer.inspect import MAX_REGION, QEMU_NAME, SECTOR, Refused
 
 log = logging.getLogger("imagehub.import")

@@ -31,17 +31,18 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from core import audit, db, jobs
-from core.catalog import Catalog
-from core.clock import utcnow
-from core.errors import Failed
+from core.catalog import audit, db
+from core.catalog.catalog import Catalog
+from core.catalog.clock import utcnow
+from core.catalog.errors import Failed
+from core.catalog.models import Image, Job, Status
 from core.importer import convert, credentials, diskprobe, inspect, integrity, partitions, sources
 from core.importer.localfiles import check_local_file
 from core.importer.netpolicy import Policy
 from core.importer.quota import StagingQuota
 from core.importer.submit import KIND
-from core.models import Image, Job, Status
-from core.worker import JobContext, LeaseLost, Worker, register
+from core.jobs import jobs
+from core.jobs.context import JobContext, LeaseLost
 
 log = logging.getLogger("imagehub.import")
 
@@ -324,11 +325,6 @@ def mark_failed(catalog: Catalog, image_id: str | None, reason: str) -> None:
     remove_leftovers(catalog, image_id)
 
 
-def SingleJobWorker(catalog: Catalog, job_id: int, **kwargs: Any) -> Worker:
-    """A worker for this one job only; if another worker holds it, it only waits for it to end."""
-    return Worker(catalog, only_job=job_id, max_concurrent=1, **kwargs)
-
-
 class ImportHandler:
     kind = KIND
 
@@ -340,6 +336,3 @@ class ImportHandler:
 
     def failed(self, catalog: Catalog, job: Job, reason: str) -> None:
         mark_failed(catalog, job.image_id, reason)  # a no-op write once record_failure ran
-
-
-register(ImportHandler())

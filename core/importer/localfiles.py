@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.errors import Invalid
-from core.settings import Settings
+from core.catalog.errors import Invalid
+from core.catalog.settings import Settings
 
 PROTECTED_FOLDERS = ("images", "staging", "exports", "workbooks", "vms", "logs")
 

@@ -20,7 +20,8 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from core.errors import Failed, Invalid
+from core.catalog.errors import Failed, Invalid
+from core.rules.redaction import redact
 
 MAX_REDIRECTS = 5
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21}
@@ -64,23 +65,6 @@ class SourceUrl:
     @property
     def request_target(self) -> str:
         return (self.path or "/") + (f"?{self.query}" if self.query else "")
-
-
-def redact(url: str) -> str:
-    """The URL as shown and stored for display: any password replaced by `***`
-    (`ftp://user:***@host/...`), and so are the query and the fragment, which often carry a
-    signature or a token (`https://bucket/x.qcow2?***`)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    query = "***" if parts.query else ""
-    fragment = "***" if parts.fragment else ""
-    netloc = parts.netloc
-    if parts.password is not None or "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from core import qemu
+from core.disk import qemu
 from core.importer.inspect import Refused
 
 MBR_BYTES = 512  # the MBR is one 512-byte block whatever the sector size

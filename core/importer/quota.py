@@ -15,10 +15,10 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from core import db
-from core.catalog import Catalog
-from core.errors import Failed
-from core.models import Image, Status
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.errors import Failed
+from core.catalog.models import Image, Status
 
 GIB = 1 << 30
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin
 
-from core.errors import Failed
+from core.catalog.errors import Failed
 from core.importer.netpolicy import MAX_REDIRECTS, IPAddress, Policy, SourceUrl
 
 log = logging.getLogger("imagehub.import")

@@ -11,16 +11,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from core import audit, db, jobs
-from core.access import Actor
-from core.catalog import Catalog
-from core.errors import ImagehubError, Invalid
-from core.images import get_image, new_image, resolve_tenant_for_create
+from core.catalog import audit, db
+from core.catalog.catalog import Catalog
+from core.catalog.errors import ImagehubError, Invalid
+from core.catalog.models import Status
+from core.images.images import get_image, new_image, resolve_tenant_for_create
 from core.importer import credentials
 from core.importer.localfiles import check_local_file
 from core.importer.netpolicy import Policy
-from core.models import Status
-from core.validation import check_description, check_name, check_os, check_sha256, check_size_gb
+from core.jobs import jobs
+from core.rules.access import Actor
+from core.rules.validation import check_description, check_name, check_os, check_sha256, check_size_gb
 
 KIND = "import"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from core import accounts, audit, keys
+from core.accounts import accounts, keys
+from core.catalog import audit
 from tests.admin import test_admin_ssh
 from tests.admin.test_admin_ssh import READ_TIMEOUT, Door, open_tui, quit_tui, read_until
 from tests.conftest import People

@@ -13,8 +13,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from core import keys
-from core.catalog import Catalog
+from core.accounts import keys
+from core.catalog.catalog import Catalog
 from gateway.admin_ssh import listen
 from gateway.throttle import LoginThrottle
 from gateway.transfers import Metrics

@@ -14,9 +14,10 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from core import audit, keys
-from core.catalog import Catalog
-from core.models import Status
+from core.accounts import keys
+from core.catalog import audit
+from core.catalog.catalog import Catalog
+from core.catalog.models import Status
 from gateway.admin_ssh import listen
 from tests.conftest import People
 from tests.factories import make_image
@@ -224,7 +225,7 @@ async def test_serve_opens_the_admin_door_and_stops_cleanly(door: Door, config_p
                IMAGEHUB_GATEWAY__METRICS_LISTEN="127.0.0.1:0",
                IMAGEHUB_GATEWAY__ADMIN_SSH_PORT=str(admin_port))  # fmt: skip
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tui.cli", "serve", env=env, stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "cli.main", "serve", env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:

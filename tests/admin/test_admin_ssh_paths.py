@@ -12,7 +12,7 @@ import asyncssh
 import pytest
 from openpyxl import load_workbook
 
-from core import keys
+from core.accounts import keys
 from tests.admin import test_admin_ssh as base
 from tests.admin.test_admin_ssh import READ_TIMEOUT, Door
 from tests.conftest import People
@@ -104,7 +104,7 @@ async def test_l6_openssh_client_gets_the_workbook_on_standard_output(door: Door
 
 
 async def test_l6_x_in_the_tui_over_the_door_gives_a_workbook_link(door: Door, people: People, tmp_path: Path):
-    from core import links
+    from core.links import links
 
     add_door_key(door, people, "acme-viewer", tmp_path)
     async with door.connect("acme-viewer") as conn:

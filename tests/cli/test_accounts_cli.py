@@ -23,9 +23,9 @@ gw = gateway_fixtures.gw  # one `imagehub serve` on ports 0 for the module
 @pytest.fixture
 def acme(cli, config_path) -> None:  # type: ignore[no-untyped-def]
     """The catalog the commands below act on, made in-process (seven CLI start-ups cost 7 s a test)."""
-    from core.accounts import create_account, create_tenant
-    from core.bootstrap import initialise
-    from core.settings import load_settings
+    from core.accounts.accounts import create_account, create_tenant
+    from core.catalog.settings import load_settings
+    from core.setup.bootstrap import initialise
     from tests.conftest import actor
 
     catalog, _ = initialise(load_settings(config_path))

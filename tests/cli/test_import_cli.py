@@ -17,10 +17,11 @@ import pexpect
 import pytest
 from sqlmodel import select
 
-from core import db, jobs
-from core.catalog import Catalog
-from core.models import Image, Job
-from core.worker import Worker
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.models import Image, Job
+from core.jobs import jobs
+from core.jobs.worker import Worker
 from tests.conftest import IMAGEHUB, REPO, People
 from tests.importkit import (
     GIB,
@@ -258,7 +259,7 @@ def test_wait_shows_a_progress_bar_on_a_terminal(people: People, config_path: Pa
         env = env_for(config_path, IMAGEHUB_IMPORT__ALLOWED_PORTS=f"[{port_of(base)}]")
         child = pexpect.spawn(
             sys.executable,
-            ["-m", "tui.cli", *import_args("--url", f"{base}/disk.qcow2", extra=("--wait",))],
+            ["-m", "cli.main", *import_args("--url", f"{base}/disk.qcow2", extra=("--wait",))],
             env=env,
             cwd=str(REPO),
             timeout=60,

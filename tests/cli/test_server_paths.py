@@ -12,9 +12,9 @@ from pathlib import Path
 import asyncssh
 from openpyxl import load_workbook
 
-from core import keys
-from core.catalog import Catalog
-from core.models import Status
+from core.accounts import keys
+from core.catalog.catalog import Catalog
+from core.catalog.models import Status
 from tests.conftest import IMAGEHUB, People
 from tests.factories import make_image
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from core.catalog import Catalog
-from core.models import Status
+from core.catalog.catalog import Catalog
+from core.catalog.models import Status
 from tests.conftest import IMAGEHUB, People
 from tests.vmdata import MIB, make_base_image, needs_qemu_system, qemu_io, qemu_pids, read_at
 

@@ -21,14 +21,15 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from core import audit, db, jobs
-from core.access import resolve_actor
-from core.accounts import create_account, create_tenant
-from core.bootstrap import initialise
-from core.catalog import Catalog
-from core.images import new_image
-from core.models import Image, Job
-from core.settings import load_settings
+from core.accounts.accounts import create_account, create_tenant
+from core.catalog import audit, db
+from core.catalog.catalog import Catalog
+from core.catalog.models import Image, Job
+from core.catalog.settings import load_settings
+from core.images.images import new_image
+from core.jobs import jobs
+from core.rules.access import resolve_actor
+from core.setup.bootstrap import initialise
 from tests.conftest import REPO
 from tests.importkit import HttpBehaviour, http_server, make_disk, sha256_of
 
@@ -49,7 +50,7 @@ class Node:
         return env
 
     def cli(self, *args: str, account: str = "acme-owner") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tui.cli", "--as", account, *args], env=self.env(), cwd=REPO,
+        return subprocess.run([sys.executable, "-m", "cli.main", "--as", account, *args], env=self.env(), cwd=REPO,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
 
     def url(self, link: dict) -> str:
@@ -83,7 +84,7 @@ def start_node(name: str, config: Path) -> Node:
     env["IMAGEHUB_CONFIG"] = str(config)
     log = config.with_suffix(".log")
     with log.open("w") as errors:
-        process = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve"], env=env, cwd=REPO, text=True,
+        process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=env, cwd=REPO, text=True,
                                    stdout=subprocess.PIPE, stderr=errors)  # fmt: skip
     line = process.stdout.readline()
     ready = READY.search(line)
@@ -268,7 +269,7 @@ def test_two_nodes_exporting_the_same_qcow2_make_one_file(cluster: Cluster):
             [
                 sys.executable,
                 "-m",
-                "tui.cli",
+                "cli.main",
                 "--as",
                 "acme-owner",
                 "image",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from core import accounts, images
-from core.catalog import Catalog
-from core.errors import Forbidden, NotFound
-from core.images import ImageQuery
-from core.models import Status
+from core.accounts import accounts
+from core.catalog.catalog import Catalog
+from core.catalog.errors import Forbidden, NotFound
+from core.catalog.models import Status
+from core.images import images
+from core.images.images import ImageQuery
 from tests.conftest import BACKENDS, People
 from tests.factories import image_row, make_image
 

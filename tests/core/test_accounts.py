@@ -13,11 +13,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from core import accounts, audit, db, images, keys, links
-from core.access import Actor
-from core.catalog import Catalog
-from core.errors import Conflict, Forbidden, ImagehubError, Invalid, NotFound
-from core.models import Account, AccountKey, Status
+from core.accounts import accounts, keys
+from core.catalog import audit, db
+from core.catalog.catalog import Catalog
+from core.catalog.errors import Conflict, Forbidden, ImagehubError, Invalid, NotFound
+from core.catalog.models import Account, AccountKey, Status
+from core.images import images
+from core.links import links
+from core.rules.access import Actor
 from tests.conftest import BACKENDS, People, actor
 from tests.factories import image_row, make_image
 

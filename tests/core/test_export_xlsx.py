@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from core.catalog import Catalog
-from core.errors import Forbidden, Invalid
-from core.export_xlsx import HEADERS, export_xlsx
-from core.images import ImageQuery
-from core.models import Status
+from core.catalog.catalog import Catalog
+from core.catalog.errors import Forbidden, Invalid
+from core.catalog.models import Status
+from core.images.export_xlsx import HEADERS, export_xlsx
+from core.images.images import ImageQuery
 from tests.conftest import BACKENDS, People
 from tests.factories import make_image
 
@@ -89,7 +89,7 @@ def test_l6_a_non_admin_may_not_name_a_path_outside_exports(catalog: Catalog, pe
 
 
 def test_user_text_never_becomes_a_formula(catalog: Catalog, people: People, tmp_path: Path):
-    from core.images import edit_image
+    from core.images.images import edit_image
 
     image_id = make_image(catalog, people.owner, Status.AVAILABLE, name="x")
     edit_image(catalog, people.owner, image_id, name='=HYPERLINK("http://evil","x")', description="=1+1")
@@ -101,7 +101,7 @@ def test_user_text_never_becomes_a_formula(catalog: Catalog, people: People, tmp
 
 
 def test_refusals_leave_no_file_and_no_noise(catalog: Catalog, people: People, tmp_path: Path, capfd):
-    from core.errors import Failed, NotFound
+    from core.catalog.errors import Failed, NotFound
 
     with pytest.raises(NotFound):
         export_xlsx(catalog, people.owner, catalog.store.exports_dir / "x.xlsx", ImageQuery(tenant="globex"))
@@ -115,10 +115,10 @@ def test_refusals_leave_no_file_and_no_noise(catalog: Catalog, people: People, t
 
 
 def test_l6_workbook_link_lives_while_its_maker_sees_the_list(catalog: Catalog, people: People):
-    from core import links
-    from core.accounts import delete_account
-    from core.links import Refused
-    from core.workbooks import create_workbook_link
+    from core.accounts.accounts import delete_account
+    from core.links import links
+    from core.links.links import Refused
+    from core.links.workbooks import create_workbook_link
 
     make_image(catalog, people.owner, Status.AVAILABLE, name="acme-web")
     created = create_workbook_link(catalog, people.viewer)
@@ -136,9 +136,9 @@ def test_l6_workbook_link_lives_while_its_maker_sees_the_list(catalog: Catalog, 
 
 
 def test_l6_a_refused_workbook_leaves_no_file_and_no_link(catalog: Catalog, people: People):
-    from core.errors import NotFound
-    from core.links import list_links
-    from core.workbooks import create_workbook_link
+    from core.catalog.errors import NotFound
+    from core.links.links import list_links
+    from core.links.workbooks import create_workbook_link
 
     with pytest.raises(NotFound, match="tenant globex not found"):
         create_workbook_link(catalog, people.owner, ImageQuery(tenant="globex"))
@@ -155,7 +155,7 @@ def _reference_workbook(views: list[dict], target: Path, status_label: dict[str,
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
 
-    from core.export_xlsx import DATE_FORMAT, WIDTHS
+    from core.images.export_xlsx import DATE_FORMAT, WIDTHS
 
     def text(sheet: object, value: str) -> object:
         if value.startswith("="):
@@ -199,7 +199,7 @@ def _cells(path: Path) -> list[list[tuple]]:
 def test_workbook_cells_types_and_styles_are_those_of_the_reference_writer(
     catalog: Catalog, people: People, tmp_path: Path
 ):
-    from core.images import edit_image, list_images
+    from core.images.images import edit_image, list_images
 
     for n, status in enumerate((Status.AVAILABLE, Status.IMPORTING, Status.IMPORT_FAILED)):
         make_image(catalog, people.owner, status, name=f"acme-{n}")
@@ -209,7 +209,7 @@ def test_workbook_cells_types_and_styles_are_those_of_the_reference_writer(
     for label in (None, labels):
         new = tmp_path / f"new-{bool(label)}.xlsx"
         old = tmp_path / f"old-{bool(label)}.xlsx"
-        from core.export_xlsx import write_workbook
+        from core.images.export_xlsx import write_workbook
 
         assert write_workbook(catalog, people.admin, new, status_label=label) == 4
         _reference_workbook(list_images(catalog, people.admin), old, label)
@@ -221,7 +221,7 @@ def test_workbook_cells_types_and_styles_are_those_of_the_reference_writer(
 
 
 def test_owasp_leading_characters_stay_text(catalog: Catalog, people: People):
-    from core.images import edit_image
+    from core.images.images import edit_image
 
     values = ["=1+1", "+1+1", "-1+1", "@SUM(1,1)", "=x", "-"]
     for value in values:

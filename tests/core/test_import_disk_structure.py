@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from core.catalog import Catalog
+from core.catalog.catalog import Catalog
+from core.catalog.models import Status
 from core.importer import diskprobe
 from core.importer.inspect import Refused
-from core.models import Status
 from tests.conftest import People
 from tests.importkit import GIB, import_and_wait, leftovers, make_disk, qemu_img
 
@@ -85,7 +85,7 @@ def test_f14_require_disk_structure_false_imports_them_again(
 
 
 def test_f14_the_default_is_to_require_a_disk_structure(catalog: Catalog) -> None:
-    from core.settings import ImportSettings
+    from core.catalog.settings import ImportSettings
 
     assert ImportSettings().require_disk_structure is True
     assert catalog.settings.import_.require_disk_structure is True

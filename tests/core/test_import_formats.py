@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.catalog import Catalog
-from core.models import Status
+from core.catalog.catalog import Catalog
+from core.catalog.models import Status
 from tests.conftest import People
 from tests.importkit import (
     GIB,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from core import qemu
-from core.catalog import Catalog
+from core.catalog.catalog import Catalog
+from core.catalog.models import Status
+from core.disk import qemu
 from core.importer import integrity
 from core.importer.inspect import Refused
-from core.models import Status
 from tests.conftest import People
 from tests.importkit import import_and_wait, leftovers, qemu_img, random_raw
 
@@ -217,7 +217,7 @@ def test_f13_a_tool_printing_a_line_per_bad_cluster_cannot_grow_the_process(tmp_
 
 
 def test_f13_a_tool_past_its_time_is_stopped(tmp_path: Path) -> None:
-    from core.errors import Failed
+    from core.catalog.errors import Failed
 
     with pytest.raises(Failed, match="^sleep timed out$"):
         qemu.run_limited(["sleep", "30"], cpu_seconds=5, address_space=1 << 30, timeout=0.5)

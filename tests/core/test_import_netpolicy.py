@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from core import db
-from core.catalog import Catalog
-from core.errors import Invalid
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.errors import Invalid
+from core.catalog.models import AuditEvent, Image, Status
 from core.importer import sources
-from core.importer.netpolicy import IPAddress, Policy, PolicyRefused, SourceUrl, is_public, redact
+from core.importer.netpolicy import IPAddress, Policy, PolicyRefused, SourceUrl, is_public
 from core.importer.submit import submit_import
-from core.models import AuditEvent, Image, Status
+from core.rules.redaction import redact
 from tests.conftest import People
 from tests.importkit import OS, HttpBehaviour, http_server, image_row, make_disk, port_of, run_job
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from core.catalog import Catalog
+from core.catalog.catalog import Catalog
+from core.catalog.models import Status
 from core.importer import partitions
 from core.importer.inspect import Refused
-from core.models import Status
 from tests.conftest import People
 from tests.importkit import import_and_wait, leftovers, qemu_img
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.catalog import Catalog
+from core.catalog.catalog import Catalog
+from core.catalog.models import Status
 from core.importer.job import staging_folder
 from core.importer.quota import allocated
 from core.importer.submit import submit_import
-from core.models import Status
-from core.worker import Worker
+from core.jobs.worker import Worker
 from tests.conftest import People
 from tests.importkit import (
     OS,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.catalog import Catalog
-from core.models import Status
+from core.catalog.catalog import Catalog
+from core.catalog.models import Status
 from tests.conftest import People
 from tests.importkit import import_and_wait, leftovers, make_disk, make_iso, make_ova, ovf_text, qemu_img, sha256_of
 
@@ -249,7 +249,7 @@ def test_sha256_mismatch_names_both_values(catalog: Catalog, people: People, tmp
 
 
 def test_failed_image_can_be_deleted_and_imported_again(catalog: Catalog, people: People, tmp_path: Path) -> None:
-    from core.images import delete_images
+    from core.images.images import delete_images
 
     failed = import_and_wait(catalog, people.owner, file=str(qed(tmp_path)))
     assert failed.status == Status.IMPORT_FAILED
@@ -272,7 +272,7 @@ def test_internal_files_come_only_from_staging(catalog) -> None:
     """The demo's own files may be imported from staging; nothing else gets that exception."""
     import pytest as _pytest
 
-    from core.errors import Invalid as _Invalid
+    from core.catalog.errors import Invalid as _Invalid
     from core.importer.localfiles import check_local_file
 
     staged = catalog.store.staging_dir / "demo-x" / "disk.qcow2"
@@ -293,7 +293,7 @@ def test_a_failed_job_and_its_import_failed_image_are_committed_together(
     from sqlalchemy import event, text
     from sqlalchemy.orm import Session
 
-    from core import db
+    from core.catalog import db
 
     seen: list[tuple[str, str]] = []
 

@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core import jobs
-from core.catalog import Catalog
+from core.catalog.catalog import Catalog
+from core.catalog.models import Status
 from core.importer.job import staging_folder
 from core.importer.submit import submit_import
-from core.models import Status
-from core.worker import Worker
+from core.jobs import jobs
+from core.jobs.worker import Worker
 from tests.conftest import REPO, People
 from tests.importkit import (
     OS,
@@ -32,9 +32,9 @@ from tests.importkit import (
 
 WORKER = """
 import sys
-from core.catalog import open_catalog
-from core.settings import load_settings
-from core.worker import Worker
+from core.catalog.catalog import open_catalog
+from core.catalog.settings import load_settings
+from core.jobs.worker import Worker
 settings = load_settings(sys.argv[1])
 settings.import_.allowed_ports = [int(sys.argv[2])]
 Worker(open_catalog(settings), kinds=["import"], lease_seconds=1.0, poll_seconds=0.05).run_forever()

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from core import db
-from core.catalog import Catalog
-from core.errors import Failed
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.errors import Failed
+from core.catalog.models import AuditEvent, Job, Status
 from core.importer import sources
 from core.importer.netpolicy import Policy
-from core.models import AuditEvent, Job, Status
 from tests.conftest import People
 from tests.importkit import (
     GIB,

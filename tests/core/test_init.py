@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from core import db
-from core.bootstrap import initialise
-from core.catalog import open_catalog
-from core.errors import Failed, Invalid
-from core.settings import load_settings
+from core.catalog import db
+from core.catalog.catalog import open_catalog
+from core.catalog.errors import Failed, Invalid
+from core.catalog.settings import load_settings
+from core.setup.bootstrap import initialise
 from tests.conftest import write_config
 
 
@@ -45,7 +45,7 @@ def test_write_transactions_are_immediate(catalog):
     """A second writer waits (busy timeout) instead of failing with "database is locked" midway."""
     import threading
 
-    from core.models import Tenant
+    from core.catalog.models import Tenant
 
     order: list[str] = []
     inside = threading.Event()
@@ -218,7 +218,7 @@ def test_a_stall_timeout_shorter_than_the_job_lease_is_refused(tmp_path: Path, m
 
 def test_schema_head_constant_matches_the_newest_migration() -> None:
     """Opening a catalog compares against db.SCHEMA_HEAD without importing Alembic; a new migration must bump it."""
-    from core import db
+    from core.catalog import db
 
     assert db.head_revision() == db.alembic_head_revision()
 
@@ -231,8 +231,8 @@ def test_image_list_imports_neither_alembic_nor_textual(config_path: Path) -> No
 
     initialise(load_settings(config_path))
     code = (
-        "import sys, tui.cli\n"
-        "code = tui.cli.main(['image', 'list', '--json'])\n"
+        "import sys, cli.main\n"
+        "code = cli.main.main(['image', 'list', '--json'])\n"
         "loaded = sorted(m for m in ('alembic', 'textual') if m in sys.modules)\n"
         "print('LOADED', ','.join(loaded), code, file=sys.stderr)\n"
     )

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from core import links, vms
-from core.catalog import Catalog
-from core.errors import Conflict, Invalid
-from core.models import Status
-from core.worker import Worker
+from core.catalog.catalog import Catalog
+from core.catalog.errors import Conflict, Invalid
+from core.catalog.models import Status
+from core.compute import vms
+from core.jobs.worker import Worker
+from core.links import links
 from tests.conftest import People
 from tests.importkit import import_and_wait, make_iso, sha256_of
 

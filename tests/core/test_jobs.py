@@ -6,11 +6,13 @@ import threading
 from collections import Counter
 from datetime import timedelta
 
-from core import db, jobs
-from core.catalog import Catalog
-from core.clock import utcnow
-from core.models import Job
-from core.worker import HANDLERS, JobContext, LeaseLost, Worker, register
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.clock import utcnow
+from core.catalog.models import Job
+from core.jobs import jobs
+from core.jobs.context import JobContext, LeaseLost
+from core.jobs.worker import Worker
 from tests.conftest import BACKENDS
 
 pytestmark = BACKENDS
@@ -97,59 +99,44 @@ class _Recorder:
 
 def test_worker_runs_jobs_records_progress_and_failures(catalog: Catalog):
     recorder = _Recorder()
-    previous = HANDLERS.get("record")
-    register(recorder)
-    try:
-        with db.write_session(catalog.engine) as session:
-            ok = jobs.submit(session, "record", None, {}).id
-            bad = jobs.submit(session, "record", None, {"fail": True}).id
-        worker = Worker(catalog, max_concurrent=2, kinds=["record"], poll_seconds=0.05)
-        assert worker.run_until(ok, timeout=30).state == jobs.DONE
-        assert worker.run_until(bad, timeout=30).state == jobs.FAILED
-        worker.join()
-        assert recorder.ran == [ok]
-        assert recorder.failures == [(bad, "internal error: RuntimeError: boom")]
-        done = jobs.get(catalog.engine, ok)
-        assert (done.phase, done.bytes_done, done.bytes_total) == ("working", 1, 2)
-    finally:
-        HANDLERS.pop("record")
-        if previous is not None:
-            HANDLERS["record"] = previous
+    with db.write_session(catalog.engine) as session:
+        ok = jobs.submit(session, "record", None, {}).id
+        bad = jobs.submit(session, "record", None, {"fail": True}).id
+    worker = Worker(catalog, max_concurrent=2, kinds=["record"], handlers={"record": recorder}, poll_seconds=0.05)
+    assert worker.run_until(ok, timeout=30).state == jobs.DONE
+    assert worker.run_until(bad, timeout=30).state == jobs.FAILED
+    worker.join()
+    assert recorder.ran == [ok]
+    assert recorder.failures == [(bad, "internal error: RuntimeError: boom")]
+    done = jobs.get(catalog.engine, ok)
+    assert (done.phase, done.bytes_done, done.bytes_total) == ("working", 1, 2)
 
 
 def test_a_stopping_worker_gives_its_job_back(catalog: Catalog):
     recorder = _Recorder()
-    register(recorder)
-    try:
-        with db.write_session(catalog.engine) as session:
-            job_id = jobs.submit(session, "record", None, {"block": True}).id
-        worker = Worker(catalog, max_concurrent=1, kinds=["record"], poll_seconds=0.05)
-        assert worker.poll_once() == [job_id]
-        worker.join()  # stop: the job thread sees LeaseLost at its next heartbeat and releases
-        job = jobs.get(catalog.engine, job_id)
-        assert job.state == jobs.QUEUED and job.lease_owner is None
-    finally:
-        HANDLERS.pop("record")
+    with db.write_session(catalog.engine) as session:
+        job_id = jobs.submit(session, "record", None, {"block": True}).id
+    worker = Worker(catalog, max_concurrent=1, kinds=["record"], handlers={"record": recorder}, poll_seconds=0.05)
+    assert worker.poll_once() == [job_id]
+    worker.join()  # stop: the job thread sees LeaseLost at its next heartbeat and releases
+    job = jobs.get(catalog.engine, job_id)
+    assert job.state == jobs.QUEUED and job.lease_owner is None
 
 
 def test_stalled_jobs_fail_with_a_reason(catalog: Catalog):
     recorder = _Recorder()
-    register(recorder)
-    try:
-        with db.write_session(catalog.engine) as session:
-            job_id = jobs.submit(session, "record", None, {}).id
-        jobs.claim(catalog.engine, "silent-worker", ["record"], lease_seconds=3600)
-        with db.write_session(catalog.engine) as session:
-            row = session.get(Job, job_id)
-            row.progress_at = utcnow() - timedelta(minutes=11)
-            session.add(row)
-        Worker(catalog, kinds=["record"]).sweep()
-        job = jobs.get(catalog.engine, job_id)
-        assert job.state == jobs.FAILED and job.error == "stalled: no data for 10 minutes"
-        assert recorder.failures == [(job_id, "stalled: no data for 10 minutes")]
-        assert not jobs.renew(catalog.engine, job_id, "silent-worker")
-    finally:
-        HANDLERS.pop("record")
+    with db.write_session(catalog.engine) as session:
+        job_id = jobs.submit(session, "record", None, {}).id
+    jobs.claim(catalog.engine, "silent-worker", ["record"], lease_seconds=3600)
+    with db.write_session(catalog.engine) as session:
+        row = session.get(Job, job_id)
+        row.progress_at = utcnow() - timedelta(minutes=11)
+        session.add(row)
+    Worker(catalog, kinds=["record"], handlers={"record": recorder}).sweep()
+    job = jobs.get(catalog.engine, job_id)
+    assert job.state == jobs.FAILED and job.error == "stalled: no data for 10 minutes"
+    assert recorder.failures == [(job_id, "stalled: no data for 10 minutes")]
+    assert not jobs.renew(catalog.engine, job_id, "silent-worker")
 
 
 def test_lease_lost_stops_progress(catalog: Catalog):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from core import images, lifecycle
-from core.catalog import Catalog
-from core.errors import Conflict
-from core.lifecycle import Operation
-from core.models import Status
+from core.catalog.catalog import Catalog
+from core.catalog.errors import Conflict
+from core.catalog.models import Status
+from core.images import images
+from core.rules import lifecycle
+from core.rules.lifecycle import Operation
 from tests.conftest import BACKENDS, People
 from tests.factories import attach_vm, image_row, make_image
 
@@ -100,8 +101,8 @@ def test_batch_acts_on_each_id_and_does_not_stop_at_a_refusal(catalog: Catalog, 
 def test_destroy_keeps_the_audit_trail_and_never_reuses_the_id(catalog: Catalog, people: People):
     from sqlmodel import select
 
-    from core import db
-    from core.models import AuditEvent, IssuedId
+    from core.catalog import db
+    from core.catalog.models import AuditEvent, IssuedId
 
     image_id = make_image(catalog, people.owner, Status.DELETED, with_file=True)
     assert catalog.store.files_of_image(image_id)
@@ -117,8 +118,8 @@ def test_destroy_keeps_the_audit_trail_and_never_reuses_the_id(catalog: Catalog,
 def test_refusals_are_audited_with_their_reason(catalog: Catalog, people: People):
     from sqlmodel import select
 
-    from core import db
-    from core.models import AuditEvent
+    from core.catalog import db
+    from core.catalog.models import AuditEvent
 
     image_id = make_image(catalog, people.owner, Status.IMPORTING)
     images.delete_images(catalog, people.owner, [image_id])
@@ -131,8 +132,8 @@ def test_refusals_are_audited_with_their_reason(catalog: Catalog, people: People
 
 
 def test_an_interrupted_deletion_is_finished(catalog: Catalog, people: People):
-    from core import db
-    from core.models import Image
+    from core.catalog import db
+    from core.catalog.models import Image
 
     image_id = make_image(catalog, people.owner, Status.AVAILABLE)
     with db.write_session(catalog.engine) as session:

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import event
 
-from core import images
-from core.catalog import Catalog
-from core.clock import iso
-from core.images import ImageQuery, edit_image, get_image, image_view, iter_images, list_images
-from core.models import Image, Status
+from core.catalog.catalog import Catalog
+from core.catalog.clock import iso
+from core.catalog.models import Image, Status
+from core.images import images
+from core.images.images import ImageQuery, edit_image, get_image, image_view, iter_images, list_images
 from tests.conftest import BACKENDS, People
 from tests.factories import make_image
 
@@ -88,7 +88,7 @@ def test_a_listing_longer_than_a_batch_streams_every_row_in_order(
 
 
 def test_listed_timestamps_are_truncated_to_the_second_like_iso(catalog: Catalog, people: People):
-    from core import db
+    from core.catalog import db
 
     image_id = make_image(catalog, people.owner, Status.AVAILABLE, name="late")
     stored = datetime(2026, 3, 4, 5, 6, 7, 999_999, tzinfo=UTC)  # SQLite's strftime() would say :08

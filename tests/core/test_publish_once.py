@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.storage import Store
+from core.catalog.storage import Store
 
 
 def test_the_first_file_published_stays_and_the_second_is_dropped(tmp_path: Path) -> None:

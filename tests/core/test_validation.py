@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import Invalid
-from core.osmatrix import load_os_matrix
-from core.validation import check_description, check_name, check_os, check_sha256, check_size_gb
+from core.catalog.errors import Invalid
+from core.catalog.osmatrix import load_os_matrix
+from core.rules.validation import check_description, check_name, check_os, check_sha256, check_size_gb
 
 REPO = Path(__file__).resolve().parents[2]
 MATRIX = load_os_matrix(REPO / "config" / "os_matrix.toml")

@@ -11,14 +11,18 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from core import compute, db, images, qemu, vms
-from core.catalog import Catalog
-from core.compute import NoneDriver, QemuDriver, QmpClient, get_driver
-from core.errors import Conflict, Failed, Forbidden, Invalid, NotFound
-from core.images import GIB
-from core.models import AuditEvent, Status, Vm
-from core.seed import read_seed_iso, sha512_crypt, verify_sha512_crypt
-from core.settings import ComputeSettings
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.errors import Conflict, Failed, Forbidden, Invalid, NotFound
+from core.catalog.models import AuditEvent, Status, Vm
+from core.catalog.settings import ComputeSettings
+from core.compute import drivers as compute
+from core.compute import vms
+from core.compute.drivers import NoneDriver, QemuDriver, QmpClient, get_driver
+from core.compute.seed import read_seed_iso, sha512_crypt, verify_sha512_crypt
+from core.disk import qemu
+from core.images import images
+from core.images.images import GIB
 from tests.conftest import BACKENDS, People
 from tests.vmdata import make_base_image, needs_qemu_system, qemu_pids
 

@@ -26,14 +26,16 @@ from typing import Any
 
 import pytest
 
-from core import db, jobs, links
-from core.access import Actor, resolve_actor
-from core.accounts import create_account, create_tenant
-from core.bootstrap import initialise
-from core.catalog import Catalog
-from core.images import new_image
-from core.settings import load_settings
-from core.worker import Worker
+from core.accounts.accounts import create_account, create_tenant
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.settings import load_settings
+from core.images.images import new_image
+from core.jobs import jobs
+from core.jobs.worker import Worker
+from core.links import links
+from core.rules.access import Actor, resolve_actor
+from core.setup.bootstrap import initialise
 from tests.conftest import REPO, write_config
 
 GATEWAY_CONFIG = """
@@ -92,7 +94,7 @@ class Gateway:
         """An available raw image whose stored file holds `size` random bytes."""
         actor = self.actor(account)
         with db.write_session(self.catalog.engine) as session:
-            from core.images import tenant_id_by_name
+            from core.images.images import tenant_id_by_name
 
             image = new_image(
                 session,
@@ -135,7 +137,7 @@ class Gateway:
         env = self.env
         env["IMAGEHUB_ACCOUNT"] = account
         return subprocess.run(
-            [sys.executable, "-m", "tui.cli", *args],
+            [sys.executable, "-m", "cli.main", *args],
             capture_output=True,
             text=True,
             env=env,
@@ -195,7 +197,7 @@ def start_server(config: Path, root: Path, log_path: Path) -> tuple[subprocess.P
     env["IMAGEHUB_CONFIG"] = str(config)
     log_handle = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "serve"],
+        [sys.executable, "-m", "cli.main", "serve"],
         stdout=subprocess.PIPE,
         stderr=log_handle,
         text=True,

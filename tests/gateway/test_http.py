@@ -236,7 +236,7 @@ def test_l8_healthz_public_metrics_only_on_their_own_listener(gw: Gateway, link:
 def test_file_not_ready_answers_503_then_serves_once_prepared(gw: Gateway) -> None:
     import time
 
-    from core import links
+    from core.links import links
 
     link = gw.link(gw.image(size=50_000))
     served = links.validate_token(gw.catalog, link.token)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from core import links
-from core.errors import Invalid
-from core.settings import load_settings
+from core.catalog.errors import Invalid
+from core.catalog.settings import load_settings
+from core.links import links
 from tests.conftest import write_config
 from tests.gateway.conftest import Gateway, make_catalog, start_server, stop_server
 
@@ -74,7 +74,7 @@ def test_l8_busy_metrics_port_is_one_clear_error(tmp_path: Path) -> None:
             "PATH": "/usr/bin:/bin",
         }
         done = subprocess.run(
-            [sys.executable, "-m", "tui.cli", "serve"], capture_output=True, text=True, env=env, timeout=60
+            [sys.executable, "-m", "cli.main", "serve"], capture_output=True, text=True, env=env, timeout=60
         )
     assert done.returncode == 1
     assert f"imagehub: error: the gateway cannot serve metrics on 127.0.0.1:{port}" in done.stderr

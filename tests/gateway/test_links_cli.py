@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from core import links
-from core.errors import Conflict, Forbidden, Invalid, NotFound
+from core.catalog.errors import Conflict, Forbidden, Invalid, NotFound
+from core.links import links
 from tests.gateway.conftest import Gateway
 
 CONTRACT_FIELDS = {
@@ -97,7 +97,7 @@ def test_links_follow_tenants_and_permissions(gw: Gateway) -> None:
 
 
 def test_only_available_images_get_links(gw: Gateway) -> None:
-    from core import images
+    from core.images import images
 
     image_id = gw.image(size=1000)
     assert images.delete_images(gw.catalog, gw.actor("acme-owner"), [image_id])[0].ok
@@ -117,8 +117,8 @@ def test_catalog_keeps_a_hash_never_the_token(gw: Gateway) -> None:
 def _token_hashes(gw: Gateway) -> set[str]:
     from sqlmodel import select
 
-    from core import db
-    from core.models import Link as LinkRow
+    from core.catalog import db
+    from core.catalog.models import Link as LinkRow
 
     with db.read_session(gw.catalog.engine) as session:
         return {row.token_hash for row in session.exec(select(LinkRow))}
@@ -140,7 +140,7 @@ def test_tokens_never_reach_the_logs(gw: Gateway, tmp_path) -> None:
 
 
 def test_exports_are_removed_with_the_image(gw: Gateway) -> None:
-    from core import images
+    from core.images import images
 
     image_id = gw.image(size=100_000)
     qcow = gw.link(image_id, "qcow2")
@@ -166,8 +166,8 @@ def test_failed_preparation_exits_1_and_leaves_no_usable_link(gw: Gateway) -> No
 
 def test_a_links_lifetime_starts_once_its_file_is_ready(gw: Gateway) -> None:
     """The export and checksum are made first, then the link: a short --ttl is not spent waiting."""
-    from core import jobs
-    from core.clock import iso
+    from core.catalog.clock import iso
+    from core.jobs import jobs
 
     image_id = gw.image(size=3_000_001)
     done = gw.cli("image", "download-link", image_id, "--format", "qcow2", "--ttl", "30", "--json")

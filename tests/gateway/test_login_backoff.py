@@ -20,8 +20,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from core.catalog import Catalog
-from core.links import REFUSAL_MESSAGE
+from core.catalog.catalog import Catalog
+from core.links.links import REFUSAL_MESSAGE
 from gateway import http, sftp
 from gateway.ftp import FtpGateway, GatewayFTPHandler
 from gateway.throttle import MAX_ADDRESSES, LoginThrottle, address_key

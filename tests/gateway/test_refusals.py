@@ -17,8 +17,10 @@ import asyncssh
 import pytest
 from sqlmodel import select
 
-from core import db, images, links
-from core.models import Account, Tenant
+from core.catalog import db
+from core.catalog.models import Account, Tenant
+from core.images import images
+from core.links import links
 from tests.gateway.conftest import Gateway, Link, sha256_file
 from tests.gateway.test_http import request
 

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from core import links
-from core.settings import load_settings
+from core.catalog.settings import load_settings
+from core.links import links
 from tests.gateway.conftest import (
     GATEWAY_CONFIG,
     Gateway,
@@ -227,7 +227,7 @@ def test_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         env = {"IMAGEHUB_CONFIG": str(config), "IMAGEHUB_GATEWAY__SFTP_PORT": str(port), "PATH": "/usr/bin:/bin"}
         done = subprocess.run(
-            [sys.executable, "-m", "tui.cli", "serve"], capture_output=True, text=True, env=env, timeout=60
+            [sys.executable, "-m", "cli.main", "serve"], capture_output=True, text=True, env=env, timeout=60
         )
     assert done.returncode == 1
     assert "imagehub: error: the gateway cannot listen on 127.0.0.1" in done.stderr
@@ -248,7 +248,7 @@ def test_pasv_announces_the_public_host_behind_a_balancer() -> None:
 
 
 def test_sigterm_releases_the_lease_of_a_running_job(tmp_path: Path) -> None:
-    from core import jobs
+    from core.jobs import jobs
 
     config, catalog = make_catalog(tmp_path)
     proc, (host, http_port, ftp_port, sftp_port) = start_server(config, tmp_path, tmp_path / "serve.log")

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from core import db
-from core.catalog import Catalog
-from core.models import Image, IssuedId, Job, Tenant
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.models import Image, IssuedId, Job, Tenant
 from tests.conftest import People
 from tui.app import ImagehubApp
 

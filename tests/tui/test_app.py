@@ -8,8 +8,8 @@ import openpyxl
 import pytest
 from textual.widgets import Button, Input, Static
 
-from core import links
-from core.catalog import Catalog
+from core.catalog.catalog import Catalog
+from core.links import links
 from tests.conftest import People
 from tests.tui.conftest import image_list, make_app, move_to, settle, shown_ids, status_of
 from tui.i18n import set_language

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from textual.widgets import Input, Static
 
-from core import db, lifecycle, validation
-from core.catalog import Catalog
-from core.errors import ImagehubError, Msg, NotFound
-from core.lifecycle import Operation
-from core.models import Image, Status
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.errors import ImagehubError, Msg, NotFound
+from core.catalog.models import Image, Status
+from core.rules import lifecycle, validation
+from core.rules.lifecycle import Operation
 from tests.conftest import People
 from tests.tui.conftest import make_app, move_to, settle
 from tui.i18n import set_language, tr

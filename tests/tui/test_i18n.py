@@ -33,7 +33,7 @@ def marked_strings() -> set[str]:
 
 
 CORE = TUI.parent / "core"
-# What builds a user-facing message in core: the error types and `Msg`/`N_` of core.errors.
+# What builds a user-facing message in core: the error types and `Msg`/`N_` of core.catalog.errors.
 MESSAGE_MAKERS = {
     "ImagehubError",
     "Failed",
@@ -48,7 +48,11 @@ MESSAGE_MAKERS = {
     "N_",
 }
 # Calls whose first argument is a word chosen at run time (a status) or a template from a table.
-DYNAMIC = {("core/errors.py", "template"), ("core/lifecycle.py", "value"), ("core/lifecycle.py", "status")}
+DYNAMIC = {
+    ("core/catalog/errors.py", "template"),
+    ("core/rules/lifecycle.py", "value"),
+    ("core/rules/lifecycle.py", "status"),
+}
 
 
 def core_templates() -> tuple[set[str], list[str]]:
@@ -63,11 +67,11 @@ def core_templates() -> tuple[set[str], list[str]]:
             called = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
             if called not in MESSAGE_MAKERS:
                 continue
-            if where == "core/links.py" and called == "Refused":
+            if where == "core/links/links.py" and called == "Refused":
                 continue  # a refusal code for logs and metrics; the user sees one fixed message
             first = node.args[0]
             chosen_at_run_time = (isinstance(first, ast.Name) and (where, first.id) in DYNAMIC) or (
-                isinstance(first, ast.Subscript) and where == "core/lifecycle.py"
+                isinstance(first, ast.Subscript) and where == "core/rules/lifecycle.py"
             )
             if isinstance(first, ast.Constant) and isinstance(first.value, str):
                 found.add(first.value)

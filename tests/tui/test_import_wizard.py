@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from textual.widgets import Input, Select, Static
 
-from core.catalog import Catalog
+from core.catalog.catalog import Catalog
 from tests.conftest import People
 from tests.importkit import make_disk
 from tests.tui.conftest import image_list, make_app, settle, status_of

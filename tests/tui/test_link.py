@@ -8,7 +8,7 @@ from typing import Any
 
 from textual.widgets import Select, Static
 
-from core.catalog import Catalog
+from core.catalog.catalog import Catalog
 from tests.conftest import People
 from tests.tui.conftest import make_app, move_to, settle
 

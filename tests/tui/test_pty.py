@@ -10,7 +10,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from core.catalog import Catalog
+from core.catalog.catalog import Catalog
 from tests.conftest import REPO, People
 
 
@@ -18,7 +18,7 @@ def _command(args: list[str]) -> list[str]:
     script = Path(sys.executable).parent / "imagehub"
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-c", f"import sys; from tui.cli import main; sys.exit(main({args!r}))"]
+    return [sys.executable, "-c", f"import sys; from cli.main import main; sys.exit(main({args!r}))"]
 
 
 @pytest.mark.skipif(shutil.which("true") is None, reason="needs a POSIX system")

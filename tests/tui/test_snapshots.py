@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from core.catalog import Catalog
+from core.catalog.catalog import Catalog
 from tests.conftest import People
 from tests.tui.conftest import make_app, move_to, settle
 from tui.i18n import set_language
@@ -107,7 +107,7 @@ FIXED_LINK = {
 def test_link_screen(
     images: Catalog, people: People, snap_compare: Any, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core import links
+    from core.links import links
 
     monkeypatch.setattr(links, "create_link", lambda *a, **k: links.Created(dict(FIXED_LINK), "TOKEN", None))
 

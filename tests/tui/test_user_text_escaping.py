@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlmodel import delete
 
-from core import db
-from core.catalog import Catalog
-from core.models import Image, Job
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.models import Image, Job
 from tests.conftest import People
 from tests.importkit import HttpBehaviour, http_server, import_and_wait, make_disk, port_of
 from tests.tui.conftest import add_images, image_list, make_app, move_to, settle, status_of

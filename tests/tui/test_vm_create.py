@@ -7,8 +7,8 @@ from typing import Any
 
 from textual.widgets import Input, Static
 
-from core.catalog import Catalog
-from core.vms import list_vms
+from core.catalog.catalog import Catalog
+from core.compute.vms import list_vms
 from tests.conftest import People
 from tests.tui.conftest import make_app, move_to, settle, status_of
 

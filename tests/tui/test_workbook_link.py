@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from openpyxl import load_workbook
 
-from core import db, links
-from core.access import resolve_actor
-from core.catalog import Catalog
-from core.workbooks import purge
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.links import links
+from core.links.workbooks import purge
+from core.rules.access import resolve_actor
 from tests.gateway.conftest import Gateway, make_catalog, start_server, stop_server
 from tests.tui.conftest import add_images, make_app, settle
 

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from core import db, jobs
-from core.catalog import Catalog
-from core.models import Job
-from core.worker import HANDLERS, JobContext
+from cli.tui import serve_running
+from core.catalog import db
+from core.catalog.catalog import Catalog
+from core.catalog.models import Job
+from core.jobs import jobs
+from core.jobs.context import JobContext
+from core.jobs.handlers import HANDLERS
 from tests.conftest import People
 from tests.tui.conftest import make_app, settle
-from tui.cli_tui import serve_running
 
 
 class Endless:
@@ -39,11 +41,10 @@ class Endless:
 
 
 @pytest.fixture
-def endless() -> Iterator[Endless]:
+def endless(monkeypatch: pytest.MonkeyPatch) -> Iterator[Endless]:
     handler = Endless()
-    HANDLERS[handler.kind] = handler
+    monkeypatch.setitem(HANDLERS, handler.kind, handler)  # the app's worker reads the table itself
     yield handler
-    HANDLERS.pop(handler.kind, None)
 
 
 async def test_embedded_worker_runs_jobs_and_gives_them_back_on_quit(
@@ -100,7 +101,7 @@ async def test_live_refresh_keeps_cursor_and_selection(images: Catalog, people: 
 
 
 async def test_an_import_that_ends_is_announced(images: Catalog, people: People) -> None:
-    from core.models import Image
+    from core.catalog.models import Image
     from tests.tui.conftest import image_list
 
     app = make_app(images, people.owner)

@@ -11,7 +11,7 @@ from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
-from core.errors import ImagehubError
+from core.catalog.errors import ImagehubError
 from tui.i18n import _, tr
 
 log = logging.getLogger("imagehub.tui")

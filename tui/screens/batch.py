@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from core.images import BatchResult
+from core.images.images import BatchResult
 from tui.i18n import _, tr
 from tui.widgets.format import fit, visible
 

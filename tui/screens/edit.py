@@ -10,9 +10,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
-from core.errors import ImagehubError
-from core.images import edit_image
-from core.validation import check_description, check_name
+from core.catalog.errors import ImagehubError
+from core.images.images import edit_image
+from core.rules.validation import check_description, check_name
 from tui.i18n import N_, _, tr
 from tui.screens.base import BaseModal, report_error
 from tui.screens.confirm import DIALOG_CSS

@@ -11,11 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Header, Input, Tab, Tabs
 
-from core import lifecycle
-from core.accounts import list_tenants
-from core.errors import ImagehubError
-from core.images import ImageQuery, delete_images
-from core.lifecycle import Operation
+from core.accounts.accounts import list_tenants
+from core.catalog.errors import ImagehubError
+from core.images.images import ImageQuery, delete_images
+from core.rules import lifecycle
+from core.rules.lifecycle import Operation
 from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error
 from tui.screens.batch import names_list, result_lines, summary
@@ -256,7 +256,7 @@ class ImagesScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="export", exit_on_error=False)
     def _export(self) -> None:
-        from core.workbooks import create_workbook_link
+        from core.links.workbooks import create_workbook_link
         from tui.screens.workbook_link import WorkbookLinkScreen
 
         app: Any = self.app
@@ -310,7 +310,7 @@ class ImagesScreen(BaseScreen):
         image = self._current_or_warn(Operation.DOWNLOAD)
         if image is None:
             return
-        if not module_available("core.links") or not module_available("tui.screens.link"):
+        if not module_available("core.links.links") or not module_available("tui.screens.link"):
             self._not_yet(_("Download links"))
             return
         try:
@@ -324,7 +324,7 @@ class ImagesScreen(BaseScreen):
         image = self._current_or_warn(Operation.CREATE_VM)
         if image is None:
             return
-        if not module_available("core.vms") or not module_available("tui.screens.vm_create"):
+        if not module_available("core.compute.vms") or not module_available("tui.screens.vm_create"):
             self._not_yet(_("Create VM"))
             return
         try:

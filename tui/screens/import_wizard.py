@@ -1,7 +1,7 @@
 """The import wizard (spec 4.3): source (local file under the import folder, or URL), name, remark,
 OS type → platform → architecture → version from the OS matrix, target size and optional SHA-256.
 
-Every field is checked as you type by the same functions `core` uses (core.validation, the URL
+Every field is checked as you type by the same functions `core` uses (core.rules.validation, the URL
 policy), so the messages are core's own. Starting the import calls core.importer.submit and returns
 to the list, where the new image shows `importing`.
 """
@@ -19,9 +19,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, DirectoryTree, Footer, Header, Input, Label, Select, Static
 
-from core.accounts import list_tenants
-from core.errors import ImagehubError
-from core.validation import check_description, check_name, check_os, check_sha256, check_size_gb
+from core.accounts.accounts import list_tenants
+from core.catalog.errors import ImagehubError
+from core.rules.validation import check_description, check_name, check_os, check_sha256, check_size_gb
 from tui.i18n import N_, _, tr
 from tui.screens.base import BaseScreen, report_error
 from tui.widgets.format import plain

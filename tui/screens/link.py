@@ -1,7 +1,7 @@
 """Download links (spec 4.4): choose a format, generate, then the HTTP, FTP and SFTP URLs, the `sftp`
 command, the expiry and the SHA-256 — each copyable (OSC 52 clipboard) and selectable.
 
-The link is made by core.links; when the file still has to be prepared (an export or its checksum),
+The link is made by core.links.links; when the file still has to be prepared (an export or its checksum),
 the screen polls the link until it is ready while the worker does the work.
 """
 
@@ -120,7 +120,7 @@ class LinkScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="link-create", exit_on_error=False)
     def _create(self, fmt: str) -> None:
-        from core.links import create_link
+        from core.links.links import create_link
 
         app: Any = self.app
         try:
@@ -152,7 +152,7 @@ class LinkScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="link-poll", exit_on_error=False)
     def _describe(self, link_id: str) -> None:
-        from core.links import describe
+        from core.links.links import describe
 
         app: Any = self.app
         view = describe(app.catalog, link_id, self.token)

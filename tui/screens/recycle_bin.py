@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Header, Static
 
-from core.images import ImageQuery, destroy_images, restore_images
+from core.images.images import ImageQuery, destroy_images, restore_images
 from tui.i18n import N_, _
 from tui.screens.base import BaseScreen
 from tui.screens.batch import names_list, result_lines, summary

@@ -1,5 +1,5 @@
 """Create a VM from an image (spec 4.2): the image preselected, a name, and the new admin password
-typed twice. The password rules and their messages are core's (core.seed.check_password); the
+typed twice. The password rules and their messages are core's (core.compute.seed.check_password); the
 strength bar only helps choose a better one. The password is passed to core and not kept here.
 """
 
@@ -14,8 +14,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
-from core.errors import ImagehubError
-from core.validation import check_name
+from core.catalog.errors import ImagehubError
+from core.rules.validation import check_name
 from tui.i18n import N_, _, tr
 from tui.screens.base import BaseModal, report_error
 from tui.screens.confirm import DIALOG_CSS
@@ -99,7 +99,7 @@ class VmCreateScreen(BaseModal):
         )
 
     def _validate(self, everything: bool = False) -> bool:
-        from core.seed import check_password
+        from core.compute.seed import check_password
 
         name, password, again = self._values()
         problems = {
@@ -146,7 +146,7 @@ class VmCreateScreen(BaseModal):
 
     @work(thread=True, exclusive=True, group="vm-create", exit_on_error=False)
     def _create(self, name: str, password: str) -> None:
-        from core.vms import create_vm
+        from core.compute.vms import create_vm
 
         app: Any = self.app
         try:

@@ -21,8 +21,8 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from core.images import ImageQuery, count_images, list_images
-from core.listing import active_progress
+from core.images.images import ImageQuery, count_images, list_images
+from core.images.listing import active_progress
 from tui.i18n import N_, _, tr
 from tui.screens.base import report_error
 from tui.widgets.format import (

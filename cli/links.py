@@ -1,0 +1,107 @@
+"""`imagehub image download-link`, `imagehub link list` and `imagehub link revoke`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cli.jobs import wait_for_job
+from cli.main import GROUPS, Context, Parser, emit_json, extend, human_size, print_table
+from core.catalog.errors import Failed
+from core.jobs import jobs
+from core.links import links
+
+
+def _prepare(ctx: Context, image_id: str, fmt: str) -> None:
+    """Make the file ready (export, checksum) before the link exists, so its lifetime starts usable."""
+    job_id = links.prepare(ctx.catalog, ctx.actor, image_id, fmt)
+    if job_id is None:
+        return
+    job = wait_for_job(ctx, job_id)
+    if job is None or job.state != jobs.DONE:
+        reason = job.error if job is not None and job.error else (job.state if job is not None else "gone")
+        raise Failed(f"preparing the download failed: {reason}")
+
+
+def cmd_download_link(ctx: Context) -> int:
+    a = ctx.args
+    links.check_ttl(ctx.catalog, a.ttl)
+    if not a.no_wait:
+        _prepare(ctx, a.id, a.format)
+    created = links.create_link(ctx.catalog, ctx.actor, a.id, a.format, a.ttl)
+    view = created.view
+    if a.json:
+        emit_json(view)
+        return 0
+    print(f"link {view['id']} to {view['image_id']} ({view['format']}), valid until {view['expires_at']}")
+    if view["sha256"] is None:
+        print("the file is being prepared; the link answers once it is ready (see `imagehub link list`)")
+    for key in ("filename", "sha256", "size", "http", "ftp", "sftp", "sftp_command"):
+        value = view.get(key)
+        if key == "size" and value is not None:
+            value = f"{human_size(value)} ({value} bytes)"
+        print(f"{key + ':':14}{'-' if value is None else value}")
+    return 0
+
+
+def cmd_link_list(ctx: Context) -> int:
+    rows = links.list_links(ctx.catalog, ctx.actor, ctx.args.image)
+    if ctx.args.json:
+        emit_json(rows)
+        return 0
+    print_table(
+        [
+            (
+                r["id"],
+                r["image_id"] or r.get("kind"),  # a workbook link names no image
+                r["format"],
+                r["state"],
+                r["expires_at"],
+                human_size(r["bytes_served"]),
+                r["created_by"],
+            )
+            for r in rows
+        ],
+        ("ID", "IMAGE", "FORMAT", "STATE", "EXPIRES", "SERVED", "BY"),
+    )
+    return 0
+
+
+def cmd_link_revoke(ctx: Context) -> int:
+    view = links.revoke_link(ctx.catalog, ctx.actor, ctx.args.link_id)
+    if ctx.args.json:
+        emit_json(view)
+    else:
+        print(f"{view['id']}: revoked")
+    return 0
+
+
+@extend
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    image = GROUPS["image"]
+    p = image.add_parser(
+        "download-link", help="make a 24-hour download link", description="make a download link", parents=[common]
+    )
+    p.set_defaults(handler=cmd_download_link)
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--format", choices=["raw", "qcow2"], default="raw")
+    p.add_argument(
+        "--ttl", type=int, metavar="SECONDS", help="lifetime in seconds (default and maximum: links.ttl_seconds)"
+    )
+    p.add_argument("--no-wait", action="store_true", help="return at once while an export or checksum is prepared")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+    link = sub.add_parser("link", help="download links", parents=[common]).add_subparsers(
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
+    GROUPS["link"] = link
+    p = link.add_parser("list", help="list download links", description="list download links", parents=[common])
+    p.set_defaults(handler=cmd_link_list)
+    p.add_argument("--image", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p = link.add_parser(
+        "revoke", help="revoke a link", description="revoke a link; its transfers stop", parents=[common]
+    )
+    p.set_defaults(handler=cmd_link_revoke)
+    p.add_argument("link_id", metavar="LINK_ID")
+    p.add_argument("--json", action="store_true", help="print one JSON document")

@@ -1,0 +1,160 @@
+"""`imagehub vm create|list|show|start|stop|delete` and `imagehub image capture`: the CLI face of core.compute.vms
+and core.compute.capture. Parses, calls core, prints text or one JSON document; errors map to exit codes in
+cli.main.main.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from cli.jobs import report_image_job
+from cli.main import GROUPS, PROG, Context, Parser, emit_json, extend, print_table
+from core.catalog.errors import ImagehubError, Invalid
+from core.compute import capture, vms
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    """--password, else --password-stdin (first line of stdin), else a prompt on a terminal."""
+    if args.password is not None:
+        return args.password
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():
+        first = getpass.getpass("admin password for the new VM: ")
+        if getpass.getpass("again: ") != first:
+            raise Invalid("the two passwords differ")
+        return first
+    raise Invalid("password is required: give --password P or --password-stdin")
+
+
+def cmd_vm_create(ctx: Context) -> int:
+    a = ctx.args
+    vm = vms.create_vm(ctx.catalog, ctx.actor, a.image, a.name, _read_password(a), start=not a.no_start)
+    if a.json:
+        emit_json(vm)
+    else:
+        print(f"created {vm['id']} from {vm['image_id']} ({vm['status']})")
+    return 0
+
+
+def cmd_vm_list(ctx: Context) -> int:
+    rows = vms.list_vms(ctx.catalog, ctx.actor, image_id=ctx.args.image)
+    if ctx.args.json:
+        emit_json(rows)
+        return 0
+    print_table(
+        [(v["id"], v["name"], v["image_id"], v["status"], v["driver"], v["created_at"]) for v in rows],
+        ("ID", "NAME", "IMAGE", "STATUS", "DRIVER", "CREATED"),
+    )
+    return 0
+
+
+def cmd_vm_show(ctx: Context) -> int:
+    vm = vms.get_vm(ctx.catalog, ctx.actor, ctx.args.id)
+    if ctx.args.json:
+        emit_json(vm)
+        return 0
+    for key in ("id", "name", "image_id", "status", "tenant", "driver", "arch", "created_by", "created_at"):
+        print(f"{key + ':':12}{'-' if vm[key] in (None, '') else vm[key]}")
+    return 0
+
+
+def cmd_vm_start(ctx: Context) -> int:
+    vm = vms.start_vm(ctx.catalog, ctx.actor, ctx.args.id)
+    if ctx.args.json:
+        emit_json(vm)
+    else:
+        print(f"{vm['id']}: {vm['status']}")
+    return 0
+
+
+def cmd_vm_stop(ctx: Context) -> int:
+    a = ctx.args
+    vm = vms.stop_vm(ctx.catalog, ctx.actor, a.id, force=a.force, timeout=a.timeout)
+    if a.json:
+        emit_json(vm)
+    else:
+        print(f"{vm['id']}: {vm['status']}")
+    return 0
+
+
+def cmd_vm_delete(ctx: Context) -> int:
+    results: list[dict[str, Any]] = []
+    code = 0
+    for vm_id in dict.fromkeys(ctx.args.ids):
+        try:
+            vms.delete_vm(ctx.catalog, ctx.actor, vm_id)
+            results.append({"id": vm_id, "ok": True, "error": None})
+            if not ctx.args.json:
+                print(f"{vm_id}: deleted")
+        except ImagehubError as exc:
+            results.append({"id": vm_id, "ok": False, "error": str(exc)})
+            sys.stderr.write(f"{PROG}: error: {exc}\n")
+            code = code or exc.exit_code
+    if ctx.args.json:
+        emit_json(results)
+    return code
+
+
+def cmd_image_capture(ctx: Context) -> int:
+    a = ctx.args
+    image = capture.submit_capture(
+        ctx.catalog,
+        ctx.actor,
+        a.vm,
+        a.name,
+        description=a.description,
+        os_type=a.os_type,
+        platform=a.platform,
+        arch=a.arch,
+        os_version=a.os_version,
+        size_gb=a.size_gb,
+    )
+    return report_image_job(ctx, image, what="capture", queued_as=f"creating from {a.vm} (job {image['job_id']})")
+
+
+def _add(group: Any, common: argparse.ArgumentParser, name: str, handler: Callable[[Context], int], text: str) -> Any:
+    p = group.add_parser(name, help=text, description=text, parents=[common])
+    p.set_defaults(handler=handler)
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    return p
+
+
+@extend
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    vm = sub.add_parser("vm", help="VMs made from images", parents=[common]).add_subparsers(
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
+    GROUPS["vm"] = vm
+    p = _add(vm, common, "create", cmd_vm_create, "create a VM from an available image, with a new admin password")
+    p.add_argument("--image", required=True, metavar="ID")
+    p.add_argument("--name", required=True)
+    p.add_argument("--password", help="the new admin password (root on Linux, Administrator on Windows)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p.add_argument("--no-start", action="store_true", help="create it stopped")
+    p = _add(vm, common, "list", cmd_vm_list, "list the VMs you may see")
+    p.add_argument("--image", metavar="ID", help="only the VMs made from this image")
+    _add(vm, common, "show", cmd_vm_show, "show one VM").add_argument("id")
+    _add(vm, common, "start", cmd_vm_start, "start a stopped VM").add_argument("id")
+    p = _add(vm, common, "stop", cmd_vm_stop, "power a VM off (ACPI, then a hard stop after --timeout)")
+    p.add_argument("id")
+    p.add_argument("--force", action="store_true", help="hard stop at once")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="wait this long for the guest to power off")
+    p = _add(vm, common, "delete", cmd_vm_delete, "stop and delete VMs (their images can then be deleted)")
+    p.add_argument("ids", nargs="+", metavar="ID")
+
+    image = GROUPS["image"]
+    p = _add(image, common, "capture", cmd_image_capture, "make a new image from a stopped VM (status creating)")
+    p.add_argument("--vm", required=True, metavar="ID")
+    p.add_argument("--name", required=True)
+    p.add_argument("--description")
+    p.add_argument("--os-type", help="default: that of the VM's image (likewise the next four)")
+    p.add_argument("--arch")
+    p.add_argument("--platform")
+    p.add_argument("--os-version")
+    p.add_argument("--size-gb")
+    p.add_argument("--wait", action="store_true", help="run the capture here and return when it ends")

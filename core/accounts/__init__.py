@@ -1,0 +1,1 @@
+"""Tenants, accounts and their SSH keys."""

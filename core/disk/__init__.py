@@ -1,0 +1,1 @@
+"""Disk tools: running qemu-img safely."""

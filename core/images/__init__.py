@@ -1,0 +1,1 @@
+"""Images: the image services, list queries, the Excel export and the files links serve."""

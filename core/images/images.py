@@ -1,0 +1,502 @@
+"""Image services: list, show, register, edit, delete to the recycle bin, restore, destroy.
+
+Every function takes the caller as an `Actor`, checks access (core.rules.access) and status
+(core.rules.lifecycle), writes the audit trail, and raises domain errors the faces map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from core.catalog import audit, db
+from core.catalog.catalog import Catalog
+from core.catalog.clock import iso, utcnow
+from core.catalog.errors import Conflict, ImagehubError, Invalid, Msg, NotFound
+from core.catalog.ids import issue_id
+from core.catalog.models import Image, Job, Link, Status, Tenant, Vm
+from core.rules import access, lifecycle
+from core.rules.access import Actor
+from core.rules.lifecycle import Operation
+from core.rules.redaction import redact
+from core.rules.validation import check_description, check_name
+
+GIB = 1024**3
+SORTABLE = {
+    "name": Image.name,
+    "id": Image.id,
+    "os_type": Image.os_type,
+    "os": Image.platform,
+    "status": Image.status,
+    "size": Image.virtual_size,
+    "created_at": Image.created_at,
+    "updated_at": Image.updated_at,
+}
+
+
+def os_name(image: Image) -> str:
+    return f"{image.platform} {image.os_version} {image.arch}"
+
+
+def shown_source(source: str | None) -> str | None:
+    """A URL source redacted once more on the way out (password, query, fragment), so that rows
+    stored before the query string was redacted show none of it either."""
+    return redact(source) if source and "://" in source else source
+
+
+# The columns a listing reads, in the order `row_view` unpacks them (no ORM object per row).
+VIEW_COLUMNS = (
+    Image.id,
+    Image.name,
+    Image.description,
+    Tenant.name,
+    Image.os_type,
+    Image.platform,
+    Image.os_version,
+    Image.arch,
+    Image.status,
+    Image.error,
+    Image.disk_format,
+    Image.virtual_size,
+    Image.target_size_gb,
+    Image.sha256,
+    Image.source,
+    Image.created_at,
+    Image.updated_at,
+    Image.deleted_at,
+)
+# Rows fetched per round trip; on PostgreSQL a server-side cursor, so memory stays flat for any count.
+BATCH = 2000
+
+
+def _stamped_in_sql(dialect: str, column: Any) -> Any:
+    """`column` as the `YYYY-MM-DDTHH:MM:SSZ` string of `core.catalog.clock.iso`, formatted by the database once per row
+    (truncated to the second like iso; no datetime object, no strftime in Python)."""
+    if dialect == "sqlite":  # stored as UTC text `YYYY-MM-DD HH:MM:SS.ffffff`; strftime() would round to the ms
+        text = sqlalchemy.type_coerce(func.replace(func.substr(column, 1, 19), " ", "T"), sqlalchemy.String())
+        return (text + "Z").label(column.key)
+    if dialect == "postgresql":  # timestamptz; to_char truncates fractions of a second
+        utc = func.timezone("UTC", column)
+        return func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS"Z"', type_=sqlalchemy.String()).label(column.key)
+    return sqlalchemy.type_coerce(column, sqlalchemy.DateTime()).label(column.key)  # formatted by `_stamp`
+
+
+def _view_columns(dialect: str) -> tuple[Any, ...]:
+    return (*VIEW_COLUMNS[:-3], *(_stamped_in_sql(dialect, c) for c in VIEW_COLUMNS[-3:]))  # the timestamps
+
+
+def _stamp(value: datetime | str | None) -> str | None:
+    """`core.catalog.clock.iso` without strftime: the same `YYYY-MM-DDTHH:MM:SSZ` string (a string from SQL as is)."""
+    if value is None or value.__class__ is str:
+        return value  # type: ignore[return-value]
+    assert isinstance(value, datetime)
+    if value.tzinfo is not None and value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="seconds")[:19] + "Z"
+
+
+def row_view(row: Sequence[Any]) -> dict[str, Any]:
+    """The contract's JSON object from one row of `VIEW_COLUMNS` (the list, the export, the TUI's pages)."""
+    (
+        image_id,
+        name,
+        description,
+        tenant_name,
+        os_type,
+        platform,
+        os_version,
+        arch,
+        status,
+        error,
+        disk_format,
+        virtual_size,
+        target_size_gb,
+        sha256,
+        source,
+        created_at,
+        updated_at,
+        deleted_at,
+    ) = row
+    return {
+        "id": image_id,
+        "name": name,
+        "description": description,
+        "tenant": tenant_name,
+        "os_type": os_type,
+        "platform": platform,
+        "os_version": os_version,
+        "arch": arch,
+        "os_name": f"{platform} {os_version} {arch}",
+        "status": status,
+        "error": error,
+        "disk_format": disk_format,
+        "virtual_size": virtual_size,
+        "target_size_gb": target_size_gb,
+        "sha256": sha256,
+        "source": shown_source(source),
+        "created_at": _stamp(created_at),
+        "updated_at": _stamp(updated_at),
+        "deleted_at": _stamp(deleted_at),
+    }
+
+
+def image_view(image: Image, tenant_name: str) -> dict[str, Any]:
+    """The image as the contract's JSON object (one loaded row; the same function as listings)."""
+    return row_view(
+        (
+            image.id,
+            image.name,
+            image.description,
+            tenant_name,
+            image.os_type,
+            image.platform,
+            image.os_version,
+            image.arch,
+            image.status,
+            image.error,
+            image.disk_format,
+            image.virtual_size,
+            image.target_size_gb,
+            image.sha256,
+            image.source,
+            image.created_at,
+            image.updated_at,
+            image.deleted_at,
+        )
+    )
+
+
+def tenant_id_by_name(session: Session, name: str) -> int:
+    tenant = session.exec(select(Tenant).where(Tenant.name == name)).first()
+    if tenant is None or tenant.id is None:
+        raise NotFound("tenant {name} not found", name=name)
+    return tenant.id
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    """What a listing asks for. `status=None` lists every status but `deleted`."""
+
+    tenant: str | None = None
+    status: str | None = None
+    text: str | None = None
+    sort: str = "created_at"
+    descending: bool = True
+    limit: int | None = None
+    offset: int = 0
+
+
+def _filtered(session: Session, actor: Actor, query: ImageQuery, columns: Sequence[Any] = VIEW_COLUMNS) -> Any:
+    statement = sqlalchemy.select(*columns).join(Tenant, col(Image.tenant_id) == col(Tenant.id))
+    visible = access.visible_tenant_ids(actor)
+    if query.tenant:
+        tenant_id = tenant_id_by_name(session, query.tenant)
+        if visible is not None and tenant_id not in visible:
+            raise NotFound("tenant {query_tenant} not found", query_tenant=query.tenant)
+        statement = statement.where(Image.tenant_id == tenant_id)
+    elif visible is not None:
+        statement = statement.where(col(Image.tenant_id).in_(visible))
+    if query.status:
+        if query.status not in lifecycle.ALL_STATUSES:
+            raise Invalid(
+                "status {query_status} is unknown; choose one of {choices}",
+                query_status=query.status,
+                choices=", ".join(s.value for s in Status),
+            )
+        statement = statement.where(Image.status == query.status)
+    else:
+        statement = statement.where(Image.status != Status.DELETED)
+    if query.text:
+        needle = query.text.strip().lower()
+        escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        name_matches = func.lower(Image.name).like(f"%{escaped}%", escape="\\")
+        if needle.startswith("img-"):  # an ID (or its prefix) as well as a name
+            statement = statement.where(or_(name_matches, col(Image.id).like(f"{escaped}%", escape="\\")))
+        else:
+            statement = statement.where(name_matches)
+    return statement
+
+
+def list_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None) -> list[dict[str, Any]]:
+    return list(iter_images(catalog, actor, query))
+
+
+def iter_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None) -> Iterator[dict[str, Any]]:
+    """The views of the images `actor` may see, streamed in batches (a refused query raises at the first `next`)."""
+    for rows in _row_batches(catalog, actor, query):
+        yield from map(row_view, rows)
+
+
+def _row_batches(catalog: Catalog, actor: Actor, query: ImageQuery | None) -> Iterator[Sequence[Sequence[Any]]]:
+    """Rows of `VIEW_COLUMNS`, `BATCH` at a time, read with a Core select (no ORM object per row)."""
+    query = query or ImageQuery()
+    if query.sort not in SORTABLE:
+        raise Invalid(
+            "sort {query_sort} is unknown; choose one of {choices}", query_sort=query.sort, choices=", ".join(SORTABLE)
+        )
+    with db.read_session(catalog.engine) as session:
+        statement = _filtered(session, actor, query, _view_columns(session.get_bind().dialect.name))
+        key = SORTABLE[query.sort]
+        statement = statement.order_by(
+            key.desc() if query.descending else key.asc(),  # type: ignore[union-attr]
+            col(Image.id).desc() if query.descending else col(Image.id).asc(),
+        )
+        if query.limit is not None:
+            statement = statement.limit(query.limit)
+        if query.offset:
+            statement = statement.offset(query.offset)
+        # Core execution on the session's connection: rows stay plain tuples (no ORM loading step).
+        result = session.connection().execute(statement.execution_options(yield_per=BATCH, stream_results=True))
+        yield from result.partitions()
+
+
+def count_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None) -> int:
+    query = query or ImageQuery()
+    with db.read_session(catalog.engine) as session:
+        statement = _filtered(session, actor, query, (Image.id,)).subquery()
+        return int(session.exec(select(func.count()).select_from(statement)).one())
+
+
+def _load(session: Session, actor: Actor, image_id: str) -> Image:
+    image = session.get(Image, image_id)
+    if image is None or not actor.sees_tenant(image.tenant_id):
+        raise NotFound("image {image_id} not found", image_id=image_id)
+    return image
+
+
+def _tenant_name(session: Session, tenant_id: int) -> str:
+    tenant = session.get(Tenant, tenant_id)
+    return tenant.name if tenant else ""
+
+
+def get_image(catalog: Catalog, actor: Actor, image_id: str) -> dict[str, Any]:
+    with db.read_session(catalog.engine) as session:
+        image = _load(session, actor, image_id)
+        view = image_view(image, _tenant_name(session, image.tenant_id))
+        view["vms"] = [vm.id for vm in session.exec(select(Vm).where(Vm.image_id == image_id).order_by(Vm.id))]
+        job = session.exec(select(Job).where(Job.image_id == image_id).order_by(col(Job.id).desc())).first()
+        view["progress"] = job_progress(job) if job is not None and job.state in ("queued", "running") else None
+        return view
+
+
+def job_progress(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "phase": job.phase,
+        "bytes_done": job.bytes_done,
+        "bytes_total": job.bytes_total,
+        "rate": job.rate,
+        "updated_at": iso(job.updated_at),
+    }
+
+
+def resolve_tenant_for_create(session: Session, actor: Actor, tenant: str | None) -> int:
+    """The tenant a new resource goes to: the named one (admins) or the caller's own."""
+    if tenant:
+        tenant_id = tenant_id_by_name(session, tenant)
+        access.require_manage(actor, tenant_id, Msg("tenant {tenant}", tenant=tenant))
+        return tenant_id
+    if actor.tenant_id is None:
+        raise Invalid("--tenant is required for platform admins")
+    access.require_manage(actor, actor.tenant_id, Msg("this tenant"))
+    return actor.tenant_id
+
+
+def new_image(
+    session: Session,
+    actor: Actor,
+    tenant_id: int,
+    *,
+    name: str,
+    description: str,
+    os_type: str,
+    platform: str,
+    os_version: str,
+    arch: str,
+    status: str,
+    target_size_gb: int,
+    sha256: str | None = None,
+    source: str | None = None,
+    disk_format: str | None = None,
+    virtual_size: int | None = None,
+    source_vm_id: str | None = None,
+) -> Image:
+    """Add a new image row (already validated) in the caller's transaction."""
+    image = Image(
+        id=issue_id(session, "img"),
+        name=name,
+        description=description,
+        tenant_id=tenant_id,
+        os_type=os_type,
+        platform=platform,
+        os_version=os_version,
+        arch=arch,
+        status=status,
+        target_size_gb=target_size_gb,
+        sha256=sha256,
+        source=source,
+        disk_format=disk_format,
+        virtual_size=virtual_size,
+        source_vm_id=source_vm_id,
+        created_by=actor.name,
+    )
+    session.add(image)
+    session.flush()
+    return image
+
+
+def edit_image(
+    catalog: Catalog, actor: Actor, image_id: str, *, name: str | None = None, description: str | None = None
+) -> dict[str, Any]:
+    """Rename and/or change the remark; allowed in every status."""
+    if name is None and description is None:
+        raise Invalid("nothing to change: give --name and/or --description")
+    try:
+        with db.write_session(catalog.engine) as session:
+            image = _load(session, actor, image_id)
+            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
+            lifecycle.require(image_id, image.status, Operation.EDIT)
+            changes: dict[str, Any] = {}
+            if name is not None:
+                changes["name"] = [image.name, check_name(name)]
+                image.name = changes["name"][1]
+            if description is not None:
+                changes["description"] = [image.description, check_description(description)]
+                image.description = changes["description"][1]
+            image.updated_at = utcnow()
+            session.add(image)
+            audit.record(session, actor.name, "image.edit", image_id, **changes)
+            return image_view(image, _tenant_name(session, image.tenant_id))
+    except ImagehubError as exc:
+        audit.record_refusal(catalog.engine, actor.name, "image.edit", image_id, str(exc))
+        raise
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    id: str
+    ok: bool
+    status: str | None = None
+    error: str | None = None
+    exit_code: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "ok": self.ok, "status": self.status, "error": self.error}
+
+
+def _batch(
+    catalog: Catalog, actor: Actor, ids: Iterable[str], action: str, one: Callable[[str], str]
+) -> list[BatchResult]:
+    """Run `one` on each ID on its own; a refusal is reported and does not stop the others."""
+    results: list[BatchResult] = []
+    for image_id in dict.fromkeys(ids):
+        try:
+            results.append(BatchResult(image_id, True, status=one(image_id)))
+        except ImagehubError as exc:
+            audit.record_refusal(catalog.engine, actor.name, action, image_id, str(exc))
+            results.append(BatchResult(image_id, False, error=exc.message, exit_code=exc.exit_code))
+    return results
+
+
+def _check_not_in_use(session: Session, image_id: str) -> None:
+    vm_ids = [vm.id for vm in session.exec(select(Vm).where(Vm.image_id == image_id).order_by(Vm.id))]
+    if vm_ids:
+        raise Conflict("image {image_id} is used by {vm_ids}", image_id=image_id, vm_ids=", ".join(vm_ids))
+
+
+def delete_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[BatchResult]:
+    """Move images to the recycle bin: available/import_failed -> deleting -> deleted."""
+
+    def one(image_id: str) -> str:
+        with db.write_session(catalog.engine) as session:
+            image = _load(session, actor, image_id)
+            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
+            lifecycle.require(image_id, image.status, Operation.DELETE)
+            _check_not_in_use(session, image_id)
+            image.status_before_delete = image.status
+            image.status = Status.DELETING
+            image.updated_at = utcnow()
+            session.add(image)
+        finish_deletion(catalog, image_id, actor.name)
+        return Status.DELETED
+
+    return _batch(catalog, actor, ids, "image.delete", one)
+
+
+def finish_deletion(catalog: Catalog, image_id: str, actor_name: str) -> None:
+    """deleting -> deleted: revoke its links, drop queued work, then into the recycle bin."""
+    now = utcnow()
+    with db.write_session(catalog.engine) as session:
+        image = session.get(Image, image_id)
+        if image is None or image.status != Status.DELETING:
+            return
+        for link in session.exec(select(Link).where(Link.image_id == image_id, col(Link.revoked_at).is_(None))):
+            link.revoked_at = now
+            session.add(link)
+        for job in session.exec(select(Job).where(Job.image_id == image_id, col(Job.state).in_(("queued", "running")))):
+            job.state = "cancelled"
+            job.finished_at = now
+            session.add(job)
+        image.status = Status.DELETED
+        image.deleted_at = now
+        image.updated_at = now
+        session.add(image)
+        audit.record(session, actor_name, "image.delete", image_id, previous=image.status_before_delete)
+
+
+def finish_pending_deletions(catalog: Catalog) -> list[str]:
+    """Finish deletions a dead process left in `deleting` (run by the worker's sweep)."""
+    with db.read_session(catalog.engine) as session:
+        pending = list(session.exec(select(Image.id).where(Image.status == Status.DELETING)))
+    for image_id in pending:
+        finish_deletion(catalog, image_id, "imagehub worker")
+    return pending
+
+
+def restore_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[BatchResult]:
+    """Out of the recycle bin, back to the status the image had before deletion."""
+
+    def one(image_id: str) -> str:
+        with db.write_session(catalog.engine) as session:
+            image = _load(session, actor, image_id)
+            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
+            lifecycle.require(image_id, image.status, Operation.RESTORE)
+            image.status = image.status_before_delete or Status.AVAILABLE
+            image.status_before_delete = None
+            image.deleted_at = None
+            image.updated_at = utcnow()
+            session.add(image)
+            audit.record(session, actor.name, "image.restore", image_id, status=image.status)
+            return image.status
+
+    return _batch(catalog, actor, ids, "image.restore", one)
+
+
+def destroy_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[BatchResult]:
+    """Remove images in the recycle bin for good: files, links, jobs and row (the audit trail stays)."""
+
+    def one(image_id: str) -> str:
+        with db.write_session(catalog.engine) as session:
+            image = _load(session, actor, image_id)
+            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
+            lifecycle.require(image_id, image.status, Operation.DESTROY)
+            _check_not_in_use(session, image_id)
+            for link in session.exec(select(Link).where(Link.image_id == image_id)):
+                session.delete(link)
+            for job in session.exec(select(Job).where(Job.image_id == image_id)):
+                session.delete(job)
+            session.delete(image)
+            audit.record(session, actor.name, "image.destroy", image_id, name=image.name)
+            # Files go last, inside the transaction: if removing them fails, the row stays.
+            catalog.store.remove_image_files(image_id)
+        return "destroyed"
+
+    return _batch(catalog, actor, ids, "image.destroy", one)

@@ -1,0 +1,1 @@
+"""Download links: signed 24-hour tokens and their state; workbook links."""

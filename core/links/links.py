@@ -1,0 +1,469 @@
+"""Download links: signed 24-hour tokens for one file of one image, checked the same way by every protocol.
+
+A token is `LINKID.RANDOM.TIMESTAMP.SIGNATURE` (itsdangerous `TimestampSigner`, HMAC-SHA256 with the
+secret made by `imagehub init`): it names its link, carries 128 random bits, and is URL-safe, a valid
+FTP user and SSH user name. The catalog keeps only SHA-256(token). A token is accepted while its
+signature holds, its link is neither expired nor revoked, the image is still `available` in the
+link's tenant, and the account that made the link still exists and still sees that tenant.
+Every refusal is a `Refused` carrying a reason for logs and metrics; users see one generic message
+that never says whether an image exists. A transfer already running when its link stops being valid
+(revoked, expired, image deleted, access lost) is cut by the gateway within seconds: `check_links`
+is what it re-asks periodically.
+
+A link of kind `workbook` (core.links.workbooks) serves an Excel export of the image list instead of an
+image: the same tokens, URLs, expiry and revocation; valid while its maker still sees what it lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from itsdangerous import BadSignature, TimestampSigner
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from core.catalog import audit, db
+from core.catalog.catalog import Catalog
+from core.catalog.clock import iso, utcnow
+from core.catalog.errors import Forbidden, ImagehubError, Invalid, NotFound
+from core.catalog.ids import issue_id
+from core.catalog.models import Account, Image, Link
+from core.images import exports
+from core.rules import access, lifecycle
+from core.rules.access import Actor
+from core.rules.lifecycle import Operation
+
+SALT = "imagehub.download-link"
+DOWNLOAD = "download"
+WORKBOOK = "workbook"
+WORKBOOKS_DIR = "workbooks"
+PORTS_FILE = "gateway-ports.json"
+REFUSAL_MESSAGE = "this download link is not valid (expired, revoked or unknown)"
+
+
+class Refused(Exception):
+    """A token or file request that is refused. `reason` is for logs and metrics only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return REFUSAL_MESSAGE
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a valid token opens: one file (and its `.sha256`)."""
+
+    link_id: str
+    image_id: str
+    tenant_id: int | None
+    format: str
+    filename: str
+    path: Path
+    sha256: str | None
+    expires_at: datetime
+
+    @property
+    def ready(self) -> bool:
+        return self.sha256 is not None
+
+    @property
+    def sum_name(self) -> str:
+        return self.filename + exports.SUM_SUFFIX
+
+    @property
+    def sum_path(self) -> Path:
+        return exports.sum_path(self.path)
+
+    def names(self) -> tuple[str, ...]:
+        return (self.filename, self.sum_name) if self.ready else ()
+
+
+@dataclass(frozen=True)
+class Created:
+    view: dict[str, Any]
+    token: str
+    job_id: int | None
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _signer(catalog: Catalog) -> TimestampSigner:
+    return TimestampSigner(catalog.secret(), salt=SALT, digest_method=hashlib.sha256)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def workbook_file(catalog: Catalog, link_id: str, filename: str) -> Path:
+    """Where a workbook link's file lives: a folder of its own, so FTP and SFTP see only that file."""
+    return catalog.settings.data_dir / WORKBOOKS_DIR / link_id / filename
+
+
+# ---- URLs ---------------------------------------------------------------------------------------
+
+
+def gateway_ports(catalog: Catalog) -> dict[str, int]:
+    """The ports links name: the configured ones, or those a running `serve` bound (configured 0)."""
+    gw = catalog.settings.gateway
+    ports = {"http": gw.http_port, "ftp": gw.ftp_port, "sftp": gw.sftp_port}
+    if 0 in ports.values():
+        try:
+            bound = json.loads((catalog.settings.data_dir / PORTS_FILE).read_text())
+        except (OSError, ValueError):
+            bound = {}
+        for key, value in ports.items():
+            if value == 0 and isinstance(bound.get(key), int):
+                ports[key] = bound[key]
+    return ports
+
+
+def urls(catalog: Catalog, token: str, filename: str) -> dict[str, str]:
+    settings = catalog.settings
+    host = settings.public_host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    ports = gateway_ports(catalog)
+    scheme = "https" if settings.gateway.tls_cert and settings.gateway.tls_key else "http"
+    return {
+        "http": f"{scheme}://{host}:{ports['http']}/d/{token}/{filename}",
+        "ftp": f"ftp://{token}@{host}:{ports['ftp']}/{filename}",
+        "sftp": f"sftp://{token}@{host}:{ports['sftp']}/{filename}",
+        "sftp_command": (
+            f"sftp -P {ports['sftp']} -o StrictHostKeyChecking=accept-new -o PreferredAuthentications=none,password"
+            f" {token}@{host}:{filename} ."
+        ),
+    }
+
+
+# ---- views --------------------------------------------------------------------------------------
+
+
+def _state(catalog: Catalog, session: Session, link: Link, image: Image | None, now: datetime) -> str:
+    if link.revoked_at is not None:
+        return "revoked"
+    if _aware(link.expires_at) <= now:
+        return "expired"
+    if link.kind == WORKBOOK:
+        if _workbook_maker_lost(session, link):
+            return "access_lost"
+        return "active" if exports.read_checksum(workbook_file(catalog, link.id, link.filename)) else "unavailable"
+    if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD) or image.tenant_id != link.tenant_id:
+        return "unavailable"
+    if _maker_lost(session, link, image.tenant_id):
+        return "access_lost"
+    if not exports.is_ready(catalog, image, link.format):
+        job = exports.latest_job(session, image.id, link.format)
+        if job is not None and job.state == "failed":
+            return "export_failed"
+        return "preparing"
+    return "active"
+
+
+def link_view(
+    catalog: Catalog, session: Session, link: Link, token: str | None = None, image: Image | None = None
+) -> dict[str, Any]:
+    if image is None and link.image_id is not None:
+        image = session.get(Image, link.image_id)
+    now = utcnow()
+    sha = None
+    size = None
+    path = None
+    if link.kind == WORKBOOK:
+        path = workbook_file(catalog, link.id, link.filename)
+    elif image is not None and image.disk_format:
+        path = exports.served_path(catalog, image, link.format)
+    if path is not None:
+        sha = exports.read_checksum(path)
+        if sha is not None:
+            size = path.stat().st_size
+    account = session.get(Account, link.account_id) if link.account_id else None
+    view: dict[str, Any] = {
+        "id": link.id,
+        "kind": link.kind,
+        "image_id": link.image_id,
+        "format": link.format,
+        "filename": link.filename,
+        "sha256": sha,
+        "size": size,
+        "state": _state(catalog, session, link, image, now),
+        "created_by": account.name if account else None,
+        "created_at": iso(link.created_at),
+        "expires_at": iso(link.expires_at),
+        "revoked_at": iso(link.revoked_at),
+        "bytes_served": link.bytes_served,
+    }
+    if token is not None:
+        view.update(urls(catalog, token, link.filename))
+    return view
+
+
+# ---- services -----------------------------------------------------------------------------------
+
+
+def _downloadable(session: Session, actor: Actor, image_id: str, fmt: str) -> tuple[Image, str]:
+    """The image (visible, `available`, with a file) and the format a link to it serves."""
+    image = session.get(Image, image_id)
+    if image is None or not actor.sees_tenant(image.tenant_id):
+        raise NotFound("image {image_id} not found", image_id=image_id)
+    lifecycle.require(image_id, image.status, Operation.DOWNLOAD)
+    if not image.disk_format:
+        raise ImagehubError("image {image_id} has no stored file", image_id=image_id)
+    return image, exports.effective_format(image, fmt)
+
+
+def prepare(catalog: Catalog, actor: Actor, image_id: str, fmt: str = "raw") -> int | None:
+    """Start making what a link to (image, fmt) serves (an export, the checksum); the job to wait for.
+
+    Faces wait for it before `create_link`, so that a link's lifetime starts when it can be used."""
+    with db.write_session(catalog.engine) as session:
+        image, served = _downloadable(session, actor, image_id, fmt)
+        job = exports.ensure(catalog, session, image, served)
+        return job.id if job is not None else None
+
+
+def check_ttl(catalog: Catalog, ttl: int | None) -> int:
+    """The lifetime a link gets: `ttl` (1 s up to links.ttl_seconds), or links.ttl_seconds."""
+    max_ttl = catalog.settings.links.ttl_seconds
+    if ttl is None:
+        return max_ttl
+    if ttl < 1 or ttl > max_ttl:
+        raise Invalid("--ttl must be between 1 and {max_ttl} seconds", max_ttl=max_ttl)
+    return ttl
+
+
+def create_link(catalog: Catalog, actor: Actor, image_id: str, fmt: str = "raw", ttl: int | None = None) -> Created:
+    """Record a link to `image_id` in format `fmt`, valid `ttl` seconds (at most links.ttl_seconds)."""
+    try:
+        ttl = check_ttl(catalog, ttl)
+        signer = _signer(catalog)
+        with db.write_session(catalog.engine) as session:
+            image, fmt = _downloadable(session, actor, image_id, fmt)
+            link_id = issue_id(session, "lnk")
+            token = signer.sign(f"{link_id}.{secrets.token_urlsafe(16)}").decode("ascii")
+            now = utcnow()
+            link = Link(
+                id=link_id,
+                image_id=image_id,
+                tenant_id=image.tenant_id,
+                account_id=actor.account_id,
+                format=fmt,
+                filename=exports.served_path(catalog, image, fmt).name,
+                token_hash=token_hash(token),
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl),
+            )
+            session.add(link)
+            job = exports.ensure(catalog, session, image, fmt)
+            session.flush()
+            audit.record(session, actor.name, "link.create", image_id, link=link_id, format=fmt, ttl=ttl)
+            view = link_view(catalog, session, link, token, image)
+            return Created(view, token, job.id if job is not None else None)
+    except ImagehubError as exc:
+        audit.record_refusal(catalog.engine, actor.name, "link.create", image_id, str(exc))
+        raise
+
+
+def _sees(actor: Actor, link: Link) -> bool:
+    """A link of no tenant (an admin's workbook of every tenant) is seen by platform admins only."""
+    return actor.is_admin if link.tenant_id is None else actor.sees_tenant(link.tenant_id)
+
+
+def get_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
+    with db.read_session(catalog.engine) as session:
+        link = session.get(Link, link_id)
+        if link is None or not _sees(actor, link):
+            raise NotFound("link {link_id} not found", link_id=link_id)
+        return link_view(catalog, session, link)
+
+
+def list_links(catalog: Catalog, actor: Actor, image_id: str | None = None) -> list[dict[str, Any]]:
+    """Links of the tenants the caller sees, newest first."""
+    with db.read_session(catalog.engine) as session:
+        statement = select(Link).order_by(col(Link.created_at).desc(), col(Link.id))
+        visible = access.visible_tenant_ids(actor)
+        if visible is not None:
+            statement = statement.where(col(Link.tenant_id).in_(visible))
+        if image_id:
+            statement = statement.where(Link.image_id == image_id)
+        images: dict[str | None, Image | None] = {None: None}
+        out = []
+        for link in session.exec(statement):
+            if link.image_id not in images:
+                images[link.image_id] = session.get(Image, link.image_id)
+            out.append(link_view(catalog, session, link, image=images[link.image_id]))
+        return out
+
+
+def revoke_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
+    """Revoke a link (its maker, or anyone who may manage its tenant); transfers are cut within seconds."""
+    try:
+        with db.write_session(catalog.engine) as session:
+            link = session.get(Link, link_id)
+            if link is None or not _sees(actor, link):
+                raise NotFound("link {link_id} not found", link_id=link_id)
+            if link.account_id != actor.account_id and not actor.can_manage:
+                raise Forbidden(
+                    "account {actor_name} may not revoke link {link_id}", actor_name=actor.name, link_id=link_id
+                )
+            if link.revoked_at is None:
+                link.revoked_at = utcnow()
+                session.add(link)
+                audit.record(session, actor.name, "link.revoke", link.image_id or link.id, link=link_id)
+            return link_view(catalog, session, link)
+    except ImagehubError as exc:
+        audit.record_refusal(catalog.engine, actor.name, "link.revoke", link_id, str(exc))
+        raise
+
+
+def revoke_links_of(session: Session, account_id: int, now: datetime) -> int:
+    """Revoke every link `account_id` made (its account is being deleted), in the caller's
+    transaction; running transfers are cut by the gateway's next check. The number revoked."""
+    result = session.exec(  # type: ignore[call-overload]
+        update(Link).where(col(Link.account_id) == account_id, col(Link.revoked_at).is_(None)).values(revoked_at=now)
+    )
+    return int(result.rowcount or 0)
+
+
+# ---- checking tokens ----------------------------------------------------------------------------
+
+
+def _maker_lost(session: Session, link: Link, tenant_id: int | None) -> bool:
+    """The account that made the link is deleted or no longer sees `tenant_id` (moved away): the
+    link stops working (`access_lost`), for the gateway and in `link list` alike."""
+    if link.account_id is None:
+        return False
+    account = session.get(Account, link.account_id)
+    if account is None or account.deleted_at is not None:
+        return True
+    return tenant_id is not None and not access.actor_of(account).sees_tenant(tenant_id)
+
+
+def _workbook_maker_lost(session: Session, link: Link) -> bool:
+    """A workbook lists what its maker saw: one tenant's images, or (an admin's) every tenant's."""
+    if link.tenant_id is not None:
+        return link.account_id is None or _maker_lost(session, link, link.tenant_id)
+    account = session.get(Account, link.account_id) if link.account_id is not None else None
+    return account is None or account.deleted_at is not None or not access.actor_of(account).is_admin
+
+
+def _check(catalog: Catalog, session: Session, link: Link, now: datetime) -> Served:
+    if link.revoked_at is not None:
+        raise Refused("revoked")
+    if _aware(link.expires_at) <= now:
+        raise Refused("expired")
+    if link.kind == WORKBOOK:
+        if _workbook_maker_lost(session, link):
+            raise Refused("access_lost")
+        path = workbook_file(catalog, link.id, link.filename)
+        sha = exports.read_checksum(path)
+        if sha is None:
+            raise Refused("file_missing")
+        return Served(link.id, "", link.tenant_id, "xlsx", link.filename, path, sha, _aware(link.expires_at))
+    image = session.get(Image, link.image_id)
+    if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD) or not image.disk_format:
+        raise Refused("image_unavailable")
+    if image.tenant_id != link.tenant_id:
+        raise Refused("tenant_changed")
+    if _maker_lost(session, link, image.tenant_id):
+        raise Refused("access_lost")
+    path = exports.served_path(catalog, image, link.format)
+    return Served(
+        link_id=link.id,
+        image_id=image.id,
+        tenant_id=image.tenant_id,
+        format=link.format,
+        filename=link.filename,
+        path=path,
+        sha256=exports.read_checksum(path),
+        expires_at=_aware(link.expires_at),
+    )
+
+
+def link_id_of(token: str) -> str | None:
+    """The link a token claims to name (unverified), for logs; None if it is not shaped like one."""
+    head = token.split(".", 1)[0]
+    return head if head.startswith("lnk-") and len(head) <= 32 else None
+
+
+def validate_token(catalog: Catalog, token: str, filename: str | None = None) -> Served:
+    """The file a token opens, or `Refused`. With `filename`, it must be the link's file or its .sha256."""
+    if not token or len(token) > 256:
+        raise Refused("bad_token")
+    try:
+        value = _signer(catalog).unsign(token).decode("ascii")
+    except (BadSignature, UnicodeDecodeError) as exc:
+        raise Refused("bad_token") from exc
+    link_id = value.split(".", 1)[0]
+    with db.read_session(catalog.engine) as session:
+        link = session.get(Link, link_id)
+        if link is None or not hmac.compare_digest(link.token_hash, token_hash(token)):
+            raise Refused("bad_token")
+        served = _check(catalog, session, link, utcnow())
+    if filename is not None and filename not in (served.filename, served.sum_name):
+        raise Refused("wrong_file")
+    return served
+
+
+def check_links(catalog: Catalog, link_ids: list[str] | set[str]) -> dict[str, str | None]:
+    """For running transfers: each link's refusal reason, or None while it is still valid."""
+    result: dict[str, str | None] = {}
+    if not link_ids:
+        return result
+    now = utcnow()
+    with db.read_session(catalog.engine) as session:
+        for link_id in link_ids:
+            link = session.get(Link, link_id)
+            if link is None:
+                result[link_id] = "bad_token"
+                continue
+            try:
+                _check(catalog, session, link, now)
+                result[link_id] = None
+            except Refused as exc:
+                result[link_id] = exc.reason
+    return result
+
+
+def add_bytes_served(catalog: Catalog, counts: dict[str, int]) -> None:
+    """Add the bytes sent since the last call, per link, in one transaction."""
+    counts = {k: v for k, v in counts.items() if v > 0}
+    if not counts:
+        return
+    with db.write_session(catalog.engine) as session:
+        for link_id, count in counts.items():
+            session.exec(  # type: ignore[call-overload]
+                update(Link).where(col(Link.id) == link_id).values(bytes_served=Link.bytes_served + count)
+            )
+
+
+def describe(catalog: Catalog, link_id: str, token: str | None = None) -> dict[str, Any]:
+    """A link's view (with its URLs when the token is given), without an access check: for its maker."""
+    with db.read_session(catalog.engine) as session:
+        link = session.get(Link, link_id)
+        if link is None:
+            raise NotFound("link {link_id} not found", link_id=link_id)
+        return link_view(catalog, session, link, token)
+
+
+def ensure_prepared(catalog: Catalog, served: Served) -> None:
+    """Queue the export/checksum job for a link whose file is not ready and has no job under way
+    (e.g. an export cache removed by hand): the link then answers once the job is done."""
+    if served.ready:
+        return
+    with db.write_session(catalog.engine) as session:
+        image = session.get(Image, served.image_id)
+        if image is not None and lifecycle.allows(image.status, Operation.DOWNLOAD):
+            exports.ensure(catalog, session, image, served.format)

@@ -1,0 +1,1 @@
+"""Setting up: `imagehub init` and the demo catalog."""
