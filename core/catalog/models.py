@@ -34,6 +34,28 @@ class Status(StrEnum):
     DELETED = "deleted"
 
 
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Phase(StrEnum):
+    """What a running job is doing, as its worker reports it with `JobContext.progress`."""
+
+    RUNNING = "running"  # a heartbeat before the first report
+    DOWNLOADING = "downloading"
+    VERIFYING = "verifying"
+    INSPECTING = "inspecting"
+    CONVERTING = "converting"
+    RESIZING = "resizing"
+    FINISHING = "finishing"
+    CHECKSUM = "checksum"
+    PUBLISHING = "publishing"
+
+
 class Tenant(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=64)
@@ -133,7 +155,7 @@ class Job(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=16)
     image_id: str | None = Field(default=None, max_length=32, index=True)
-    state: str = Field(default="queued", max_length=16)
+    state: str = Field(default=JobState.QUEUED, max_length=16)
     phase: str | None = Field(default=None, max_length=32)
     bytes_done: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     bytes_total: int | None = Field(default=None, sa_column=Column(BigInteger))

@@ -24,7 +24,7 @@ from core.catalog import audit, db
 from core.catalog.catalog import Catalog
 from core.catalog.clock import utcnow
 from core.catalog.errors import Conflict, Failed, ImagehubError, Msg, NotFound
-from core.catalog.models import Image, Job, Status, Tenant, Vm
+from core.catalog.models import Image, Job, Phase, Status, Tenant, Vm
 from core.compute import vms
 from core.compute.drivers import STOPPED
 from core.disk import qemu
@@ -147,7 +147,7 @@ class CaptureHandler:
         staged = catalog.store.staging_path(f"{image_id}.capture.raw")
         final = catalog.store.image_path(image_id, "raw")
         staged.unlink(missing_ok=True)
-        ctx.progress("inspecting", force=True)
+        ctx.progress(Phase.INSPECTING, force=True)
         total = int(qemu.info(overlay, "qcow2").get("virtual-size") or 0)
         try:
             self._convert(ctx, overlay, staged, total)
@@ -155,7 +155,7 @@ class CaptureHandler:
             if wanted > total:
                 qemu.run_qemu_img(["resize", "-q", "-f", "raw", str(staged), str(wanted)], timeout=120)
             size = int(qemu.info(staged, "raw").get("virtual-size") or 0)
-            ctx.progress("publishing", total, total, force=True)
+            ctx.progress(Phase.PUBLISHING, total, total, force=True)
             with db.write_session(catalog.engine) as session:
                 row = session.get(Image, image_id)
                 held = session.get(Job, ctx.job.id)
@@ -183,7 +183,7 @@ class CaptureHandler:
         except FileNotFoundError as exc:
             raise Failed("qemu-img is not installed (Debian package qemu-utils)") from exc
         assert proc.stdout is not None and proc.stderr is not None
-        ctx.progress("converting", 0, total, force=True)
+        ctx.progress(Phase.CONVERTING, 0, total, force=True)
         try:
             err = b""
             streams = [proc.stdout, proc.stderr]
@@ -198,7 +198,7 @@ class CaptureHandler:
                     else:
                         found = _PERCENT.findall(chunk)
                         if found:
-                            ctx.progress("converting", int(total * float(found[-1]) / 100), total)
+                            ctx.progress(Phase.CONVERTING, int(total * float(found[-1]) / 100), total)
                 if not ready:
                     ctx.heartbeat()
             code = proc.wait()

@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 from core.catalog import db
 from core.catalog.catalog import Catalog
 from core.catalog.errors import Failed, Invalid
-from core.catalog.models import Image, Job
+from core.catalog.models import Image, Job, Phase
 from core.disk import qemu
 from core.jobs import jobs
 from core.jobs.context import JobContext, LeaseLost
@@ -166,11 +166,11 @@ class ExportJob:
                 now = time.monotonic()
                 if now - last[0] > 0.5 or done == total:
                     last[0] = now
-                    ctx.progress("checksum", done, total)
+                    ctx.progress(Phase.CHECKSUM, done, total)
                 if ctx.stop.is_set():
                     raise LeaseLost("stopping")
 
-            ctx.progress("checksum", 0, target.stat().st_size, force=True)
+            ctx.progress(Phase.CHECKSUM, 0, target.stat().st_size, force=True)
             write_checksum(target, report)
 
     def _convert(self, ctx: JobContext, source: Path, src_fmt: str, target: Path, fmt: str) -> None:
@@ -180,7 +180,7 @@ class ExportJob:
         staged.unlink(missing_ok=True)
         args = [qemu.QEMU_IMG, "convert", "-p", "-f", src_fmt, "-O", fmt, str(source), str(staged)]
         total = source.stat().st_size
-        ctx.progress("converting", 0, total, force=True)
+        ctx.progress(Phase.CONVERTING, 0, total, force=True)
         try:
             proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except FileNotFoundError as exc:
@@ -195,7 +195,7 @@ class ExportJob:
                 buffer = (buffer + data)[-256:]
                 found = _PROGRESS.findall(buffer)
                 if found:
-                    ctx.progress("converting", int(total * float(found[-1]) / 100), total)
+                    ctx.progress(Phase.CONVERTING, int(total * float(found[-1]) / 100), total)
                 if ctx.stop.is_set():
                     raise LeaseLost("stopping")
             code = proc.wait()

@@ -35,7 +35,7 @@ from core.catalog import audit, db
 from core.catalog.catalog import Catalog
 from core.catalog.clock import utcnow
 from core.catalog.errors import Failed
-from core.catalog.models import Image, Job, Status
+from core.catalog.models import Image, Job, Phase, Status
 from core.importer import convert, credentials, diskprobe, inspect, integrity, partitions, sources
 from core.importer.localfiles import check_local_file
 from core.importer.netpolicy import Policy
@@ -135,10 +135,10 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         source_file.unlink(missing_ok=True)  # the machine went down before the staged file was on disk
     if summary is None:
         received.unlink(missing_ok=True)
-        ctx.progress("downloading", 0, None, force=True)
+        ctx.progress(Phase.DOWNLOADING, 0, None, force=True)
 
         def report(done: int, total: int | None) -> None:  # at once when the total becomes known
-            ctx.progress("downloading", done, total, force=total is not None and total != ctx.job.bytes_total)
+            ctx.progress(Phase.DOWNLOADING, done, total, force=total is not None and total != ctx.job.bytes_total)
 
         quota.check(now=True)
 
@@ -148,7 +148,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
 
         sink = sources.StagedFile(source_file, size_cap(target_bytes), report)
         sink.guard = guard
-        sink.open(rehash=lambda done: ctx.progress("downloading", done, None))
+        sink.open(rehash=lambda done: ctx.progress(Phase.DOWNLOADING, done, None))
         try:
             if params.get("source") == "file":
                 # checked again: the folder rules may have changed, or a path component been swapped
@@ -172,13 +172,13 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
     size = int(summary["size"])
 
     # verifying
-    ctx.progress("verifying", size, size, force=True)
+    ctx.progress(Phase.VERIFYING, size, size, force=True)
     expected = params.get("sha256")
     if expected and expected != summary["sha256"]:
         raise Failed("SHA-256 mismatch: expected {expected}, got {actual}", expected=expected, actual=summary["sha256"])
 
     # inspecting
-    ctx.progress("inspecting", 0, size, force=True)
+    ctx.progress(Phase.INSPECTING, 0, size, force=True)
     found = inspect.detect(source_file)
     disk = source_file
     if found.format == "ova":
@@ -189,7 +189,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
             int(found.detail["offset"]),
             member_size,
             disk,
-            lambda done: ctx.progress("inspecting", done, member_size),
+            lambda done: ctx.progress(Phase.INSPECTING, done, member_size),
         )
         found = inspect.detect(disk)
         if found.format not in inspect.DISK_FORMATS:
@@ -209,13 +209,13 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
 
         # converting
         output = work / f"output.{store_format}"
-        ctx.progress("converting", 0, found.virtual_size, force=True)
+        ctx.progress(Phase.CONVERTING, 0, found.virtual_size, force=True)
         seen = {"fraction": 0.0}
 
         def converting(fraction: float) -> None:  # progress only when qemu-img advanced: stalls show
             if fraction != seen["fraction"]:
                 seen["fraction"] = fraction
-                ctx.progress("converting", int(fraction * found.virtual_size), found.virtual_size)
+                ctx.progress(Phase.CONVERTING, int(fraction * found.virtual_size), found.virtual_size)
             else:
                 keeper.check()
 
@@ -225,7 +225,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
             received.unlink(missing_ok=True)  # raw -> raw moved the source: a rerun must fetch it again
 
         # resizing
-        ctx.progress("resizing", 0, target_bytes, force=True)
+        ctx.progress(Phase.RESIZING, 0, target_bytes, force=True)
         convert.resize(output, store_format, target_bytes)
         inspect.check_output(output, store_format, target_bytes)
         head = partitions.read_head(output, store_format)
@@ -235,7 +235,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
         disk_format, virtual_size = store_format, target_bytes
 
     # finishing
-    ctx.progress("finishing", virtual_size, virtual_size, force=True)
+    ctx.progress(Phase.FINISHING, virtual_size, virtual_size, force=True)
     final = catalog.store.image_path(image_id, disk_format)
     catalog.store.publish(output, final)
     try:
@@ -270,7 +270,7 @@ def _staged_intact(ctx: JobContext, path: Path, summary: dict[str, Any]) -> bool
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
             done += len(chunk)
-            ctx.progress("verifying", done, total)
+            ctx.progress(Phase.VERIFYING, done, total)
     return digest.hexdigest() == summary["sha256"]
 
 

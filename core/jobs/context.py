@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.catalog.catalog import Catalog
-from core.catalog.models import Job
+from core.catalog.models import Job, Phase
 from core.jobs import jobs
 
 
@@ -46,7 +46,7 @@ class JobContext:
 
     def progress(
         self,
-        phase: str,
+        phase: Phase,
         bytes_done: int | None = None,
         bytes_total: int | None = None,
         *,
@@ -54,6 +54,21 @@ class JobContext:
         progressed: bool = True,
     ) -> None:
         """Store progress (at most about once a second unless `force`) and renew the lease."""
+        self._report(phase, bytes_done, bytes_total, force=force, progressed=progressed)
+
+    def heartbeat(self) -> None:
+        """Renew the lease without claiming progress (e.g. during a long qemu-img run)."""
+        self._report(self.job.phase or Phase.RUNNING, force=True, progressed=False)
+
+    def _report(
+        self,
+        phase: str,
+        bytes_done: int | None = None,
+        bytes_total: int | None = None,
+        *,
+        force: bool,
+        progressed: bool,
+    ) -> None:
         if self.stop.is_set():
             raise LeaseLost("worker stopping")
         now = time.monotonic()
@@ -78,7 +93,3 @@ class JobContext:
             self.job.bytes_done = bytes_done
         if bytes_total is not None:
             self.job.bytes_total = bytes_total
-
-    def heartbeat(self) -> None:
-        """Renew the lease without claiming progress (e.g. during a long qemu-img run)."""
-        self.progress(self.job.phase or "running", force=True, progressed=False)

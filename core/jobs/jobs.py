@@ -24,10 +24,16 @@ from sqlmodel import Session, col, select
 
 from core.catalog import audit, db
 from core.catalog.clock import utcnow
-from core.catalog.models import Job
+from core.catalog.models import Job, JobState
 
-QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-ACTIVE_STATES = (QUEUED, RUNNING)
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = (
+    JobState.QUEUED,
+    JobState.RUNNING,
+    JobState.DONE,
+    JobState.FAILED,
+    JobState.CANCELLED,
+)
+ACTIVE_STATES: tuple[JobState, ...] = (JobState.QUEUED, JobState.RUNNING)
 DEFAULT_LEASE_SECONDS = 30.0
 
 

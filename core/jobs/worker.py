@@ -102,7 +102,7 @@ class Worker:
         assert job.id is not None
         handler = self.handlers.get(job.kind)
         ctx = JobContext(self.catalog, job, self.owner, self.lease_seconds, self.stop)
-        state = jobs.DONE
+        state: str = jobs.DONE
         try:
             if handler is None:
                 raise ImagehubError("no handler for job kind {kind}", kind=job.kind)
