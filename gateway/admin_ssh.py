@@ -272,7 +272,7 @@ class AdminFrontDoor:
         self.children.add(child)
         task = asyncio.current_task()
         if task is not None:
-            self.session_child[task] = child  # type: ignore[index]
+            self.session_child[task] = child
             if task in self.cut_reasons:
                 self._hang_up(child)
 
@@ -297,7 +297,7 @@ class AdminFrontDoor:
     def finish(self, process: asyncssh.SSHServerProcess[bytes], status: int) -> None:
         """Report the session's end: its child's status, or 1 and why if it was cut."""
         task = asyncio.current_task()
-        reason = self.cut_reasons.get(task) if task is not None else None  # type: ignore[call-overload]
+        reason = self.cut_reasons.get(task) if task is not None else None
         if reason is not None:
             with contextlib.suppress(Exception):
                 process.stderr.write(f"\r\nimagehub: session closed: {reason}\r\n".encode())

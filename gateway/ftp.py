@@ -227,6 +227,7 @@ class GatewayFTPHandler(FTPHandler):
     proto_cmds = {k: v for k, v in _PROTO_CMDS.items() if k not in REFUSED_CMDS}
     registry: Registry
     gateway: FtpGateway
+    username: str  # pyftpdlib's: the name the client gave to USER
     loop: FtpLoop  # set on the per-loop subclass the session was made from
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:

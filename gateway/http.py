@@ -305,7 +305,8 @@ class Downloads:
                         raise ConnectionResetError(conn.cut_reason)
                     n = min(SENDFILE_CHUNK, count)
                     send = asyncio.ensure_future(loop.sendfile(transport, fobj, offset, n))
-                    await asyncio.wait({send, cut_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    waiters: set[asyncio.Future[Any]] = {send, cut_waiter}
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                     if not send.done():
                         send.cancel()
                         with contextlib.suppress(BaseException):

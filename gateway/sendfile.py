@@ -31,7 +31,7 @@ def _send_some(out_fd: int, in_fd: int, offset: int, count: int) -> int | None:
         return None
 
 
-class SendfileLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
+class SendfileLoop(asyncio.SelectorEventLoop):
     """A selector event loop whose `sock_sendfile` copies in threads (see the module docstring)."""
 
     def __init__(self, threads: int | None = None) -> None:
@@ -46,7 +46,7 @@ class SendfileLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
 
     async def _writable(self, fd: int) -> None:
         ready = self.create_future()
-        self.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+        self.add_writer(fd, lambda: None if ready.done() else ready.set_result(None))
         try:
             await ready
         finally:

@@ -23,7 +23,7 @@ import os
 import posixpath
 import stat as stat_mod
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers.modes import CTR
 try:
     from asyncssh.crypto.umac import _nettle  # absent without libnettle: asyncssh offers no UMAC then
 except ImportError:
-    _nettle = None
+    _nettle = None  # type: ignore[assignment]  # the module's CDLL or nothing: read as "no UMAC" below
 
 from core.links.links import Refused, Served, link_id_of
 from gateway.throttle import counts_as_failed_login, host_of
@@ -167,7 +167,7 @@ class _Wire:
     def __init__(self, conn: asyncssh.SSHServerConnection, sent: Any) -> None:
         self.conn = conn
         self.sent = sent  # called once packets were handed to the transport
-        self.send = conn._send
+        self.send: Callable[[bytes | memoryview], None] = conn._send  # type: ignore[assignment]  # takes any buffer
         self.parts: list[Any] | None = None
         self.enc: Any = None  # the asyncssh encryption the contexts below were made for
         self.kind = ""
@@ -219,9 +219,10 @@ class _Wire:
             if not data:
                 return
             if chan._encoding:
-                data = chan._encoder.encode(data)
+                encoder: Any = chan._encoder  # set whenever _encoding is
+                data = encoder.encode(data)
             view = memoryview(data if type(data) is bytes else bytes(data))  # bytes cannot change under it
-            chan._send_buf.append((view, datatype))
+            chan._send_buf.append((view, datatype))  # type: ignore[arg-type]  # declared bytearray; only sliced and measured
             chan._send_buf_len += len(view)
             chan._flush_send_buf()
 
@@ -290,23 +291,24 @@ class _Wire:
                 cipher._update_iv()
                 return plain
 
-            cipher.verify_and_decrypt = verify_and_decrypt
+            cipher.verify_and_decrypt = verify_and_decrypt  # type: ignore[method-assign]  # the measured fast path
         elif type(enc) is ETMEncryption and type(enc._mac) is _UMAC:
             umac = enc._mac._umac_alg(enc._mac._key)
 
             def sign(seq: int, packet: bytes) -> bytes:
                 umac.set_nonce(seq.to_bytes(8, "big"))
                 umac.update(packet)
-                return umac.digest()  # and resets it for the next
+                digest: bytes = umac.digest()  # and resets it for the next
+                return digest
 
-            enc._mac.sign = sign
+            enc._mac.sign = sign  # type: ignore[method-assign]  # the measured fast path
 
     def _seal(self, head: bytes, packets: list[tuple[int, tuple[Any, ...]]]) -> bool:
         """Encrypt `packets` of one channel into one buffer and write it; False if asyncssh must."""
         conn = self.conn
         if conn._recv_encryption is not self.recv_enc:
             self._quicken_receive(conn._recv_encryption)
-        enc = conn._send_encryption
+        enc: Any = conn._send_encryption  # asyncssh's Encryption internals (_cipher, _mac): see _kind
         if not (conn._kex_complete and conn._auth_complete and conn._transport) or conn._compressor is not None:
             return False
         kind = self._kind(enc)
@@ -402,7 +404,7 @@ class _Outflow:
             chan, session = open_session(packet)
             self.sessions.add(chan)
             self.wire.corked(chan)
-            session.data_received = _RequestGuard(chan, session.data_received)
+            session.data_received = _RequestGuard(chan, session.data_received)  # type: ignore[method-assign]  # caps requests
             return chan, session
 
         def send_packet_and_wake(pkttype: int, *args: bytes, handler: Any = None) -> None:
@@ -556,7 +558,7 @@ def _attrs(path: Path) -> SFTPAttrs:
 class OneFileSFTPServer(asyncssh.SFTPServer):
     """A read-only root `/` holding only the served file and its `.sha256`."""
 
-    def __init__(self, chan: asyncssh.SSHServerChannel) -> None:
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         super().__init__(chan)
         ssh = chan.get_connection()
         session = ssh.get_extra_info("imagehub_session")
@@ -639,7 +641,7 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
             transfer = s.registry.begin(s.conn, s.served.link_id, "sftp", s.peer, name)
         return _Handle(fd, transfer)
 
-    async def read(self, file_obj: _Handle, offset: int, size: int) -> bytes:
+    async def read(self, file_obj: _Handle, offset: int, size: int) -> bytes | bytearray:  # type: ignore[override]  # our handles
         """At most MAX_READ bytes at `offset`, read once the connection has room for them (_Outflow)."""
         self._check_cut()
         size = min(size, MAX_READ)
@@ -647,7 +649,7 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
             return b""  # past any file's end: EOF
         async with self.outflow.turn():
             self._check_cut()
-            data = _pread_cached(file_obj.fd, size, offset)
+            data: bytes | bytearray | None = _pread_cached(file_obj.fd, size, offset)
             if data is None:
                 data = await asyncio.to_thread(os.pread, file_obj.fd, size, offset)
         if file_obj.transfer is not None:
@@ -656,7 +658,7 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
             self.s.conn.touch()
         return data
 
-    def close(self, file_obj: _Handle) -> None:
+    def close(self, file_obj: _Handle) -> None:  # type: ignore[override]  # our handles
         with contextlib.suppress(OSError):
             os.close(file_obj.fd)
         if file_obj.transfer is not None:
@@ -664,7 +666,7 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
             self.s.registry.end(file_obj.transfer, status)
             file_obj.transfer = None
 
-    def fstat(self, file_obj: _Handle) -> SFTPAttrs:
+    def fstat(self, file_obj: _Handle) -> SFTPAttrs:  # type: ignore[override]  # our handles
         attrs = SFTPAttrs.from_local(os.fstat(file_obj.fd))
         attrs.permissions = stat_mod.S_IFREG | 0o444
         attrs.uid = attrs.gid = 0
@@ -672,7 +674,7 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
         return attrs
 
     # ---- everything that would change something is refused
-    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise SFTPPermissionDenied("Read-only")
 
     write = _refuse

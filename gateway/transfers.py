@@ -30,6 +30,7 @@ from sqlmodel import col, select
 from core.catalog import db
 from core.catalog.catalog import Catalog
 from core.catalog.models import Job
+from core.jobs import jobs
 from core.links import links
 from core.links.links import Refused, Served
 from gateway.throttle import LoginThrottle
@@ -62,8 +63,8 @@ class JobsCollector(Collector):
             with db.read_session(self.catalog.engine) as session:
                 rows = session.exec(
                     select(Job.kind, Job.state, Job.phase, func.count())
-                    .where(col(Job.state).in_(("queued", "running")))
-                    .group_by(Job.kind, Job.state, Job.phase)
+                    .where(col(Job.state).in_(jobs.ACTIVE_STATES))
+                    .group_by(col(Job.kind), col(Job.state), col(Job.phase))
                 ).all()
         except Exception:  # a busy catalog must not break the scrape
             rows = []
