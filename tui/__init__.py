@@ -1,1 +1,1 @@
-"""The admin terminal UI and the imagehub command line."""
+"""The admin terminal UI (Textual): screens, widgets and the message catalog."""

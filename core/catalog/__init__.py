@@ -1,1 +1,1 @@
-"""The catalog: settings, schema and migrations, connections, the store on disk, IDs, time, audit, errors."""
+"""The catalog: settings, the OS matrix, schema and migrations, connections, the store, IDs, time, audit, errors."""

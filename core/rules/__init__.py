@@ -1,1 +1,2 @@
-"""The business rules: lifecycle (what each status allows), access (who sees what), field validation, OS matrix."""
+"""The business rules: lifecycle (what each status allows; every status change), access (who sees and may change
+what), field validation, redaction."""
