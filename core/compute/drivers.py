@@ -166,7 +166,8 @@ class QmpClient:
                 raise QmpError("QMP at {path} closed the connection", path=self.path)
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
+        message: dict[str, Any] = json.loads(line)
+        return message
 
     def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         """Run one command; events that arrive before the answer are skipped."""

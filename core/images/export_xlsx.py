@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
@@ -34,13 +34,13 @@ WIDTHS = (32, 14, 12, 26, 14, 48, 20, 16)
 DATE_FORMAT = "yyyy-mm-dd hh:mm:ss"
 
 
-def _text(sheet: object, value: str) -> object:
+def _text(sheet: Any, value: str) -> object:
     """User text as a cell: never a formula (a name like `=HYPERLINK(...)` stays text in Excel).
 
     Only a leading `=` makes openpyxl write a formula; text starting with `+`, `-` or `@` is already
     written as a typed string (`inlineStr`), which Excel shows and never evaluates."""
     if value[:1] == "=":
-        cell = WriteOnlyCell(sheet, value=value)  # type: ignore[arg-type]
+        cell = WriteOnlyCell(sheet, value=value)
         cell.data_type = "s"
         return cell
     return value
@@ -79,7 +79,7 @@ def check_target(settings: Settings, actor: Actor, value: str) -> Path:
     return resolved
 
 
-def _rows(catalog: Catalog, actor: Actor, query: ImageQuery | None) -> Iterator[dict]:
+def _rows(catalog: Catalog, actor: Actor, query: ImageQuery | None) -> Iterator[dict[str, Any]]:
     rows = iter_images(catalog, actor, query)
     first = next(rows, None)  # a refused query (unknown tenant...) fails here, before any file exists
     return itertools.chain([first] if first else [], rows)
@@ -140,7 +140,9 @@ def export_xlsx(
     return count
 
 
-def _write(target: Path, images: Iterable[dict], headers: Sequence[str], status_label: dict[str, str] | None) -> int:
+def _write(
+    target: Path, images: Iterable[dict[str, Any]], headers: Sequence[str], status_label: dict[str, str] | None
+) -> int:
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet("Images")
     for index, width in enumerate(WIDTHS, start=1):
@@ -164,7 +166,7 @@ def _write(target: Path, images: Iterable[dict], headers: Sequence[str], status_
     for image in images:
         # The view's seconds, naive UTC (Excel has no zones), as the serial number openpyxl would write for
         # the datetime: the same XML without openpyxl's per-cell type and date-format checks.
-        created.value = to_excel(parse(image["created_at"][:19]))
+        created.value = to_excel(parse(image["created_at"][:19]))  # type: ignore[no-untyped-call]  # openpyxl's own
         name = image["name"]
         description = image["description"]
         status = image["status"]

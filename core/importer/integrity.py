@@ -66,7 +66,7 @@ def data_past_end(end: int, size: int) -> Refused:
 # ---- the tables, read here ------------------------------------------------------------------
 
 
-def _entries(fd: int, offset: int, count: int, code: str, big_endian: bool) -> Iterator[array]:
+def _entries(fd: int, offset: int, count: int, code: str, big_endian: bool) -> Iterator[array[int]]:
     """A table of `count` integers at `offset`, in arrays of at most MAX_REGION bytes."""
     width = array(code).itemsize
     done = 0

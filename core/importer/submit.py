@@ -65,6 +65,7 @@ def submit_import(
             if source.username is not None or source.query:  # the query may hold a signature
                 secret = credentials.seal(catalog.secret(), source.geturl())
         else:
+            assert file is not None  # exactly one of the two, checked above
             shown = str(check_local_file(catalog.settings, file, internal=internal_file))
             params.update(source="file", path=shown, internal=internal_file)
         target = shown
