@@ -14,7 +14,7 @@
   soft-serve does); a bare `ssh -T host` gets "this service needs a terminal (use ssh -t)", exit 1.
   Its standard input and output are passed through as bytes (`image export-xlsx -`, `account key add
   NAME -`); the child knows it runs for the door (`IMAGEHUB_VIA_SSH=1`) and refuses any argument that
-  names a server path (checklist L6).
+  names a server path (docs/security.md L6).
 - A session lives only as long as its account's standing: every ACCOUNT_CHECK_SECONDS one query
   reads the accounts of the open sessions, and a session whose account was deleted, or moved to
   another tenant, or given another role or perm (`imagehub account delete|set`) ends: the child
@@ -187,7 +187,7 @@ class AdminFrontDoor:
         if settings.database.url:
             env["IMAGEHUB_DATABASE__URL"] = settings.database.url
         env["IMAGEHUB_ACCOUNT"] = account
-        # Tells the child it runs for the door: no argument may then name a server path (checklist L6).
+        # Tells the child it runs for the door: no argument may then name a server path (docs/security.md L6).
         # The client cannot unset it: this environment is built here and no `env` request is passed on.
         env["IMAGEHUB_VIA_SSH"] = "1"
         env["TERM"] = term or "xterm-256color"

@@ -20,7 +20,7 @@ After login the session sees a read-only root holding only the link's file and i
 half-second delay or the address's longer backoff (gateway/throttle.py). The token never reaches a
 log line (pyftpdlib's own lines carry the link id instead).
 
-One login per session (checklist T16): once logged in, `USER` is refused with
+One login per session (docs/security.md T16): once logged in, `USER` is refused with
 `530 Can't change to another user.` and `REIN` with `502` (as vsftpd does), so a session holds at
 most one connection slot of its link, released when it closes. Before that, a session may fail
 `max_login_attempts` (2) times and is then closed: a client cannot try tokens forever on one

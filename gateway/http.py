@@ -396,7 +396,7 @@ def redact(text: str) -> str:
 
 
 class TokenRedactor(logging.Filter):
-    """Redacts tokens in a record's message, traceback and stack (checklist T8).
+    """Redacts tokens in a record's message, traceback and stack (docs/security.md T8).
 
     aiohttp logs a request line that is too long (more than 8 KiB) with the line itself, and an
     unhandled error's traceback may quote a path: neither may put a link's token in a log.

@@ -226,7 +226,7 @@ class ImagehubApp(App[None]):
         markup: bool = False,
     ) -> None:
         """Textual's notification with markup off unless asked for: messages carry user text (image
-        names, reasons) that must show as typed (checklist L7), and never a terminal control code."""
+        names, reasons) that must show as typed (docs/security.md L7), and never a terminal control code."""
         if not markup:
             message = visible(message)
         super().notify(message, title=visible(title), severity=severity, timeout=timeout, markup=markup)

@@ -153,12 +153,16 @@ class ImportSettings(BaseModel):
     local_roots: folders whose files may be imported with --file (empty: tui.import_root only);
         the store, staging, exports and keys under data_dir are never importable.
     require_disk_structure: a source must carry a partition table, a file system or volume
-        signature, or a boot sector (libblkid probing; checklist F14), else the import fails as
+        signature, or a boot sector (libblkid probing; docs/security.md F14), else the import fails as
         "not a disk image"; false accepts any bytes as a raw disk.
     stall_timeout_seconds: an import receiving no data this long fails as stalled.
     staging_quota_gb: what one tenant's running imports may hold in staging at once, counted on
         disk across every node (Glance's image_stage_total); an import passing it fails (0: none).
     store_format: format images are stored in: "raw" or "qcow2".
+    convert_memory_mb: address space one `qemu-img convert` may use (import, export, capture).
+    convert_timeout_seconds, convert_min_mib_per_second: one `qemu-img convert` may run (wall clock,
+        and as much CPU time) this long plus the time its source's allocated data takes at this rate;
+        then it is stopped and the job fails.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -174,6 +178,9 @@ class ImportSettings(BaseModel):
     stall_timeout_seconds: int = 600
     staging_quota_gb: float = Field(default=0, ge=0)
     store_format: str = "raw"
+    convert_memory_mb: int = Field(default=4096, ge=1)
+    convert_timeout_seconds: float = Field(default=600.0, ge=0)
+    convert_min_mib_per_second: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _stall_outlasts_lease(self) -> ImportSettings:

@@ -1,6 +1,6 @@
 """The image list as an Excel workbook (openpyxl write-only: constant memory for any size).
 
-Where a workbook may go (checklist L6): to a stream (the CLI's standard output), to a workbook link
+Where a workbook may go (docs/security.md L6): to a stream (the CLI's standard output), to a workbook link
 (core.links.links), or to a file on this server that the account names: a platform admin anywhere, any
 other account only inside `<data_dir>/exports/` (symlinks resolved, no `..`), so that no account can
 overwrite the store's files or learn from the answer whether a server file exists.

@@ -1,4 +1,4 @@
-"""Is it a disk at all (checklist F14)? A text file, an HTML error page or megabytes of zeros are
+"""Is it a disk at all (docs/security.md F14)? A text file, an HTML error page or megabytes of zeros are
 valid "raw" images to qemu-img; imported, they would end `available` as an empty 20 GiB disk.
 
 A disk must carry a partition table (MBR or GPT), a file system or volume signature, or a boot

@@ -1,4 +1,4 @@
-"""Format inspection from the bytes, before qemu-img touches a file (security checklist B.2).
+"""Format inspection from the bytes, before qemu-img touches a file (docs/security.md, B.2).
 
 A small header parser in the manner of Glance's format_inspector: it never trusts a file name,
 reads only bounded regions (headers, descriptors, region tables: at most `MAX_REGION` each), and

@@ -1,4 +1,4 @@
-"""Damaged or truncated sources (checklist F13), checked before conversion.
+"""Damaged or truncated sources (docs/security.md F13), checked before conversion.
 
 qemu-img reads a cluster mapped past the end of a file as zeros, so a truncated or damaged image
 converts without a word and the stored disk silently differs from its source. Three checks, each

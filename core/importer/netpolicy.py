@@ -1,4 +1,4 @@
-"""The network policy for URL sources (the SSRF guard, security checklist B.1 U1-U4, U6).
+"""The network policy for URL sources (the SSRF guard, docs/security.md, B.1 U1-U4, U6).
 
 A source URL must use an allowed scheme and port. Its host is resolved here, every address it
 resolves to is checked, and the caller connects to one of those checked addresses itself (never

@@ -1,4 +1,4 @@
-"""Partition-table sanity of an imported disk (checklist F7): a GPT must be whole and consistent.
+"""Partition-table sanity of an imported disk (docs/security.md F7): a GPT must be whole and consistent.
 
 Read from the converted disk's first sectors, as a hypervisor or a guest's firmware would read
 them. A disk without a partition table (a bare file system, a blank disk) and a volume boot

@@ -1,4 +1,4 @@
-"""The staging quota (checklist U8, Glance's `image_stage_total`): what a tenant's running imports
+"""The staging quota (docs/security.md U8, Glance's `image_stage_total`): what a tenant's running imports
 may hold in staging at once.
 
 Counted on disk, as allocated blocks (holes are free), over the staging folders of the tenant's

@@ -449,7 +449,7 @@ def _stream(response: Any, sink: StagedFile) -> None:
 class CheckedFTP(ftplib.FTP):
     """ftplib.FTP whose data connections obey the network policy like the control connection: to
     the control connection's own (checked) address whatever host a PASV reply names, as curl does,
-    and only to a port on `import.allowed_ports` (checklist U2) — else refused before connecting."""
+    and only to a port on `import.allowed_ports` (docs/security.md U2) — else refused before connecting."""
 
     def __init__(self, policy: Policy, timeout: float) -> None:
         super().__init__(timeout=timeout)

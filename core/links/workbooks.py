@@ -1,4 +1,4 @@
-"""Workbook links: the image list as an Excel file behind a 24-hour link (checklist L6).
+"""Workbook links: the image list as an Excel file behind a 24-hour link (docs/security.md L6).
 
 Instead of writing a path on the server, the TUI's export makes the workbook here and records a link
 of kind `workbook` (core.links.links): the same signed token (only its hash kept), the same HTTP, FTP and

@@ -1,4 +1,4 @@
-"""Edit an image's name and remark (spec 4.6: allowed in every status)."""
+"""Edit an image's name and remark (allowed in every status)."""
 
 from __future__ import annotations
 

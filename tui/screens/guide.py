@@ -1,4 +1,4 @@
-"""The custom image guide (spec 4.1): a Markdown document shipped with the project, shown in the app."""
+"""The custom image guide: a Markdown document shipped with the project, shown in the app."""
 
 from __future__ import annotations
 

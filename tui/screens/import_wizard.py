@@ -1,4 +1,4 @@
-"""The import wizard (spec 4.3): source (local file under the import folder, or URL), name, remark,
+"""The import wizard: source (local file under the import folder, or URL), name, remark,
 OS type → platform → architecture → version from the OS matrix, target size and optional SHA-256.
 
 Every field is checked as you type by the same functions `core` uses (core.rules.validation, the URL

@@ -1,4 +1,4 @@
-"""Download links (spec 4.4): choose a format, generate, then the HTTP, FTP and SFTP URLs, the `sftp`
+"""Download links: choose a format, generate, then the HTTP, FTP and SFTP URLs, the `sftp`
 command, the expiry and the SHA-256 — each copyable (OSC 52 clipboard) and selectable.
 
 The link is made by core.links.links; when the file still has to be prepared (an export or its checksum),

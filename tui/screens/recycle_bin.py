@@ -1,4 +1,4 @@
-"""The recycle bin (spec 4.5): deleted images, restored with `r` or destroyed after a typed confirmation."""
+"""The recycle bin: deleted images, restored with `r` or destroyed after a typed confirmation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Create a VM from an image (spec 4.2): the image preselected, a name, and the new admin password
+"""Create a VM from an image: the image preselected, a name, and the new admin password
 typed twice. The password rules and their messages are core's (core.compute.seed.check_password); the
 strength bar only helps choose a better one. The password is passed to core and not kept here.
 """

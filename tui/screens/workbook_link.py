@@ -2,7 +2,7 @@
 SFTP URLs, the `sftp` command, the expiry and the SHA-256, each copyable, as for an image's link.
 
 Over the admin SSH door the TUI runs on the server, so a path typed here would name a server file
-(checklist L6): the workbook is made by core.links.workbooks and fetched with the user's own tools instead.
+(docs/security.md L6): the workbook is made by core.links.workbooks and fetched with the user's own tools instead.
 """
 
 from __future__ import annotations
