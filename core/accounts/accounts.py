@@ -96,18 +96,11 @@ def create_account(
             if role == Role.ADMIN:
                 if tenant:
                     raise Invalid("platform admins belong to no tenant; leave out --tenant")
-                access.require_admin(actor, Msg("create platform admins"))
             else:
                 if not tenant:
                     raise Invalid("--tenant is required for owners and members")
-                found = session.exec(select(Tenant).where(Tenant.name == tenant)).first()
-                if found is None or not actor.sees_tenant(found.id or -1):
-                    raise NotFound("tenant {tenant} not found", tenant=tenant)
-                tenant_id = found.id
-                if role == Role.OWNER:
-                    access.require_admin(actor, Msg("create tenant owners"))
-                else:
-                    access.require_account_admin(actor, tenant_id, Msg("create accounts in this tenant"))
+                tenant_id = access.load_visible_tenant(session, actor, tenant).id
+            access.require_may_create_account(actor, role, tenant_id)
             if session.exec(select(Account).where(Account.name == name, LIVE)).first() is not None:
                 raise Conflict("account {name} already exists", name=name)
             account = Account(name=name, tenant_id=tenant_id, role=role, perm=perm if role == Role.MEMBER else None)
@@ -128,11 +121,9 @@ def list_accounts(catalog: Catalog, actor: Actor) -> list[dict[str, Any]]:
             .where(LIVE)
             .order_by(Account.name)
         )
-        if not actor.is_admin:
-            if actor.role == Role.OWNER:
-                statement = statement.where(Account.tenant_id == actor.tenant_id)
-            else:
-                statement = statement.where(Account.id == actor.account_id)
+        only = access.account_listing_filter(actor)
+        if only is not None:
+            statement = statement.where(only)
         return [account_view(a, t) for a, t in session.exec(statement)]
 
 

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from core.catalog import audit, db
 from core.catalog.catalog import Catalog
 from core.catalog.clock import iso
-from core.catalog.errors import Conflict, ImagehubError, Invalid, Msg, NotFound
+from core.catalog.errors import Conflict, ImagehubError, Invalid, NotFound
 from core.catalog.models import Account, AccountKey
 from core.rules import access
 from core.rules.access import Actor
@@ -52,13 +52,9 @@ def _account(session: Any, actor: Actor, name: str, *, registering: bool = False
     """The live account `name` whose keys the actor may see or remove (itself; an owner its tenant's
     accounts; an admin all), or, `registering`, add to (itself; an admin any)."""
     account = session.exec(select(Account).where(Account.name == name, col(Account.deleted_at).is_(None))).first()
-    if account is None or not access.account_visible(actor, account):
+    if account is None:
         raise NotFound("account {name} not found", name=name)
-    if registering:
-        access.require_key_registration(actor, account)
-    if actor.is_admin or actor.account_id == account.id:
-        return account
-    access.require_account_admin(actor, account.tenant_id, Msg("manage the keys of {name}", name=name))
+    access.require_may_manage_keys(actor, account, registering=registering)
     return account
 
 

@@ -23,7 +23,7 @@ from sqlmodel import Session
 from core.catalog import audit, db
 from core.catalog.catalog import Catalog
 from core.catalog.clock import utcnow
-from core.catalog.errors import Conflict, Failed, ImagehubError, Msg, NotFound
+from core.catalog.errors import Conflict, Failed, ImagehubError, Msg
 from core.catalog.models import Image, Job, Phase, Status, Tenant, Vm
 from core.compute import vms
 from core.compute.drivers import STOPPED
@@ -59,9 +59,7 @@ def submit_capture(
         name = check_name(name)
         description = check_description(description)
         with db.read_session(catalog.engine) as session:
-            vm = session.get(Vm, vm_id)
-            if vm is None or not actor.sees_tenant(vm.tenant_id):
-                raise NotFound("vm {vm_id} not found", vm_id=vm_id)
+            vm = access.load_visible(session, actor, Vm, vm_id)
             access.require_manage(actor, vm.tenant_id, Msg("vm {vm_id}", vm_id=vm_id))
         # The VM must really be stopped: ask its driver, not only the catalog.
         vms.refresh_status(catalog, vm)
@@ -73,9 +71,7 @@ def submit_capture(
         if not overlay.is_file():
             raise Failed("vm {vm_id} has no disk ({overlay_name} is missing)", vm_id=vm_id, overlay_name=overlay.name)
         with db.write_session(catalog.engine) as session:
-            vm = session.get(Vm, vm_id)
-            if vm is None:
-                raise NotFound("vm {vm_id} not found", vm_id=vm_id)
+            vm = access.load_visible(session, actor, Vm, vm_id)  # deleted meanwhile: not found
             if vm.status != STOPPED:
                 raise Conflict(
                     "vm {vm_id} is {vm_status}; stop it before capturing an image from it",

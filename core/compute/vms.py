@@ -64,10 +64,7 @@ def driver_of(catalog: Catalog, vm: Vm) -> Driver:
 
 
 def _load(session: Session, actor: Actor, vm_id: str) -> Vm:
-    vm = session.get(Vm, vm_id)
-    if vm is None or not actor.sees_tenant(vm.tenant_id):
-        raise NotFound("vm {vm_id} not found", vm_id=vm_id)
-    return vm
+    return access.load_visible(session, actor, Vm, vm_id)
 
 
 def _tenant_name(session: Session, tenant_id: int) -> str:
@@ -122,9 +119,7 @@ def create_vm(
     try:
         name = check_name(name)
         with db.write_session(catalog.engine) as session:
-            image = session.get(Image, image_id)
-            if image is None or not actor.sees_tenant(image.tenant_id):
-                raise NotFound("image {image_id} not found", image_id=image_id)
+            image = access.load_visible(session, actor, Image, image_id)
             access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
             lifecycle.require(image_id, image.status, Operation.CREATE_VM)
             if image.disk_format == "iso":
@@ -178,9 +173,7 @@ def list_vms(catalog: Catalog, actor: Actor, image_id: str | None = None) -> lis
     with db.read_session(catalog.engine) as session:
         statement = select(Vm, Tenant.name).join(Tenant, col(Vm.tenant_id) == col(Tenant.id))
         if image_id is not None:
-            image = session.get(Image, image_id)
-            if image is None or not actor.sees_tenant(image.tenant_id):
-                raise NotFound("image {image_id} not found", image_id=image_id)
+            access.load_visible(session, actor, Image, image_id)
             statement = statement.where(Vm.image_id == image_id)
         visible = access.visible_tenant_ids(actor)
         if visible is not None:

@@ -196,10 +196,8 @@ def _filtered(session: Session, actor: Actor, query: ImageQuery, columns: Sequen
     statement = sqlalchemy.select(*columns).join(Tenant, col(Image.tenant_id) == col(Tenant.id))
     visible = access.visible_tenant_ids(actor)
     if query.tenant:
-        tenant_id = tenant_id_by_name(session, query.tenant)
-        if visible is not None and tenant_id not in visible:
-            raise NotFound("tenant {query_tenant} not found", query_tenant=query.tenant)
-        statement = statement.where(Image.tenant_id == tenant_id)
+        tenant = access.load_visible_tenant(session, actor, query.tenant)
+        statement = statement.where(Image.tenant_id == tenant.id)
     elif visible is not None:
         statement = statement.where(col(Image.tenant_id).in_(visible))
     if query.status:
@@ -264,10 +262,7 @@ def count_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None
 
 
 def _load(session: Session, actor: Actor, image_id: str) -> Image:
-    image = session.get(Image, image_id)
-    if image is None or not actor.sees_tenant(image.tenant_id):
-        raise NotFound("image {image_id} not found", image_id=image_id)
-    return image
+    return access.load_visible(session, actor, Image, image_id)
 
 
 def _tenant_name(session: Session, tenant_id: int) -> str:

@@ -12,6 +12,9 @@ is what it re-asks periodically.
 
 A link of kind `workbook` (core.links.workbooks) serves an Excel export of the image list instead of an
 image: the same tokens, URLs, expiry and revocation; valid while its maker still sees what it lists.
+
+A link's state is decided once, by `link_state`: what the gateway serves or refuses (the refusal
+reason is the state) is what `link list`, `download-link --json` and the TUI show.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from sqlmodel import Session, col, select
 from core.catalog import audit, db
 from core.catalog.catalog import Catalog
 from core.catalog.clock import iso, utcnow
-from core.catalog.errors import Forbidden, ImagehubError, Invalid, NotFound
+from core.catalog.errors import ImagehubError, Invalid, NotFound
 from core.catalog.ids import issue_id
 from core.catalog.models import Account, Image, Link
 from core.images import exports
+from core.jobs import jobs
 from core.rules import access, lifecycle
 from core.rules.access import Actor
 from core.rules.lifecycle import Operation
@@ -46,6 +50,20 @@ WORKBOOK = "workbook"
 WORKBOOKS_DIR = "workbooks"
 PORTS_FILE = "gateway-ports.json"
 REFUSAL_MESSAGE = "this download link is not valid (expired, revoked or unknown)"
+
+# A link's states. Served: `active` (its file is ready) and `preparing` (its export or checksum is
+# under way, or is started by the next request; HTTP answers 503 with Retry-After meanwhile).
+# Every other state is refused, and is the refusal's reason in the gateway's logs and metrics.
+ACTIVE = "active"
+PREPARING = "preparing"
+REVOKED = "revoked"
+EXPIRED = "expired"
+IMAGE_UNAVAILABLE = "image_unavailable"  # deleted, gone, or no longer `available`
+TENANT_CHANGED = "tenant_changed"  # the image now belongs to another tenant
+ACCESS_LOST = "access_lost"  # its maker is deleted or no longer sees the tenant
+FILE_MISSING = "file_missing"  # the stored file (or the workbook) is gone: nothing can make it again
+EXPORT_FAILED = "export_failed"  # making the export or checksum failed; a new link tries again
+SERVED_STATES = (ACTIVE, PREPARING)
 
 
 class Refused(Exception):
@@ -151,25 +169,50 @@ def urls(catalog: Catalog, token: str, filename: str) -> dict[str, str]:
 # ---- views --------------------------------------------------------------------------------------
 
 
-def _state(catalog: Catalog, session: Session, link: Link, image: Image | None, now: datetime) -> str:
+@dataclass(frozen=True)
+class Verdict:
+    """A link's state and, when it is served, what it serves."""
+
+    state: str
+    served: Served | None = None
+
+
+def link_state(catalog: Catalog, session: Session, link: Link, now: datetime, image: Image | None = None) -> Verdict:
+    """The one decision on a link, for the gateway and for every view of it. `image`: the link's
+    image when the caller has it already."""
     if link.revoked_at is not None:
-        return "revoked"
-    if _aware(link.expires_at) <= now:
-        return "expired"
+        return Verdict(REVOKED)
+    expires_at = _aware(link.expires_at)
+    if expires_at <= now:
+        return Verdict(EXPIRED)
     if link.kind == WORKBOOK:
-        if _workbook_maker_lost(session, link):
-            return "access_lost"
-        return "active" if exports.read_checksum(workbook_file(catalog, link.id, link.filename)) else "unavailable"
-    if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD) or image.tenant_id != link.tenant_id:
-        return "unavailable"
+        if _maker_lost(session, link, link.tenant_id):
+            return Verdict(ACCESS_LOST)
+        path = workbook_file(catalog, link.id, link.filename)
+        sha = exports.read_checksum(path)
+        if sha is None:
+            return Verdict(FILE_MISSING)
+        return Verdict(ACTIVE, Served(link.id, "", link.tenant_id, "xlsx", link.filename, path, sha, expires_at))
+    if image is None or image.id != link.image_id:
+        image = session.get(Image, link.image_id)
+    if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD) or not image.disk_format:
+        return Verdict(IMAGE_UNAVAILABLE)
+    if image.tenant_id != link.tenant_id:
+        return Verdict(TENANT_CHANGED)
     if _maker_lost(session, link, image.tenant_id):
-        return "access_lost"
-    if not exports.is_ready(catalog, image, link.format):
-        job = exports.latest_job(session, image.id, link.format)
-        if job is not None and job.state == "failed":
-            return "export_failed"
-        return "preparing"
-    return "active"
+        return Verdict(ACCESS_LOST)
+    path = exports.served_path(catalog, image, link.format)
+    sha = exports.read_checksum(path)
+    served = Served(link.id, image.id, image.tenant_id, link.format, link.filename, path, sha, expires_at)
+    if sha is not None:
+        return Verdict(ACTIVE, served)
+    if not catalog.store.image_path(image.id, image.disk_format).is_file():
+        return Verdict(FILE_MISSING)
+    if exports.active_job(session, image.id, link.format) is None:
+        latest = exports.latest_job(session, image.id, link.format)
+        if latest is not None and latest.state == jobs.FAILED:
+            return Verdict(EXPORT_FAILED)
+    return Verdict(PREPARING, served)
 
 
 def link_view(
@@ -177,7 +220,7 @@ def link_view(
 ) -> dict[str, Any]:
     if image is None and link.image_id is not None:
         image = session.get(Image, link.image_id)
-    now = utcnow()
+    verdict = link_state(catalog, session, link, utcnow(), image)
     sha = None
     size = None
     path = None
@@ -198,7 +241,7 @@ def link_view(
         "filename": link.filename,
         "sha256": sha,
         "size": size,
-        "state": _state(catalog, session, link, image, now),
+        "state": verdict.state,
         "created_by": account.name if account else None,
         "created_at": iso(link.created_at),
         "expires_at": iso(link.expires_at),
@@ -215,9 +258,7 @@ def link_view(
 
 def _downloadable(session: Session, actor: Actor, image_id: str, fmt: str) -> tuple[Image, str]:
     """The image (visible, `available`, with a file) and the format a link to it serves."""
-    image = session.get(Image, image_id)
-    if image is None or not actor.sees_tenant(image.tenant_id):
-        raise NotFound("image {image_id} not found", image_id=image_id)
+    image = access.load_visible(session, actor, Image, image_id)
     lifecycle.require(image_id, image.status, Operation.DOWNLOAD)
     if not image.disk_format:
         raise ImagehubError("image {image_id} has no stored file", image_id=image_id)
@@ -276,16 +317,9 @@ def create_link(catalog: Catalog, actor: Actor, image_id: str, fmt: str = "raw",
         raise
 
 
-def _sees(actor: Actor, link: Link) -> bool:
-    """A link of no tenant (an admin's workbook of every tenant) is seen by platform admins only."""
-    return actor.is_admin if link.tenant_id is None else actor.sees_tenant(link.tenant_id)
-
-
 def get_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
     with db.read_session(catalog.engine) as session:
-        link = session.get(Link, link_id)
-        if link is None or not _sees(actor, link):
-            raise NotFound("link {link_id} not found", link_id=link_id)
+        link = access.load_visible(session, actor, Link, link_id)
         return link_view(catalog, session, link)
 
 
@@ -311,13 +345,8 @@ def revoke_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
     """Revoke a link (its maker, or anyone who may manage its tenant); transfers are cut within seconds."""
     try:
         with db.write_session(catalog.engine) as session:
-            link = session.get(Link, link_id)
-            if link is None or not _sees(actor, link):
-                raise NotFound("link {link_id} not found", link_id=link_id)
-            if link.account_id != actor.account_id and not actor.can_manage:
-                raise Forbidden(
-                    "account {actor_name} may not revoke link {link_id}", actor_name=actor.name, link_id=link_id
-                )
+            link = access.load_visible(session, actor, Link, link_id)
+            access.require_may_revoke_link(actor, link)
             if link.revoked_at is None:
                 link.revoked_at = utcnow()
                 session.add(link)
@@ -341,55 +370,20 @@ def revoke_links_of(session: Session, account_id: int, now: datetime) -> int:
 
 
 def _maker_lost(session: Session, link: Link, tenant_id: int | None) -> bool:
-    """The account that made the link is deleted or no longer sees `tenant_id` (moved away): the
-    link stops working (`access_lost`), for the gateway and in `link list` alike."""
+    """The account that made the link is deleted or no longer sees `tenant_id` (moved away; None: a
+    workbook of every tenant, which only an admin sees). A download link recorded without a maker
+    keeps working; a workbook lists what its maker saw, so without one it serves nothing."""
     if link.account_id is None:
-        return False
-    account = session.get(Account, link.account_id)
-    if account is None or account.deleted_at is not None:
-        return True
-    return tenant_id is not None and not access.actor_of(account).sees_tenant(tenant_id)
-
-
-def _workbook_maker_lost(session: Session, link: Link) -> bool:
-    """A workbook lists what its maker saw: one tenant's images, or (an admin's) every tenant's."""
-    if link.tenant_id is not None:
-        return link.account_id is None or _maker_lost(session, link, link.tenant_id)
-    account = session.get(Account, link.account_id) if link.account_id is not None else None
-    return account is None or account.deleted_at is not None or not access.actor_of(account).is_admin
+        return link.kind == WORKBOOK
+    return not access.maker_sees(session.get(Account, link.account_id), tenant_id)
 
 
 def _check(catalog: Catalog, session: Session, link: Link, now: datetime) -> Served:
-    if link.revoked_at is not None:
-        raise Refused("revoked")
-    if _aware(link.expires_at) <= now:
-        raise Refused("expired")
-    if link.kind == WORKBOOK:
-        if _workbook_maker_lost(session, link):
-            raise Refused("access_lost")
-        path = workbook_file(catalog, link.id, link.filename)
-        sha = exports.read_checksum(path)
-        if sha is None:
-            raise Refused("file_missing")
-        return Served(link.id, "", link.tenant_id, "xlsx", link.filename, path, sha, _aware(link.expires_at))
-    image = session.get(Image, link.image_id)
-    if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD) or not image.disk_format:
-        raise Refused("image_unavailable")
-    if image.tenant_id != link.tenant_id:
-        raise Refused("tenant_changed")
-    if _maker_lost(session, link, image.tenant_id):
-        raise Refused("access_lost")
-    path = exports.served_path(catalog, image, link.format)
-    return Served(
-        link_id=link.id,
-        image_id=image.id,
-        tenant_id=image.tenant_id,
-        format=link.format,
-        filename=link.filename,
-        path=path,
-        sha256=exports.read_checksum(path),
-        expires_at=_aware(link.expires_at),
-    )
+    """What the gateway serves for `link`, or Refused with the link's state as the reason."""
+    verdict = link_state(catalog, session, link, now)
+    if verdict.served is None:
+        raise Refused(verdict.state)
+    return verdict.served
 
 
 def link_id_of(token: str) -> str | None:

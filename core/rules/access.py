@@ -9,11 +9,15 @@ A resource of another tenant is "not found", never "forbidden", so IDs cannot be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from sqlmodel import Session, col, select
 
 from core.catalog.errors import Forbidden, Msg, NotFound
-from core.catalog.models import Account, Perm, Role
+from core.catalog.models import Account, Image, Link, Perm, Role, Tenant, Vm
+
+# The rows a tenant owns, loaded by id through `load_visible`.
+TenantRow = TypeVar("TenantRow", Image, Vm, Link)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,36 @@ def require_visible(actor: Actor, tenant_id: int, what: str) -> None:
         raise NotFound("{what} not found", what=what)
 
 
+def sees_row(actor: Actor, row: Image | Vm | Link) -> bool:
+    """A row of no tenant (an admin's workbook link of every tenant) is seen by platform admins only."""
+    return actor.is_admin if row.tenant_id is None else actor.sees_tenant(row.tenant_id)
+
+
+def _not_found(model: type[Image | Vm | Link], row_id: str) -> NotFound:
+    if model is Image:
+        return NotFound("image {image_id} not found", image_id=row_id)
+    if model is Vm:
+        return NotFound("vm {vm_id} not found", vm_id=row_id)
+    return NotFound("link {link_id} not found", link_id=row_id)
+
+
+def load_visible(session: Session, actor: Actor, model: type[TenantRow], row_id: str) -> TenantRow:
+    """The row `row_id` of `model` if the actor sees its tenant; else NotFound, whether it is missing
+    or another tenant's (the two are never told apart)."""
+    row = session.get(model, row_id)
+    if row is None or not sees_row(actor, row):
+        raise _not_found(model, row_id)
+    return row
+
+
+def load_visible_tenant(session: Session, actor: Actor, name: str) -> Tenant:
+    """The tenant called `name` if the actor sees it; else NotFound."""
+    tenant = session.exec(select(Tenant).where(Tenant.name == name)).first()
+    if tenant is None or tenant.id is None or not actor.sees_tenant(tenant.id):
+        raise NotFound("tenant {tenant} not found", tenant=name)
+    return tenant
+
+
 def require_manage(actor: Actor, tenant_id: int, what: str) -> None:
     """Visible (else NotFound) and changeable by the actor (else Forbidden)."""
     require_visible(actor, tenant_id, what)
@@ -99,6 +133,26 @@ def account_visible(actor: Actor, account: Account) -> bool:
     return actor.is_admin or (account.tenant_id is not None and account.tenant_id == actor.tenant_id)
 
 
+def account_listing_filter(actor: Actor) -> Any:
+    """Which accounts `account list` shows: admins every one, an owner its tenant's, a member itself.
+    None: no filter."""
+    if actor.is_admin:
+        return None
+    if actor.role == Role.OWNER:
+        return col(Account.tenant_id) == actor.tenant_id
+    return col(Account.id) == actor.account_id
+
+
+def require_may_create_account(actor: Actor, role: str, tenant_id: int | None) -> None:
+    """Admins create every account; a tenant's owner the members of its own tenant."""
+    if role == Role.ADMIN:
+        require_admin(actor, Msg("create platform admins"))
+    elif role == Role.OWNER:
+        require_admin(actor, Msg("create tenant owners"))
+    else:
+        require_account_admin(actor, tenant_id, Msg("create accounts in this tenant"))
+
+
 def require_account_change(actor: Actor, account: Account, doing: str) -> None:
     """Visible (else NotFound, as if it did not exist) and changeable by the actor (else Forbidden).
 
@@ -118,9 +172,39 @@ def require_account_move(actor: Actor) -> None:
     require_admin(actor, Msg("move accounts between tenants"))
 
 
+def require_may_manage_keys(actor: Actor, account: Account, *, registering: bool = False) -> None:
+    """Whose keys the actor may see or remove: its own, an owner its tenant's accounts', an admin
+    everyone's; `registering`, add to: its own, an admin any. Not visible: NotFound."""
+    if not account_visible(actor, account):
+        raise NotFound("account {name} not found", name=account.name)
+    if registering:
+        require_key_registration(actor, account)
+    if actor.is_admin or actor.account_id == account.id:
+        return
+    require_account_admin(actor, account.tenant_id, Msg("manage the keys of {name}", name=account.name))
+
+
 def require_key_registration(actor: Actor, account: Account) -> None:
     """A key logs in as its account: only the account itself and platform admins register one, so an
     owner cannot log in as (and act in the audit trail as) one of its members."""
     if actor.is_admin or actor.account_id == account.id:
         return
     raise Forbidden("only platform admins may {doing}", doing=Msg("register SSH keys on another account"))
+
+
+# ---- download links -----------------------------------------------------------------------------
+
+
+def require_may_revoke_link(actor: Actor, link: Link) -> None:
+    """A link is revoked by its maker, or by anyone who may manage its tenant (visible: load_visible)."""
+    if link.account_id != actor.account_id and not actor.can_manage:
+        raise Forbidden("account {actor_name} may not revoke link {link_id}", actor_name=actor.name, link_id=link.id)
+
+
+def maker_sees(maker: Account | None, tenant_id: int | None) -> bool:
+    """Whether the account that made a link still sees what the link serves: it is live and sees
+    `tenant_id`, or (None: a workbook of every tenant) is a platform admin."""
+    if maker is None or maker.deleted_at is not None:
+        return False
+    made_by = actor_of(maker)
+    return made_by.is_admin if tenant_id is None else made_by.sees_tenant(tenant_id)
