@@ -22,7 +22,6 @@ from sqlmodel import Session
 
 from core.catalog import audit, db
 from core.catalog.catalog import Catalog
-from core.catalog.clock import utcnow
 from core.catalog.errors import Conflict, Failed, ImagehubError, Msg
 from core.catalog.models import Image, Job, Phase, Status, Tenant, Vm
 from core.compute import vms
@@ -31,7 +30,7 @@ from core.disk import qemu
 from core.images.images import GIB, image_view, new_image
 from core.jobs import jobs
 from core.jobs.context import JobContext, LeaseLost
-from core.rules import access
+from core.rules import access, lifecycle
 from core.rules.access import Actor
 from core.rules.validation import check_description, check_name, check_os, check_size_gb
 
@@ -158,13 +157,18 @@ class CaptureHandler:
                 if row is None or row.status != Status.CREATING or held is None or held.lease_owner != ctx.owner:
                     raise LeaseLost(f"capture of {image_id} was taken over")
                 catalog.store.publish(staged, final)
-                row.status = Status.AVAILABLE
                 row.disk_format = "raw"
                 row.virtual_size = size
                 row.error = None
-                row.updated_at = utcnow()
-                session.add(row)
-                audit.record(session, "imagehub worker", "image.capture.done", image_id, vm=vm_id, size=size)
+                lifecycle.transition(
+                    session,
+                    row,
+                    Status.AVAILABLE,
+                    actor="imagehub worker",
+                    action="image.capture.done",
+                    vm=vm_id,
+                    size=size,
+                )
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
@@ -214,13 +218,12 @@ class CaptureHandler:
         image = session.get(Image, job.image_id) if job.image_id else None
         if image is None or image.status != Status.CREATING:
             return
-        image.status = Status.IMPORT_FAILED
         image.error = reason
         image.disk_format = None
         image.virtual_size = None
-        image.updated_at = utcnow()
-        session.add(image)
-        audit.record(session, "imagehub worker", "image.capture.failed", image.id, reason=reason)
+        lifecycle.transition(
+            session, image, Status.IMPORT_FAILED, actor="imagehub worker", action="image.capture.failed", reason=reason
+        )
 
     def failed(self, catalog: Catalog, job: Job, reason: str) -> None:
         """Nothing of a failed capture stays in the store."""

@@ -21,6 +21,7 @@ from core.catalog.clock import iso, utcnow
 from core.catalog.errors import Conflict, ImagehubError, Invalid, Msg, NotFound
 from core.catalog.ids import issue_id
 from core.catalog.models import Image, Job, Link, Status, Tenant, Vm
+from core.jobs import jobs
 from core.rules import access, lifecycle
 from core.rules.access import Actor
 from core.rules.lifecycle import Operation
@@ -276,7 +277,7 @@ def get_image(catalog: Catalog, actor: Actor, image_id: str) -> dict[str, Any]:
         view = image_view(image, _tenant_name(session, image.tenant_id))
         view["vms"] = [vm.id for vm in session.exec(select(Vm).where(Vm.image_id == image_id).order_by(Vm.id))]
         job = session.exec(select(Job).where(Job.image_id == image_id).order_by(col(Job.id).desc())).first()
-        view["progress"] = job_progress(job) if job is not None and job.state in ("queued", "running") else None
+        view["progress"] = job_progress(job) if job is not None and job.state in jobs.ACTIVE_STATES else None
         return view
 
 
@@ -416,10 +417,7 @@ def delete_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[Ba
             access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
             lifecycle.require(image_id, image.status, Operation.DELETE)
             _check_not_in_use(session, image_id)
-            image.status_before_delete = image.status
-            image.status = Status.DELETING
-            image.updated_at = utcnow()
-            session.add(image)
+            lifecycle.transition(session, image, Status.DELETING, actor=actor.name)
         finish_deletion(catalog, image_id, actor.name)
         return Status.DELETED
 
@@ -436,15 +434,17 @@ def finish_deletion(catalog: Catalog, image_id: str, actor_name: str) -> None:
         for link in session.exec(select(Link).where(Link.image_id == image_id, col(Link.revoked_at).is_(None))):
             link.revoked_at = now
             session.add(link)
-        for job in session.exec(select(Job).where(Job.image_id == image_id, col(Job.state).in_(("queued", "running")))):
-            job.state = "cancelled"
-            job.finished_at = now
-            session.add(job)
-        image.status = Status.DELETED
-        image.deleted_at = now
-        image.updated_at = now
-        session.add(image)
-        audit.record(session, actor_name, "image.delete", image_id, previous=image.status_before_delete)
+        for job in session.exec(select(Job).where(Job.image_id == image_id, col(Job.state).in_(jobs.ACTIVE_STATES))):
+            jobs.cancel(session, job, now)
+        lifecycle.transition(
+            session,
+            image,
+            Status.DELETED,
+            actor=actor_name,
+            action="image.delete",
+            now=now,
+            previous=image.status_before_delete,
+        )
 
 
 def finish_pending_deletions(catalog: Catalog) -> list[str]:
@@ -464,13 +464,9 @@ def restore_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[B
             image = _load(session, actor, image_id)
             access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
             lifecycle.require(image_id, image.status, Operation.RESTORE)
-            image.status = image.status_before_delete or Status.AVAILABLE
-            image.status_before_delete = None
-            image.deleted_at = None
-            image.updated_at = utcnow()
-            session.add(image)
-            audit.record(session, actor.name, "image.restore", image_id, status=image.status)
-            return image.status
+            restored = Status(image.status_before_delete or Status.AVAILABLE)
+            lifecycle.transition(session, image, restored, actor=actor.name, action="image.restore", status=restored)
+            return restored
 
     return _batch(catalog, actor, ids, "image.restore", one)
 

@@ -14,6 +14,7 @@ from core.catalog import db
 from core.catalog.catalog import Catalog
 from core.catalog.models import Image, Job
 from core.images.images import job_progress
+from core.jobs import jobs
 from core.rules import access
 from core.rules.access import Actor
 
@@ -27,7 +28,7 @@ def active_progress(catalog: Catalog, actor: Actor, image_ids: list[str]) -> dic
         statement = (
             select(Job)
             .join(Image, col(Image.id) == col(Job.image_id))
-            .where(col(Job.image_id).in_(image_ids), col(Job.state).in_(("queued", "running")))
+            .where(col(Job.image_id).in_(image_ids), col(Job.state).in_(jobs.ACTIVE_STATES))
             .order_by(col(Job.id))
         )
         if visible is not None:

@@ -31,9 +31,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from core.catalog import audit, db
+from core.catalog import db
 from core.catalog.catalog import Catalog
-from core.catalog.clock import utcnow
 from core.catalog.errors import Failed
 from core.catalog.models import Image, Job, Phase, Status
 from core.importer import convert, credentials, diskprobe, inspect, integrity, partitions, sources
@@ -43,6 +42,7 @@ from core.importer.quota import StagingQuota
 from core.importer.submit import KIND
 from core.jobs import jobs
 from core.jobs.context import JobContext, LeaseLost
+from core.rules import lifecycle
 
 log = logging.getLogger("imagehub.import")
 
@@ -277,19 +277,24 @@ def _staged_intact(ctx: JobContext, path: Path, summary: dict[str, Any]) -> bool
 def _record_available(ctx: JobContext, image_id: str, disk_format: str, virtual_size: int, sha256: str) -> None:
     with db.write_session(ctx.catalog.engine) as session:
         held = session.exec(
-            select(Job).where(col(Job.id) == ctx.job.id, Job.lease_owner == ctx.owner, Job.state == "running")
+            select(Job).where(col(Job.id) == ctx.job.id, Job.lease_owner == ctx.owner, Job.state == jobs.RUNNING)
         ).first()
         image = session.get(Image, image_id)
         if held is None or image is None or image.status != Status.IMPORTING:
             raise LeaseLost(f"job {ctx.job.id} is no longer held")
-        image.status = Status.AVAILABLE
         image.disk_format = disk_format
         image.virtual_size = virtual_size
         image.sha256 = sha256
         image.error = None
-        image.updated_at = utcnow()
-        session.add(image)
-        audit.record(session, "imagehub worker", "image.import", image_id, disk_format=disk_format, sha256=sha256)
+        lifecycle.transition(
+            session,
+            image,
+            Status.AVAILABLE,
+            actor="imagehub worker",
+            action="image.import",
+            disk_format=disk_format,
+            sha256=sha256,
+        )
 
 
 def record_failed(session: Session, image_id: str | None, reason: str) -> None:
@@ -299,11 +304,16 @@ def record_failed(session: Session, image_id: str | None, reason: str) -> None:
     image = session.get(Image, image_id)
     if image is None or image.status != Status.IMPORTING:
         return
-    image.status = Status.IMPORT_FAILED
     image.error = reason
-    image.updated_at = utcnow()
-    session.add(image)
-    audit.record(session, "imagehub worker", "image.import", image_id, "failed", reason)
+    lifecycle.transition(
+        session,
+        image,
+        Status.IMPORT_FAILED,
+        actor="imagehub worker",
+        action="image.import",
+        outcome=jobs.FAILED,  # the audit outcome of an ended job is its state, as in jobs.finish
+        reason=reason,
+    )
 
 
 def remove_leftovers(catalog: Catalog, image_id: str | None) -> None:

@@ -15,7 +15,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, text, update
@@ -186,8 +186,9 @@ def stalled(engine: Engine, stall_seconds: float) -> list[Job]:
         return list(session.exec(select(Job).where(Job.state == RUNNING, col(Job.progress_at) < limit)))
 
 
-def cancel(session: Session, job: Job) -> None:
+def cancel(session: Session, job: Job, now: datetime | None = None) -> None:
+    """End a job without its worker (in the caller's transaction); a worker holding it loses its lease."""
     job.state = CANCELLED
-    job.finished_at = utcnow()
+    job.finished_at = now or utcnow()
     job.lease_expires_at = None
     session.add(job)

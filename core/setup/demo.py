@@ -11,11 +11,11 @@ from sqlmodel import select
 
 from core.catalog import audit, db
 from core.catalog.catalog import Catalog
-from core.catalog.clock import utcnow
 from core.catalog.errors import Failed
 from core.catalog.models import Account, Image, Perm, Role, Status, Tenant
 from core.disk import qemu
 from core.images.images import GIB, new_image
+from core.rules import lifecycle
 from core.rules.access import Actor
 
 DEMO_TENANT = "demo"
@@ -160,10 +160,8 @@ def _import_demo_image(catalog: Catalog, actor: Actor, spec: DemoImage) -> str:
                 spec_name=spec.name,
                 image_error=image.error,
             )
-        if spec.status == Status.DELETED:
-            image.status_before_delete = Status.AVAILABLE
-            image.status = Status.DELETED
-            image.deleted_at = utcnow()
-            session.add(image)
+        if spec.status == Status.DELETED:  # deleted the ordinary way, without the audit of a user's delete
+            lifecycle.transition(session, image, Status.DELETING, actor="imagehub init")
+            lifecycle.transition(session, image, Status.DELETED, actor="imagehub init")
         audit.record(session, "imagehub init", "image.register", image.id, status=spec.status, demo=True)
         return image.id
