@@ -122,6 +122,8 @@ class Image(SQLModel, table=True):
     status: str = Field(max_length=16)
     status_before_delete: str | None = Field(default=None, max_length=16)
     error: str | None = Field(default=None, sa_column=Column(Text))
+    # the reason's template and parameters as JSON (core.catalog.stored_errors); NULL on older rows
+    error_detail: str | None = Field(default=None, sa_column=Column(Text))
     disk_format: str | None = Field(default=None, max_length=16)
     virtual_size: int | None = Field(default=None, sa_column=Column(BigInteger))
     target_size_gb: int = 20
@@ -166,6 +168,7 @@ class Job(SQLModel, table=True):
     lease_expires_at: datetime | None = None
     attempts: int = 0
     error: str | None = Field(default=None, sa_column=Column(Text))
+    error_detail: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     progress_at: datetime = Field(default_factory=utcnow)

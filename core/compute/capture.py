@@ -24,6 +24,7 @@ from core.catalog import audit, db
 from core.catalog.catalog import Catalog
 from core.catalog.errors import Conflict, Failed, ImagehubError, Msg
 from core.catalog.models import Image, Job, Phase, Status, Tenant, Vm
+from core.catalog.stored_errors import detail_of
 from core.compute import vms
 from core.compute.drivers import STOPPED
 from core.disk import qemu
@@ -160,6 +161,7 @@ class CaptureHandler:
                 row.disk_format = "raw"
                 row.virtual_size = size
                 row.error = None
+                row.error_detail = None
                 lifecycle.transition(
                     session,
                     row,
@@ -219,6 +221,7 @@ class CaptureHandler:
         if image is None or image.status != Status.CREATING:
             return
         image.error = reason
+        image.error_detail = detail_of(reason)
         image.disk_format = None
         image.virtual_size = None
         lifecycle.transition(

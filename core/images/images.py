@@ -21,6 +21,7 @@ from core.catalog.clock import iso, utcnow
 from core.catalog.errors import Conflict, ImagehubError, Invalid, Msg, NotFound
 from core.catalog.ids import issue_id
 from core.catalog.models import Image, Job, Link, Status, Tenant, Vm
+from core.catalog.stored_errors import stored_reason
 from core.jobs import jobs
 from core.rules import access, lifecycle
 from core.rules.access import Actor
@@ -63,6 +64,7 @@ VIEW_COLUMNS = (
     Image.arch,
     Image.status,
     Image.error,
+    Image.error_detail,
     Image.disk_format,
     Image.virtual_size,
     Image.target_size_gb,
@@ -115,6 +117,7 @@ def row_view(row: Sequence[Any]) -> dict[str, Any]:
         arch,
         status,
         error,
+        error_detail,
         disk_format,
         virtual_size,
         target_size_gb,
@@ -135,7 +138,7 @@ def row_view(row: Sequence[Any]) -> dict[str, Any]:
         "arch": arch,
         "os_name": f"{platform} {os_version} {arch}",
         "status": status,
-        "error": error,
+        "error": error if error_detail is None else stored_reason(error, error_detail),  # a Msg: same text
         "disk_format": disk_format,
         "virtual_size": virtual_size,
         "target_size_gb": target_size_gb,
@@ -161,6 +164,7 @@ def image_view(image: Image, tenant_name: str) -> dict[str, Any]:
             image.arch,
             image.status,
             image.error,
+            image.error_detail,
             image.disk_format,
             image.virtual_size,
             image.target_size_gb,

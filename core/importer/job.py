@@ -35,6 +35,7 @@ from core.catalog import db
 from core.catalog.catalog import Catalog
 from core.catalog.errors import Failed
 from core.catalog.models import Image, Job, Phase, Status
+from core.catalog.stored_errors import detail_of
 from core.importer import convert, credentials, diskprobe, inspect, integrity, partitions, sources
 from core.importer.localfiles import check_local_file
 from core.importer.netpolicy import Policy
@@ -286,6 +287,7 @@ def _record_available(ctx: JobContext, image_id: str, disk_format: str, virtual_
         image.virtual_size = virtual_size
         image.sha256 = sha256
         image.error = None
+        image.error_detail = None
         lifecycle.transition(
             session,
             image,
@@ -305,6 +307,7 @@ def record_failed(session: Session, image_id: str | None, reason: str) -> None:
     if image is None or image.status != Status.IMPORTING:
         return
     image.error = reason
+    image.error_detail = detail_of(reason)
     lifecycle.transition(
         session,
         image,

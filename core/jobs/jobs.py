@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from core.catalog import audit, db
 from core.catalog.clock import utcnow
 from core.catalog.models import Job, JobState
+from core.catalog.stored_errors import detail_of
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = (
     JobState.QUEUED,
@@ -141,6 +142,7 @@ def finish(
 ) -> bool:
     """End a job this worker holds; False if it lost the lease meanwhile.
 
+    An `error` that is a `Msg` keeps its template and parameters in `error_detail` (core.catalog.stored_errors).
     `also` writes the job's outcome on its resource (e.g. the image's `import_failed`) in the same
     transaction, so nobody ever reads a failed job beside an image still `importing`.
     """
@@ -149,7 +151,14 @@ def finish(
         result = session.exec(  # type: ignore[call-overload]
             update(Job)
             .where(col(Job.id) == job_id, col(Job.lease_owner) == owner, col(Job.state) == RUNNING)
-            .values(state=state, error=error, finished_at=now, updated_at=now, lease_expires_at=None)
+            .values(
+                state=state,
+                error=error,
+                error_detail=detail_of(error),
+                finished_at=now,
+                updated_at=now,
+                lease_expires_at=None,
+            )
         )
         if result.rowcount:
             image_id = session.exec(select(Job.image_id).where(Job.id == job_id)).first()

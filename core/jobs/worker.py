@@ -16,7 +16,7 @@ from typing import Any
 from sqlmodel import Session
 
 from core.catalog.catalog import Catalog
-from core.catalog.errors import ImagehubError
+from core.catalog.errors import ImagehubError, Msg
 from core.catalog.models import Job
 from core.jobs import jobs
 from core.jobs.context import JobContext, JobHandler, LeaseLost
@@ -117,7 +117,12 @@ class Worker:
                 state = "released"
             log.info("job %s: %s", job.id, state)
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, ImagehubError) else f"internal error: {type(exc).__name__}: {exc}"
+            # a Msg: the job's and the image's error keep its template and parameters (error_detail)
+            reason = (
+                exc.message
+                if isinstance(exc, ImagehubError)
+                else Msg("internal error: {kind}: {error}", kind=type(exc).__name__, error=str(exc))
+            )
             if not isinstance(exc, ImagehubError):
                 log.exception("job %s crashed", job.id)
             state = jobs.FAILED
@@ -140,9 +145,10 @@ class Worker:
         finish_pending_deletions(self.catalog)
         timeout = self.catalog.settings.import_.stall_timeout_seconds
         for job in jobs.stalled(self.catalog.engine, timeout):
-            minutes = timeout / 60
-            span = f"{minutes:g} minutes" if timeout >= 60 else f"{timeout} seconds"
-            reason = f"stalled: no data for {span}"
+            span = (
+                Msg("{count:g} minutes", count=timeout / 60) if timeout >= 60 else Msg("{count} seconds", count=timeout)
+            )
+            reason = Msg("stalled: no data for {span}", span=span)
             handler = self.handlers.get(job.kind)
             also = _failure_recorder(handler, job, reason)
             finished = jobs.finish(self.catalog.engine, job.id or 0, job.lease_owner or "", jobs.FAILED, reason, also)

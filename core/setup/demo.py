@@ -11,8 +11,9 @@ from sqlmodel import select
 
 from core.catalog import audit, db
 from core.catalog.catalog import Catalog
-from core.catalog.errors import Failed
+from core.catalog.errors import Failed, Msg
 from core.catalog.models import Account, Image, Perm, Role, Status, Tenant
+from core.catalog.stored_errors import detail_of
 from core.disk import qemu
 from core.images.images import GIB, new_image
 from core.rules import lifecycle
@@ -57,7 +58,7 @@ DEMO_IMAGES = (
         "x86_64",
         20,
         Status.IMPORT_FAILED,
-        "HTTP 404 from source",
+        Msg("HTTP {status} from source", status=404),
     ),
     DemoImage("old-test", "retired test image", "Linux", "Ubuntu", "14.04", "x86_64", 20, Status.DELETED),
     DemoImage("win-2008", "end of life", "Windows", "Windows", "2008R2", "x86_64", 40, Status.DELETED),
@@ -114,6 +115,7 @@ def seed_demo(catalog: Catalog) -> list[str]:
                 source="demo",
             )
             image.error = spec.error
+            image.error_detail = detail_of(spec.error)
             audit.record(session, "imagehub init", "image.register", image.id, status=spec.status, demo=True)
             created.append(image.id)
     return created

@@ -96,6 +96,43 @@ def test_every_start_upgrades_an_older_catalog(tmp_path: Path):
     catalog.dispose()
 
 
+def test_0006_keeps_old_failure_reasons_as_their_english_text(tmp_path: Path):
+    """A row that failed before error_detail existed upgrades with no detail and reads as its English
+    text (a plain str, not a Msg); a downgrade drops the column and keeps `error`."""
+    from alembic import command
+
+    from core.catalog.models import Image
+    from core.images.images import image_view
+
+    settings = load_settings(write_config(tmp_path))
+    (tmp_path / "var").mkdir()
+    engine = db.make_engine(settings.database_url)
+    db.upgrade(engine, "0005")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO tenant (id, name, created_at) VALUES (1, 'old', '2020-01-01 00:00:00')"))
+        connection.execute(
+            text(
+                "INSERT INTO image (id, name, description, tenant_id, os_type, platform, os_version, arch, status,"
+                " error, target_size_gb, created_at, updated_at) VALUES ('img-old00001', 'old', '', 1, 'Linux',"
+                " 'CentOS', '7.2', 'x86_64', 'import_failed', 'HTTP 404 from source', 20,"
+                " '2020-01-01 00:00:00', '2020-01-01 00:00:00')"
+            )
+        )
+    engine.dispose()
+    catalog = open_catalog(settings)
+    with db.read_session(catalog.engine) as session:
+        image = session.get(Image, "img-old00001")
+        assert image is not None and image.error_detail is None
+        error = image_view(image, "old")["error"]
+    assert error == "HTTP 404 from source" and type(error) is str
+    command.downgrade(db.alembic_config(catalog.engine), "0005")
+    with catalog.engine.connect() as connection:
+        assert connection.execute(text("SELECT error FROM image")).scalars().all() == ["HTTP 404 from source"]
+        columns = [row[1] for row in connection.execute(text("PRAGMA table_info(job)"))]
+        assert "error" in columns and "error_detail" not in columns
+    catalog.dispose()
+
+
 def test_init_upgrades_an_empty_older_schema(tmp_path: Path):
     settings = load_settings(write_config(tmp_path))
     (tmp_path / "var").mkdir()
@@ -182,7 +219,7 @@ def test_nodes_starting_at_once_migrate_a_postgresql_catalog_once(tmp_path: Path
     name = pg_cluster.create_database()
     url = pg_cluster.url(name)
     code = (
-        "import sys; from core import db; engine = db.make_engine(sys.argv[1]); engine.connect().close(); "
+        "import sys; from core.catalog import db; engine = db.make_engine(sys.argv[1]); engine.connect().close(); "
         "print('ready', flush=True); sys.stdin.read(1); db.upgrade(engine)"
     )
     repo = Path(__file__).resolve().parents[2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -9,7 +10,9 @@ from datetime import timedelta
 from core.catalog import db
 from core.catalog.catalog import Catalog
 from core.catalog.clock import utcnow
+from core.catalog.errors import Conflict, Failed, Msg
 from core.catalog.models import Job
+from core.catalog.stored_errors import stored_reason
 from core.jobs import jobs
 from core.jobs.context import JobContext, LeaseLost
 from core.jobs.worker import Worker
@@ -88,6 +91,12 @@ class _Recorder:
         ctx.progress("working", 1, 2, force=True)
         if ctx.params.get("fail"):
             raise RuntimeError("boom")
+        if ctx.params.get("refuse"):
+            raise Failed(
+                "vm {vm_id} could not be started, so it was not created: {exc}",
+                vm_id="vm-7",
+                exc=Conflict("image {image_id} is {status}", image_id="img-1", status=Msg("importing")),
+            )
         if ctx.params.get("block"):
             while not self.release.wait(0.05):
                 ctx.heartbeat()
@@ -110,6 +119,40 @@ def test_worker_runs_jobs_records_progress_and_failures(catalog: Catalog):
     assert recorder.failures == [(bad, "internal error: RuntimeError: boom")]
     done = jobs.get(catalog.engine, ok)
     assert (done.phase, done.bytes_done, done.bytes_total) == ("working", 1, 2)
+    assert done.error is None and done.error_detail is None
+    crashed = jobs.get(catalog.engine, bad)
+    assert json.loads(crashed.error_detail) == {
+        "template": "internal error: {kind}: {error}",
+        "params": {"kind": "RuntimeError", "error": "boom"},
+    }
+
+
+def test_a_failed_job_keeps_its_reason_s_template_and_parameters(catalog: Catalog):
+    """The English text as the CLI prints it, and beside it what a face needs to say it in its language."""
+    recorder = _Recorder()
+    with db.write_session(catalog.engine) as session:
+        job_id = jobs.submit(session, "record", None, {"refuse": True}).id
+    worker = Worker(catalog, kinds=["record"], handlers={"record": recorder}, poll_seconds=0.05)
+    assert worker.run_until(job_id, timeout=30).state == jobs.FAILED
+    worker.join()
+    job = jobs.get(catalog.engine, job_id)
+    text = "vm vm-7 could not be started, so it was not created: image img-1 is importing"
+    assert job.error == text and recorder.failures == [(job_id, text)]
+    assert json.loads(job.error_detail) == {
+        "template": "vm {vm_id} could not be started, so it was not created: {exc}",
+        "params": {
+            "vm_id": "vm-7",
+            "exc": {
+                "template": "image {image_id} is {status}",
+                "params": {"image_id": "img-1", "status": {"template": "importing", "params": {}}},
+            },
+        },
+    }
+    reason = stored_reason(job.error, job.error_detail)
+    assert isinstance(reason, Msg) and reason == text
+    nested = reason.params["exc"]
+    assert isinstance(nested, Msg) and nested.template == "image {image_id} is {status}"
+    assert isinstance(nested.params["status"], Msg) and nested == "image img-1 is importing"
 
 
 def test_a_stopping_worker_gives_its_job_back(catalog: Catalog):
@@ -135,6 +178,10 @@ def test_stalled_jobs_fail_with_a_reason(catalog: Catalog):
     Worker(catalog, kinds=["record"], handlers={"record": recorder}).sweep()
     job = jobs.get(catalog.engine, job_id)
     assert job.state == jobs.FAILED and job.error == "stalled: no data for 10 minutes"
+    assert json.loads(job.error_detail) == {
+        "template": "stalled: no data for {span}",
+        "params": {"span": {"template": "{count:g} minutes", "params": {"count": 10}}},
+    }
     assert recorder.failures == [(job_id, "stalled: no data for 10 minutes")]
     assert not jobs.renew(catalog.engine, job_id, "silent-worker")
 

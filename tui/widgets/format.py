@@ -9,40 +9,49 @@ from typing import Any
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 
+from core.catalog.models import JobState, Phase, Status
+from core.rules.lifecycle import TRANSIENT
 from tui.i18n import N_, _
 
 # C0 and C1 controls (ESC, CSI...), DEL and the bidirectional overrides: never sent to a terminal.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
-STATUS_LABELS = {
-    "creating": N_("creating"),
-    "importing": N_("importing"),
-    "import_failed": N_("import failed"),
-    "available": N_("available"),
-    "deleting": N_("deleting"),
-    "deleted": N_("deleted"),
+# Labels keyed by core's enums (a test keeps every member labelled and translated); `_()` at use.
+STATUS_LABELS: dict[str, str] = {
+    Status.CREATING: N_("creating"),
+    Status.IMPORTING: N_("importing"),
+    Status.IMPORT_FAILED: N_("import failed"),
+    Status.AVAILABLE: N_("available"),
+    Status.DELETING: N_("deleting"),
+    Status.DELETED: N_("deleted"),
 }
-STATUS_STYLES = {
-    "creating": "bold cyan",
-    "importing": "bold #5fafff",
-    "import_failed": "bold red",
-    "available": "green",
-    "deleting": "yellow",
-    "deleted": "dim",
+STATUS_STYLES: dict[str, str] = {
+    Status.CREATING: "bold cyan",
+    Status.IMPORTING: "bold #5fafff",
+    Status.IMPORT_FAILED: "bold red",
+    Status.AVAILABLE: "green",
+    Status.DELETING: "yellow",
+    Status.DELETED: "dim",
 }
-TRANSIENT = ("creating", "importing", "deleting")
-# Job phases as the workers report them, marked for translation.
-PHASES = (
-    N_("queued"),
-    N_("running"),
-    N_("download"),
-    N_("upload"),
-    N_("inspect"),
-    N_("convert"),
-    N_("verify"),
-    N_("store"),
-    N_("capture"),
-)
+JOB_STATE_LABELS: dict[str, str] = {
+    JobState.QUEUED: N_("queued"),
+    JobState.RUNNING: N_("running"),
+    JobState.DONE: N_("done"),
+    JobState.FAILED: N_("failed"),
+    JobState.CANCELLED: N_("cancelled"),
+}
+# What a running job is doing, as its worker reports it (`JobContext.progress`).
+PHASE_LABELS: dict[str, str] = {
+    Phase.RUNNING: N_("running"),
+    Phase.DOWNLOADING: N_("downloading"),
+    Phase.VERIFYING: N_("verifying"),
+    Phase.INSPECTING: N_("inspecting"),
+    Phase.CONVERTING: N_("converting"),
+    Phase.RESIZING: N_("resizing"),
+    Phase.FINISHING: N_("finishing"),
+    Phase.CHECKSUM: N_("checksum"),
+    Phase.PUBLISHING: N_("publishing"),
+}
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -70,7 +79,16 @@ def status_label(status: str) -> str:
 
 
 def status_labels() -> dict[str, str]:
-    return {status: _(label) for status, label in STATUS_LABELS.items()}
+    return {str(status): _(label) for status, label in STATUS_LABELS.items()}
+
+
+def phase_label(phase: str) -> str:
+    """A job's phase in the current language (an unknown word as it is)."""
+    return _(PHASE_LABELS.get(phase, phase))
+
+
+def job_state_label(state: str) -> str:
+    return _(JOB_STATE_LABELS.get(state, state))
 
 
 def human_size(size: int | None) -> str:
@@ -159,7 +177,7 @@ def progress_line(progress: dict[str, Any] | None) -> str:
     if not progress:
         return ""
     pct = percent(progress)
-    parts = [_(progress.get("phase") or progress.get("state") or "")]
+    parts = [phase_label(progress.get("phase") or "") or job_state_label(progress.get("state") or "")]
     if pct is not None:
         parts.append(f"{pct:.0f}%")
         parts.append(f"{human_size(progress.get('bytes_done'))} / {human_size(progress.get('bytes_total'))}")
