@@ -3,21 +3,20 @@
 Where the file comes from: `--config PATH`, else `$IMAGEHUB_CONFIG`, else `config/imagehub.toml`
 under the current directory if present, else built-in defaults. Relative paths resolve against
 the config file's folder (the current directory when there is no file).
+
+pydantic-settings reads the environment (core.catalog.env_settings). It is imported only when an
+environment variable could override a setting: without one it would add nothing to the file, and
+its import costs every command line call about a third of its start-up.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
 
 from core.catalog.errors import Invalid
 
@@ -224,26 +223,13 @@ class TuiSettings(BaseModel):
     language: str = ""
 
 
-class _TomlSource(TomlConfigSettingsSource):
-    """The TOML file, with its [import] section keyed by field name so the environment can override it."""
-
-    def __call__(self) -> dict[str, Any]:
-        data = super().__call__()
-        if "import" in data:
-            data["import_"] = data.pop("import")
-        return data
-
-
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """All of imagehub's configuration; see config/imagehub.toml for every key, commented."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="IMAGEHUB_",
-        env_nested_delimiter="__",
-        populate_by_name=True,
-        extra="ignore",
+    # pydantic-settings' validation (its BaseSettings defaults, and ours): the same with or without it.
+    model_config = ConfigDict(
+        populate_by_name=True, extra="ignore", validate_default=True, arbitrary_types_allowed=True
     )
-    _toml_file: ClassVar[Path | None] = None
 
     storage: StorageSettings = Field(default_factory=StorageSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -257,20 +243,6 @@ class Settings(BaseSettings):
     tui: TuiSettings = Field(default_factory=TuiSettings)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     config_path: Path | None = Field(default=None, exclude=True)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if cls._toml_file is not None:
-            sources.append(_TomlSource(settings_cls, toml_file=cls._toml_file))
-        return tuple(sources)
 
     @property
     def base_dir(self) -> Path:
@@ -319,16 +291,70 @@ def _resolve_sqlite_url(base: Path, url: str) -> str:
     return url
 
 
+# IMAGEHUB_ variables that are not settings: the config file, the acting account, the SSH door's mark.
+NOT_SETTINGS = frozenset({"imagehub_config", "imagehub_account", "imagehub_via_ssh"})
+
+
+def environment_overrides_settings() -> bool:
+    """Whether pydantic-settings could read a setting from the environment: it reads, ignoring case,
+    IMAGEHUB_<FIELD> and IMAGEHUB_<FIELD>__<KEY>, and for [import] its aliases IMPORT... and
+    IMAGEHUB_IMPORT.... Any other IMAGEHUB_ variable counts too (it then only costs the import)."""
+    for name in os.environ:
+        lowered = name.lower()
+        if lowered.startswith("imagehub_") and lowered not in NOT_SETTINGS:
+            return True
+        if lowered == "import" or lowered.startswith("import__"):
+            return True
+    return False
+
+
+def _deep_update(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `updates` merged in, table by table (pydantic-settings' deep_update)."""
+    merged = base.copy()
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_update(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# The names of the [import] section: its field, its TOML table and its environment alias.
+IMPORT_NAMES = frozenset({"import_", "import", "imagehub_import"})
+
+
+def read_toml(path: Path | None) -> dict[str, Any]:
+    """The config file's tables, its [import] table keyed by field name (`import_`)."""
+    if path is None:
+        return {}
+    with path.open("rb") as file:
+        data = tomllib.load(file)
+    if "import" in data:
+        data["import_"] = data.pop("import")
+    return data
+
+
+def _build(path: Path | None, overrides: dict[str, Any]) -> Settings:
+    if environment_overrides_settings():
+        from core.catalog.env_settings import settings_with_environment
+
+        return settings_with_environment(path, overrides)
+    data = read_toml(path)
+    for key, value in overrides.items():
+        if key in IMPORT_NAMES:  # keyed by its alias, pydantic-settings lets it replace the file's [import]
+            data["import_"] = value
+        else:
+            data = _deep_update(data, {key: value})
+    return Settings.model_validate(data)
+
+
 def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read the configuration and resolve every relative path against the config file's folder."""
     path = find_config_path(config)
-    Settings._toml_file = path
     try:
-        settings = Settings(**overrides)
-    except Exception as exc:  # pydantic's ValidationError: one line for the user
+        settings = _build(path, overrides)
+    except Exception as exc:  # pydantic's ValidationError, a TOML syntax error: one line for the user
         raise Invalid("invalid configuration: {reason}", reason=_first_error(exc)) from exc
-    finally:
-        Settings._toml_file = None
     settings.config_path = path
     base = settings.base_dir
     settings.storage.data_dir = _resolve(base, settings.storage.data_dir)
