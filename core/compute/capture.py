@@ -12,10 +12,7 @@ or deleted (core.compute.vms).
 from __future__ import annotations
 
 import logging
-import os
-import re
-import select
-import subprocess
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session
@@ -27,7 +24,8 @@ from core.catalog.models import Image, Job, Phase, Status, Tenant, Vm
 from core.catalog.stored_errors import detail_of
 from core.compute import vms
 from core.compute.drivers import STOPPED
-from core.disk import qemu
+from core.disk import convert, qemu
+from core.disk.convert import Limits
 from core.images.images import GIB, image_view, new_image
 from core.jobs import jobs
 from core.jobs.context import JobContext, LeaseLost
@@ -38,7 +36,6 @@ from core.rules.validation import check_description, check_name, check_os, check
 log = logging.getLogger("imagehub.capture")
 
 KIND = "capture"
-_PERCENT = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
 def submit_capture(
@@ -177,43 +174,24 @@ class CaptureHandler:
         log.info("captured vm %s into %s (%s bytes)", vm_id, image_id, size)
 
     @staticmethod
-    def _convert(ctx: JobContext, overlay: Any, staged: Any, total: int) -> None:
-        """`qemu-img convert -p -O raw`, its percentage turned into progress that renews the lease."""
-        command = [qemu.QEMU_IMG, "convert", "-p", "-f", "qcow2", "-O", "raw", str(overlay), str(staged)]
-        try:
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        except FileNotFoundError as exc:
-            raise Failed("qemu-img is not installed (Debian package qemu-utils)") from exc
-        assert proc.stdout is not None and proc.stderr is not None
+    def _convert(ctx: JobContext, overlay: Path, staged: Path, total: int) -> None:
+        """`qemu-img convert -O raw` under import.convert_* limits (the time from the overlay's and its
+        base's data), its percentage turned into progress; quiet spells renew the lease."""
+        limits = Limits.of(ctx.catalog.settings.import_)
+        backing = qemu.info(overlay, "qcow2").get("full-backing-filename")
         ctx.progress(Phase.CONVERTING, 0, total, force=True)
-        try:
-            err = b""
-            streams = [proc.stdout, proc.stderr]
-            while streams:
-                ready, _, _ = select.select(streams, [], [], 1.0)
-                for stream in ready:
-                    chunk = os.read(stream.fileno(), 65536)
-                    if not chunk:
-                        streams.remove(stream)
-                    elif stream is proc.stderr:
-                        err = (err + chunk)[-4096:]
-                    else:
-                        found = _PERCENT.findall(chunk)
-                        if found:
-                            ctx.progress(Phase.CONVERTING, int(total * float(found[-1]) / 100), total)
-                if not ready:
-                    ctx.heartbeat()
-            code = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            proc.stdout.close()
-            proc.stderr.close()
-        if code != 0:
-            lines = err.decode(errors="replace").strip().splitlines()
-            raise Failed("qemu-img convert failed: {reason}", reason=lines[-1] if lines else f"exit status {code}")
+        convert.convert(
+            overlay,
+            "qcow2",
+            staged,
+            "raw",
+            limits=limits,
+            timeout=limits.seconds_for_files(overlay, *([Path(backing)] if backing else [])),
+            on_progress=lambda fraction: ctx.progress(Phase.CONVERTING, int(total * fraction), total),
+            heartbeat=ctx.heartbeat,
+            heartbeat_seconds=1.0,
+            scrub_paths=[ctx.catalog.store.data_dir],
+        )
 
     def record_failure(self, session: Session, job: Job, reason: str) -> None:
         """The image ends import_failed with the reason, in the transaction that ends the job."""

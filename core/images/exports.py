@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import re
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,8 @@ from core.catalog import db
 from core.catalog.catalog import Catalog
 from core.catalog.errors import Failed, Invalid
 from core.catalog.models import Image, Job, Phase
-from core.disk import qemu
+from core.disk import convert
+from core.disk.convert import Limits
 from core.jobs import jobs
 from core.jobs.context import JobContext, LeaseLost
 from core.rules import lifecycle
@@ -37,7 +37,6 @@ KIND = "export"
 FORMATS = ("raw", "qcow2")
 SUM_SUFFIX = ".sha256"
 _CHUNK = 8 * 1024 * 1024
-_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
 def effective_format(image: Image, fmt: str) -> str:
@@ -178,44 +177,26 @@ class ExportJob:
         store.staging_dir.mkdir(parents=True, exist_ok=True)
         staged = store.staging_path(f"{ctx.job.image_id}.export-{ctx.job.id}.{fmt}")
         staged.unlink(missing_ok=True)
-        args = [qemu.QEMU_IMG, "convert", "-p", "-f", src_fmt, "-O", fmt, str(source), str(staged)]
         total = source.stat().st_size
         ctx.progress(Phase.CONVERTING, 0, total, force=True)
         try:
-            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        except FileNotFoundError as exc:
-            raise Failed("qemu-img is not installed (Debian package qemu-utils)") from exc
-        try:
-            assert proc.stdout is not None
-            buffer = b""
-            while True:
-                data = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
-                if not data:
-                    break
-                buffer = (buffer + data)[-256:]
-                found = _PROGRESS.findall(buffer)
-                if found:
-                    ctx.progress(Phase.CONVERTING, int(total * float(found[-1]) / 100), total)
-                if ctx.stop.is_set():
-                    raise LeaseLost("stopping")
-            code = proc.wait()
-            if code != 0:
-                err = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace").strip().splitlines()
-                line = err[-1] if err else f"exit status {code}"
-                line = line.replace(str(source), source.name).replace(str(staged), staged.name)  # no server paths
-                raise Failed("qemu-img convert failed: {line}", line=line)
+            convert.convert(
+                source,
+                src_fmt,
+                staged,
+                fmt,
+                limits=Limits.of(ctx.catalog.settings.import_),
+                on_progress=lambda fraction: ctx.progress(Phase.CONVERTING, int(total * fraction), total),
+                heartbeat=ctx.heartbeat,
+                heartbeat_seconds=1.0,
+                scrub_paths=[store.data_dir],
+            )
             with db.read_session(ctx.catalog.engine) as session:
                 image = session.get(Image, ctx.job.image_id)
                 if image is None or not lifecycle.allows(image.status, Operation.DOWNLOAD):
                     raise Failed("image {image_id} is no longer available", image_id=ctx.job.image_id)
             store.publish_once(staged, target)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
             staged.unlink(missing_ok=True)
 
     def failed(self, catalog: Catalog, job: Job, reason: str) -> None:

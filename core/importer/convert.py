@@ -3,27 +3,21 @@
 `qemu-img convert` reads only the allocated parts of a sparse source (block status, SEEK_DATA for
 raw) and writes zeros as holes (`-S`), so a 500 GB target holding 2 GB of data costs about what 2 GB
 costs. A raw source is already staged sparse, so raw -> raw is a rename, not a copy. Resizing a raw
-file is a truncate (a hole); a qcow2 only grows its header. qemu-img runs with a memory limit; its
-progress (`-p`) is reported, the job's lease is renewed while it works, and it is stopped once it
-has run longer than `time_limit` (ten minutes plus 10 MiB/s of data) or the job is lost.
+file is a truncate (a hole); a qcow2 only grows its header. qemu-img runs through core.disk.convert
+(memory, CPU and time limits, import.convert_*): its progress (`-p`) is reported, the job's lease is
+renewed while it works, and it is stopped once it has run too long or the job is lost.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from core.catalog.errors import Failed
+from core.disk import convert as runner
 from core.disk import qemu
 from core.importer.inspect import QEMU_NAME
-
-CONVERT_ADDRESS_SPACE = 4 << 30
-_PERCENT = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
 def convert(
@@ -33,6 +27,7 @@ def convert(
     store_format: str,
     progress: Callable[[float], None],
     heartbeat_seconds: float = 5.0,
+    limits: runner.Limits = runner.Limits(),
 ) -> None:
     """Convert `source` (of the detected format) into `output` in the store format.
 
@@ -47,75 +42,23 @@ def convert(
     options = ["-o", "cluster_size=65536"] if store_format == "qcow2" else []
     if direct_io_supported(output.parent):
         options += ["-t", "none"]  # O_DIRECT: no pile of dirty pages, the data is on disk when it ends
-    args = [
-        qemu.QEMU_IMG,
-        "convert",
-        "-p",
-        "-f",
+    latest = [0.0]
+
+    def advanced(fraction: float) -> None:
+        latest[0] = fraction
+        progress(fraction)
+
+    runner.convert(
+        source,
         QEMU_NAME[source_format],
-        "-O",
+        output,
         store_format,
-        *options,
-        "-S",
-        "4k",
-        str(source),
-        str(output),
-    ]
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=qemu._limits(None, CONVERT_ADDRESS_SPACE),
+        options=[*options, "-S", "4k"],
+        limits=limits,
+        on_progress=advanced,
+        heartbeat=lambda: progress(latest[0]),
+        heartbeat_seconds=heartbeat_seconds,
     )
-    state = {"fraction": 0.0}
-    errors: list[bytes] = []
-
-    def read_progress() -> None:
-        assert proc.stdout is not None
-        while chunk := proc.stdout.read1(4096):  # type: ignore[attr-defined]
-            found = _PERCENT.findall(chunk)
-            if found:
-                state["fraction"] = float(found[-1]) / 100
-
-    def read_errors() -> None:
-        assert proc.stderr is not None
-        errors.append(proc.stderr.read())
-
-    readers = [threading.Thread(target=read_progress, daemon=True), threading.Thread(target=read_errors, daemon=True)]
-    for reader in readers:
-        reader.start()
-    deadline = time.monotonic() + time_limit(source)
-    try:
-        while True:
-            try:
-                proc.wait(timeout=heartbeat_seconds)
-                break
-            except subprocess.TimeoutExpired:
-                if time.monotonic() > deadline:
-                    raise Failed("conversion took too long; stopped") from None
-                progress(state["fraction"])
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        output.unlink(missing_ok=True)
-        raise
-    for reader in readers:
-        reader.join(5)
-    if proc.returncode != 0:
-        output.unlink(missing_ok=True)
-        message = b"".join(errors).decode("utf-8", "replace").strip().splitlines()
-        detail = message[-1] if message else f"exit status {proc.returncode}"
-        detail = detail.replace(str(source), source.name).replace(str(output), output.name)
-        raise Failed("conversion failed: {detail}", detail=detail)
-    progress(1.0)
-    with open(output, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def time_limit(source: Path) -> float:
-    """How long qemu-img convert may run: ten minutes plus 10 MiB/s of allocated source data."""
-    allocated = source.stat().st_blocks * 512
-    return 600.0 + allocated / (10 << 20)
 
 
 def direct_io_supported(folder: Path) -> bool:

@@ -11,7 +11,7 @@ download from the bytes on disk (hashing them once), the later steps from the co
 A store file left by a crash between publishing and recording is removed and redone.
 
 Inspecting refuses a dangerous or unclear format (`inspect`), a damaged or truncated source
-(`integrity`, checklist F13) and anything that is not a disk (`diskprobe`, F14: a raw source before
+(`integrity`, docs/security.md F13) and anything that is not a disk (`diskprobe`, F14: a raw source before
 conversion, any other format once converted); the converted disk's partition table is checked too
 (`partitions`, F7). The image
 becomes `available` only after the file is in the store, in a transaction that checks this worker
@@ -36,6 +36,7 @@ from core.catalog.catalog import Catalog
 from core.catalog.errors import Failed
 from core.catalog.models import Image, Job, Phase, Status
 from core.catalog.stored_errors import detail_of
+from core.disk.convert import Limits
 from core.importer import convert, credentials, diskprobe, inspect, integrity, partitions, sources
 from core.importer.localfiles import check_local_file
 from core.importer.netpolicy import Policy
@@ -220,7 +221,7 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
             else:
                 keeper.check()
 
-        convert.convert(disk, found.format, output, store_format, converting)
+        convert.convert(disk, found.format, output, store_format, converting, limits=Limits.of(settings))
         quota.check(now=True)  # the converted disk is staged too
         if disk == source_file and not source_file.exists():
             received.unlink(missing_ok=True)  # raw -> raw moved the source: a rerun must fetch it again
