@@ -17,12 +17,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Initialise a demo catalog under var/, start the gateway in the background, open the TUI;
-# quitting the TUI stops the gateway this target started (by its PID).
+# quitting the TUI stops the gateway this target started (by its PID, kept in the shell: the
+# gateway's own data_dir/serve.pid is what tells the TUI it runs).
 run: install
 	$(BIN)/imagehub init --demo
-	@$(BIN)/imagehub serve > var/serve.log 2>&1 & echo $$! > var/serve.pid; \
+	@$(BIN)/imagehub serve > var/serve.log 2>&1 & serve=$$!; \
 	$(BIN)/imagehub tui; status=$$?; \
-	kill $$(cat var/serve.pid) 2>/dev/null; wait $$(cat var/serve.pid) 2>/dev/null; rm -f var/serve.pid; \
+	kill $$serve 2>/dev/null; wait $$serve 2>/dev/null; \
 	exit $$status
 
 lint: install
@@ -35,6 +36,7 @@ test: install lint
 
 # Speed and memory against targets and reference tools (gateway.py needs nginx, vsftpd, openssh-server).
 bench: install
+	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/catalog.py
 	$(BIN)/python bench/tui.py
 	$(BIN)/python bench/import.py

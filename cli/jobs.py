@@ -8,12 +8,11 @@ otherwise; with `--json` stdout holds exactly one JSON document (the image, with
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from typing import Any, TextIO
 
-from cli.main import GROUPS, PROG, Context, emit_json, extend, human_size
+from cli.main import PROG, Context, emit_json, human_size
 from core.catalog.models import Job, Status
 from core.images.images import get_image
 from core.importer.submit import submit_import
@@ -28,10 +27,8 @@ BAR_WIDTH = 24
 
 
 def _serve_running(ctx: Context) -> bool:
-    try:
-        from cli.tui import serve_running
-    except ImportError:  # the TUI's module is optional
-        return False
+    from cli.tui import serve_running
+
     return serve_running(ctx.settings.data_dir)
 
 
@@ -155,28 +152,3 @@ def report_image_job(ctx: Context, image: dict[str, Any], *, what: str, queued_a
         sys.stderr.write(f"{PROG}: error: {what} of {image['id']} failed: {failure}\n")
         return 1
     return 0
-
-
-@extend
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    text = "import an image from a local file or a URL (http, https, ftp)"
-    p = GROUPS["image"].add_parser("import", help=text, description=text, parents=[common])
-    p.set_defaults(handler=cmd_image_import)
-    p.add_argument("--name", required=True)
-    p.add_argument("--description", default="")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--file", metavar="PATH", help="a file on this server")
-    source.add_argument(
-        "--url",
-        metavar="URL",
-        help="http://, https:// or ftp://[user:password@]host[:port]/path; - reads it from stdin",
-    )
-    p.add_argument("--os-type", required=True, help="Linux or Windows")
-    p.add_argument("--arch", required=True, help="x86_64 or aarch64")
-    p.add_argument("--platform", required=True, help="CentOS, Ubuntu, Windows")
-    p.add_argument("--os-version", required=True)
-    p.add_argument("--size-gb", required=True, metavar="GB", help="target size, 20 to 500")
-    p.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the source file")
-    p.add_argument("--tenant", help="tenant of the image (platform admins)")
-    p.add_argument("--wait", action="store_true", help="show progress and return when the import has ended")
-    p.add_argument("--json", action="store_true", help="print one JSON document")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from cli.main import GROUPS, Context, emit_json, extend, print_table, server_path
+from cli.main import Context, emit_json, print_table, server_path
 
 
 def cmd_key_add(ctx: Context) -> int:
@@ -42,9 +42,8 @@ def cmd_key_remove(ctx: Context) -> int:
     return 0
 
 
-@extend
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    account = GROUPS["account"]
+def build_key_group(account: Any, common: argparse.ArgumentParser) -> None:
+    """`account key ...` (`account` is the account group's subparsers action)."""
     key = account.add_parser("key", help="SSH keys for the admin front door", parents=[common]).add_subparsers(
         dest="key_action", metavar="ACTION", required=True
     )

@@ -1,4 +1,4 @@
-"""`imagehub image download-link`, `imagehub link list` and `imagehub link revoke`."""
+"""`imagehub image download-link` (its parser is in cli.images), `imagehub link list` and `imagehub link revoke`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from cli.jobs import wait_for_job
-from cli.main import GROUPS, Context, Parser, emit_json, extend, human_size, print_table
+from cli.main import Context, Group, add_command, add_group, emit_json, human_size, print_table
 from core.catalog.errors import Failed
 from core.jobs import jobs
 from core.links import links
@@ -76,32 +76,19 @@ def cmd_link_revoke(ctx: Context) -> int:
     return 0
 
 
-@extend
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    image = GROUPS["image"]
-    p = image.add_parser(
-        "download-link", help="make a 24-hour download link", description="make a download link", parents=[common]
-    )
-    p.set_defaults(handler=cmd_download_link)
-    p.add_argument("id", metavar="ID")
-    p.add_argument("--format", choices=["raw", "qcow2"], default="raw")
-    p.add_argument(
-        "--ttl", type=int, metavar="SECONDS", help="lifetime in seconds (default and maximum: links.ttl_seconds)"
-    )
-    p.add_argument("--no-wait", action="store_true", help="return at once while an export or checksum is prepared")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-
-    link = sub.add_parser("link", help="download links", parents=[common]).add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True
-    )
-    GROUPS["link"] = link
-    p = link.add_parser("list", help="list download links", description="list download links", parents=[common])
-    p.set_defaults(handler=cmd_link_list)
+def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
+    link = add_group(sub, common, group.name, group.help)
+    p = add_command(link, common, "list", cmd_link_list, "list download links", json_flag=False)
     p.add_argument("--image", metavar="ID")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p = link.add_parser(
-        "revoke", help="revoke a link", description="revoke a link; its transfers stop", parents=[common]
+    p = add_command(
+        link,
+        common,
+        "revoke",
+        cmd_link_revoke,
+        "revoke a link",
+        description="revoke a link; its transfers stop",
+        json_flag=False,
     )
-    p.set_defaults(handler=cmd_link_revoke)
     p.add_argument("link_id", metavar="LINK_ID")
     p.add_argument("--json", action="store_true", help="print one JSON document")

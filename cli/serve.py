@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.main import Context, extend
+from cli.main import Context, Group, add_command
 
 
 def cmd_serve(ctx: Context) -> int:
@@ -14,12 +14,6 @@ def cmd_serve(ctx: Context) -> int:
     return run(ctx.catalog)
 
 
-@extend
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="run the download gateway and the job worker",
-        description="run the HTTP, FTP and SFTP download servers and the job worker until SIGTERM/SIGINT",
-        parents=[common],
-    )
-    p.set_defaults(handler=cmd_serve)
+def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
+    description = "run the HTTP, FTP and SFTP download servers and the job worker until SIGTERM/SIGINT"
+    add_command(sub, common, group.name, cmd_serve, group.help, description=description, json_flag=False)

@@ -8,9 +8,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cli.main import Context, extend
+from cli.main import Context, Group, add_command
 
 log = logging.getLogger("imagehub.tui")
+
+# What `imagehub serve` writes in the data folder (gateway.server.PID_FILE; a test keeps them equal).
+SERVE_PID_FILE = "serve.pid"
 
 
 def setup_file_logging(data_dir: Path) -> Path | None:
@@ -35,20 +38,17 @@ def setup_file_logging(data_dir: Path) -> Path | None:
 
 def serve_running(data_dir: Path) -> bool:
     """Whether an `imagehub serve` of this data folder announces itself (then its worker runs the jobs)."""
-    for name in ("serve.pid", "run/serve.pid", "gateway.pid", "run/gateway.pid"):
-        pid_file = data_dir / name
-        try:
-            pid = int(pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        except PermissionError:
-            return True
+    try:
+        pid = int((data_dir / SERVE_PID_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, run by another user
         return True
-    return False
+    return True
 
 
 def cmd_tui(ctx: Context) -> int:
@@ -67,10 +67,8 @@ def cmd_tui(ctx: Context) -> int:
     return app.return_code or 0
 
 
-@extend
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("tui", help="the terminal UI", description="the terminal UI", parents=[common])
-    p.set_defaults(handler=cmd_tui)
+def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
+    p = add_command(sub, common, group.name, cmd_tui, group.help, json_flag=False)
     p.add_argument("--language", choices=["en", "zh_CN"], default=None, help="else config tui.language, else $LANG")
     p.add_argument(
         "--worker",

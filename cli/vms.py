@@ -1,6 +1,6 @@
 """`imagehub vm create|list|show|start|stop|delete` and `imagehub image capture`: the CLI face of core.compute.vms
-and core.compute.capture. Parses, calls core, prints text or one JSON document; errors map to exit codes in
-cli.main.main.
+and core.compute.capture (the capture's parser is in cli.images). Parses, calls core, prints text or one
+JSON document; errors map to exit codes in cli.main.main.
 """
 
 from __future__ import annotations
@@ -8,11 +8,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from cli.jobs import report_image_job
-from cli.main import GROUPS, PROG, Context, Parser, emit_json, extend, print_table
+from cli.main import PROG, Context, Group, add_command, add_group, emit_json, print_table
 from core.catalog.errors import ImagehubError, Invalid
 from core.compute import capture, vms
 
@@ -117,44 +116,22 @@ def cmd_image_capture(ctx: Context) -> int:
     return report_image_job(ctx, image, what="capture", queued_as=f"creating from {a.vm} (job {image['job_id']})")
 
 
-def _add(group: Any, common: argparse.ArgumentParser, name: str, handler: Callable[[Context], int], text: str) -> Any:
-    p = group.add_parser(name, help=text, description=text, parents=[common])
-    p.set_defaults(handler=handler)
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    return p
-
-
-@extend
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    vm = sub.add_parser("vm", help="VMs made from images", parents=[common]).add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True
-    )
-    GROUPS["vm"] = vm
-    p = _add(vm, common, "create", cmd_vm_create, "create a VM from an available image, with a new admin password")
+def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
+    vm = add_group(sub, common, group.name, group.help)
+    text = "create a VM from an available image, with a new admin password"
+    p = add_command(vm, common, "create", cmd_vm_create, text)
     p.add_argument("--image", required=True, metavar="ID")
     p.add_argument("--name", required=True)
     p.add_argument("--password", help="the new admin password (root on Linux, Administrator on Windows)")
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     p.add_argument("--no-start", action="store_true", help="create it stopped")
-    p = _add(vm, common, "list", cmd_vm_list, "list the VMs you may see")
+    p = add_command(vm, common, "list", cmd_vm_list, "list the VMs you may see")
     p.add_argument("--image", metavar="ID", help="only the VMs made from this image")
-    _add(vm, common, "show", cmd_vm_show, "show one VM").add_argument("id")
-    _add(vm, common, "start", cmd_vm_start, "start a stopped VM").add_argument("id")
-    p = _add(vm, common, "stop", cmd_vm_stop, "power a VM off (ACPI, then a hard stop after --timeout)")
+    add_command(vm, common, "show", cmd_vm_show, "show one VM").add_argument("id")
+    add_command(vm, common, "start", cmd_vm_start, "start a stopped VM").add_argument("id")
+    p = add_command(vm, common, "stop", cmd_vm_stop, "power a VM off (ACPI, then a hard stop after --timeout)")
     p.add_argument("id")
     p.add_argument("--force", action="store_true", help="hard stop at once")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="wait this long for the guest to power off")
-    p = _add(vm, common, "delete", cmd_vm_delete, "stop and delete VMs (their images can then be deleted)")
+    p = add_command(vm, common, "delete", cmd_vm_delete, "stop and delete VMs (their images can then be deleted)")
     p.add_argument("ids", nargs="+", metavar="ID")
-
-    image = GROUPS["image"]
-    p = _add(image, common, "capture", cmd_image_capture, "make a new image from a stopped VM (status creating)")
-    p.add_argument("--vm", required=True, metavar="ID")
-    p.add_argument("--name", required=True)
-    p.add_argument("--description")
-    p.add_argument("--os-type", help="default: that of the VM's image (likewise the next four)")
-    p.add_argument("--arch")
-    p.add_argument("--platform")
-    p.add_argument("--os-version")
-    p.add_argument("--size-gb")
-    p.add_argument("--wait", action="store_true", help="run the capture here and return when it ends")

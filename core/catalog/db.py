@@ -7,7 +7,7 @@ PostgreSQL: plain transactions; job claiming uses row locks (see core.jobs.jobs)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 from core.catalog.errors import Failed
+from core.catalog.reader import REVISION_QUERY, Rows, configure_sqlite_connection
+from core.catalog.reader import SCHEMA_HEAD as SCHEMA_HEAD
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _READ_ONLY = "imagehub_read_only"
@@ -37,13 +39,7 @@ def make_engine(url: str, busy_timeout_seconds: float = 30.0) -> Engine:
 def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
+        configure_sqlite_connection(dbapi_connection, busy_timeout_seconds)  # we emit BEGIN ourselves
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -71,9 +67,17 @@ def read_session(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-# The newest migration in core/migrations/versions. Kept here so that opening a catalog (every CLI
-# call) needs no Alembic import; tests/core/test_init.py fails if it differs from Alembic's head.
-SCHEMA_HEAD = "0006"
+def rows_in(session: Session) -> Rows:
+    """Runs a query of SQL text (core.catalog.reader) in the session's transaction."""
+    connection = session.connection()
+
+    def rows(sql: str, params: Mapping[str, Any]) -> Sequence[Any]:
+        return connection.execute(text(sql), dict(params)).all()
+
+    return rows
+
+
+# SCHEMA_HEAD, the newest migration, is kept in core.catalog.reader (bump it there with a new migration).
 
 
 def alembic_config(engine: Engine) -> Any:
@@ -101,7 +105,7 @@ def current_revision(engine: Engine) -> str | None:
     """The catalog's schema revision (Alembic's version table), None when it has none."""
     with engine.connect() as connection:
         try:
-            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return connection.execute(text(REVISION_QUERY)).scalar()
         except exc.DBAPIError:  # no version table: not initialised
             return None
 

@@ -6,54 +6,18 @@ Timestamps are naive UTC datetimes (SQLite keeps no zone); `core.catalog.clock` 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import BigInteger, Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 from core.catalog.clock import utcnow
 
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    OWNER = "owner"
-    MEMBER = "member"
-
-
-class Perm(StrEnum):
-    VIEW = "view"
-    MANAGE = "manage"
-
-
-class Status(StrEnum):
-    CREATING = "creating"
-    IMPORTING = "importing"
-    IMPORT_FAILED = "import_failed"
-    AVAILABLE = "available"
-    DELETING = "deleting"
-    DELETED = "deleted"
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class Phase(StrEnum):
-    """What a running job is doing, as its worker reports it with `JobContext.progress`."""
-
-    RUNNING = "running"  # a heartbeat before the first report
-    DOWNLOADING = "downloading"
-    VERIFYING = "verifying"
-    INSPECTING = "inspecting"
-    CONVERTING = "converting"
-    RESIZING = "resizing"
-    FINISHING = "finishing"
-    CHECKSUM = "checksum"
-    PUBLISHING = "publishing"
+# The words, re-exported beside the tables (`from core.catalog.models import Status` keeps working).
+from core.catalog.vocabulary import JobState as JobState
+from core.catalog.vocabulary import Perm as Perm
+from core.catalog.vocabulary import Phase as Phase
+from core.catalog.vocabulary import Role as Role
+from core.catalog.vocabulary import Status as Status
 
 
 class Tenant(SQLModel, table=True):

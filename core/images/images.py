@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from core.catalog import audit, db
@@ -21,133 +19,23 @@ from core.catalog.clock import iso, utcnow
 from core.catalog.errors import Conflict, ImagehubError, Invalid, Msg, NotFound
 from core.catalog.ids import issue_id
 from core.catalog.models import Image, Job, Link, Status, Tenant, Vm
-from core.catalog.stored_errors import stored_reason
+from core.images.query import BATCH as BATCH
+from core.images.query import SORTABLE as SORTABLE
+from core.images.query import ImageQuery as ImageQuery
+from core.images.query import count_sql, listing_sql
+from core.images.views import row_view as row_view
+from core.images.views import shown_source as shown_source
 from core.jobs import jobs
 from core.rules import access, lifecycle
 from core.rules.access import Actor
 from core.rules.lifecycle import Operation
-from core.rules.redaction import redact
 from core.rules.validation import check_description, check_name
 
 GIB = 1024**3
-SORTABLE = {
-    "name": Image.name,
-    "id": Image.id,
-    "os_type": Image.os_type,
-    "os": Image.platform,
-    "status": Image.status,
-    "size": Image.virtual_size,
-    "created_at": Image.created_at,
-    "updated_at": Image.updated_at,
-}
 
 
 def os_name(image: Image) -> str:
     return f"{image.platform} {image.os_version} {image.arch}"
-
-
-def shown_source(source: str | None) -> str | None:
-    """A URL source redacted once more on the way out (password, query, fragment), so that rows
-    stored before the query string was redacted show none of it either."""
-    return redact(source) if source and "://" in source else source
-
-
-# The columns a listing reads, in the order `row_view` unpacks them (no ORM object per row).
-VIEW_COLUMNS = (
-    Image.id,
-    Image.name,
-    Image.description,
-    Tenant.name,
-    Image.os_type,
-    Image.platform,
-    Image.os_version,
-    Image.arch,
-    Image.status,
-    Image.error,
-    Image.error_detail,
-    Image.disk_format,
-    Image.virtual_size,
-    Image.target_size_gb,
-    Image.sha256,
-    Image.source,
-    Image.created_at,
-    Image.updated_at,
-    Image.deleted_at,
-)
-# Rows fetched per round trip; on PostgreSQL a server-side cursor, so memory stays flat for any count.
-BATCH = 2000
-
-
-def _stamped_in_sql(dialect: str, column: Any) -> Any:
-    """`column` as the `YYYY-MM-DDTHH:MM:SSZ` string of `core.catalog.clock.iso`, formatted by the database once per row
-    (truncated to the second like iso; no datetime object, no strftime in Python)."""
-    if dialect == "sqlite":  # stored as UTC text `YYYY-MM-DD HH:MM:SS.ffffff`; strftime() would round to the ms
-        text = sqlalchemy.type_coerce(func.replace(func.substr(column, 1, 19), " ", "T"), sqlalchemy.String())
-        return (text + "Z").label(column.key)
-    if dialect == "postgresql":  # timestamptz; to_char truncates fractions of a second
-        utc = func.timezone("UTC", column)
-        return func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS"Z"', type_=sqlalchemy.String()).label(column.key)
-    return sqlalchemy.type_coerce(column, sqlalchemy.DateTime()).label(column.key)  # formatted by `_stamp`
-
-
-def _view_columns(dialect: str) -> tuple[Any, ...]:
-    return (*VIEW_COLUMNS[:-3], *(_stamped_in_sql(dialect, c) for c in VIEW_COLUMNS[-3:]))  # the timestamps
-
-
-def _stamp(value: datetime | str | None) -> str | None:
-    """`core.catalog.clock.iso` without strftime: the same `YYYY-MM-DDTHH:MM:SSZ` string (a string from SQL as is)."""
-    if value is None or value.__class__ is str:
-        return value  # type: ignore[return-value]
-    assert isinstance(value, datetime)
-    if value.tzinfo is not None and value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(timespec="seconds")[:19] + "Z"
-
-
-def row_view(row: Sequence[Any]) -> dict[str, Any]:
-    """The contract's JSON object from one row of `VIEW_COLUMNS` (the list, the export, the TUI's pages)."""
-    (
-        image_id,
-        name,
-        description,
-        tenant_name,
-        os_type,
-        platform,
-        os_version,
-        arch,
-        status,
-        error,
-        error_detail,
-        disk_format,
-        virtual_size,
-        target_size_gb,
-        sha256,
-        source,
-        created_at,
-        updated_at,
-        deleted_at,
-    ) = row
-    return {
-        "id": image_id,
-        "name": name,
-        "description": description,
-        "tenant": tenant_name,
-        "os_type": os_type,
-        "platform": platform,
-        "os_version": os_version,
-        "arch": arch,
-        "os_name": f"{platform} {os_version} {arch}",
-        "status": status,
-        "error": error if error_detail is None else stored_reason(error, error_detail),  # a Msg: same text
-        "disk_format": disk_format,
-        "virtual_size": virtual_size,
-        "target_size_gb": target_size_gb,
-        "sha256": sha256,
-        "source": shown_source(source),
-        "created_at": _stamp(created_at),
-        "updated_at": _stamp(updated_at),
-        "deleted_at": _stamp(deleted_at),
-    }
 
 
 def image_view(image: Image, tenant_name: str) -> dict[str, Any]:
@@ -184,48 +72,6 @@ def tenant_id_by_name(session: Session, name: str) -> int:
     return tenant.id
 
 
-@dataclass(frozen=True)
-class ImageQuery:
-    """What a listing asks for. `status=None` lists every status but `deleted`."""
-
-    tenant: str | None = None
-    status: str | None = None
-    text: str | None = None
-    sort: str = "created_at"
-    descending: bool = True
-    limit: int | None = None
-    offset: int = 0
-
-
-def _filtered(session: Session, actor: Actor, query: ImageQuery, columns: Sequence[Any] = VIEW_COLUMNS) -> Any:
-    statement = sqlalchemy.select(*columns).join(Tenant, col(Image.tenant_id) == col(Tenant.id))
-    visible = access.visible_tenant_ids(actor)
-    if query.tenant:
-        tenant = access.load_visible_tenant(session, actor, query.tenant)
-        statement = statement.where(Image.tenant_id == tenant.id)
-    elif visible is not None:
-        statement = statement.where(col(Image.tenant_id).in_(visible))
-    if query.status:
-        if query.status not in lifecycle.ALL_STATUSES:
-            raise Invalid(
-                "status {query_status} is unknown; choose one of {choices}",
-                query_status=query.status,
-                choices=", ".join(s.value for s in Status),
-            )
-        statement = statement.where(Image.status == query.status)
-    else:
-        statement = statement.where(Image.status != Status.DELETED)
-    if query.text:
-        needle = query.text.strip().lower()
-        escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        name_matches = func.lower(Image.name).like(f"%{escaped}%", escape="\\")
-        if needle.startswith("img-"):  # an ID (or its prefix) as well as a name
-            statement = statement.where(or_(name_matches, col(Image.id).like(f"{escaped}%", escape="\\")))
-        else:
-            statement = statement.where(name_matches)
-    return statement
-
-
 def list_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None) -> list[dict[str, Any]]:
     return list(iter_images(catalog, actor, query))
 
@@ -237,33 +83,18 @@ def iter_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None)
 
 
 def _row_batches(catalog: Catalog, actor: Actor, query: ImageQuery | None) -> Iterator[Sequence[Sequence[Any]]]:
-    """Rows of `VIEW_COLUMNS`, `BATCH` at a time, read with a Core select (no ORM object per row)."""
-    query = query or ImageQuery()
-    if query.sort not in SORTABLE:
-        raise Invalid(
-            "sort {query_sort} is unknown; choose one of {choices}", query_sort=query.sort, choices=", ".join(SORTABLE)
-        )
+    """Rows of the listing query (core.images.query), `BATCH` at a time (no ORM object per row)."""
     with db.read_session(catalog.engine) as session:
-        statement = _filtered(session, actor, query, _view_columns(session.get_bind().dialect.name))
-        key = SORTABLE[query.sort]
-        statement = statement.order_by(
-            key.desc() if query.descending else key.asc(),  # type: ignore[union-attr]
-            col(Image.id).desc() if query.descending else col(Image.id).asc(),
-        )
-        if query.limit is not None:
-            statement = statement.limit(query.limit)
-        if query.offset:
-            statement = statement.offset(query.offset)
-        # Core execution on the session's connection: rows stay plain tuples (no ORM loading step).
-        result = session.connection().execute(statement.execution_options(yield_per=BATCH, stream_results=True))
-        yield from result.partitions()
+        connection = session.connection()
+        sql, params = listing_sql(connection.dialect.name, db.rows_in(session), actor, query or ImageQuery())
+        statement = sqlalchemy.text(sql).execution_options(yield_per=BATCH, stream_results=True)
+        yield from connection.execute(statement, params).partitions()
 
 
 def count_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None) -> int:
-    query = query or ImageQuery()
     with db.read_session(catalog.engine) as session:
-        statement = _filtered(session, actor, query, (Image.id,)).subquery()
-        return int(session.exec(select(func.count()).select_from(statement)).one())
+        sql, params = count_sql(db.rows_in(session), actor, query or ImageQuery())
+        return int(session.connection().execute(sqlalchemy.text(sql), params).scalar_one())
 
 
 def _load(session: Session, actor: Actor, image_id: str) -> Image:

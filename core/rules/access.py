@@ -8,36 +8,19 @@ A resource of another tenant is "not found", never "forbidden", so IDs cannot be
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
+from core.catalog import db
 from core.catalog.errors import Forbidden, Msg, NotFound
-from core.catalog.models import Account, Image, Link, Perm, Role, Tenant, Vm
+from core.catalog.models import Account, Image, Link, Role, Tenant, Vm
+from core.rules.actor import Actor as Actor
+from core.rules.actor import find_actor, visible_tenant_id
+from core.rules.actor import visible_tenant_ids as visible_tenant_ids
 
 # The rows a tenant owns, loaded by id through `load_visible`.
 TenantRow = TypeVar("TenantRow", Image, Vm, Link)
-
-
-@dataclass(frozen=True)
-class Actor:
-    account_id: int
-    name: str
-    role: str
-    perm: str | None
-    tenant_id: int | None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == Role.ADMIN
-
-    @property
-    def can_manage(self) -> bool:
-        return self.role in (Role.ADMIN, Role.OWNER) or self.perm == Perm.MANAGE
-
-    def sees_tenant(self, tenant_id: int) -> bool:
-        return self.is_admin or self.tenant_id == tenant_id
 
 
 def actor_of(account: Account) -> Actor:
@@ -47,10 +30,7 @@ def actor_of(account: Account) -> Actor:
 
 def resolve_actor(session: Session, name: str) -> Actor:
     """The live account called `name` (a deleted one acts no more)."""
-    account = session.exec(select(Account).where(Account.name == name, col(Account.deleted_at).is_(None))).first()
-    if account is None:
-        raise Forbidden("account {name} does not exist", name=name)
-    return actor_of(account)
+    return find_actor(db.rows_in(session), name)
 
 
 def refresh_actor(session: Session, actor: Actor) -> Actor:
@@ -60,13 +40,6 @@ def refresh_actor(session: Session, actor: Actor) -> Actor:
     if account is None or account.deleted_at is not None:
         raise Forbidden("account {name} does not exist", name=actor.name)
     return actor_of(account)
-
-
-def visible_tenant_ids(actor: Actor) -> set[int] | None:
-    """None means every tenant."""
-    if actor.is_admin:
-        return None
-    return {actor.tenant_id} if actor.tenant_id is not None else set()
 
 
 def require_visible(actor: Actor, tenant_id: int, what: str) -> None:
@@ -98,9 +71,8 @@ def load_visible(session: Session, actor: Actor, model: type[TenantRow], row_id:
 
 def load_visible_tenant(session: Session, actor: Actor, name: str) -> Tenant:
     """The tenant called `name` if the actor sees it; else NotFound."""
-    tenant = session.exec(select(Tenant).where(Tenant.name == name)).first()
-    if tenant is None or tenant.id is None or not actor.sees_tenant(tenant.id):
-        raise NotFound("tenant {tenant} not found", tenant=name)
+    tenant = session.get(Tenant, visible_tenant_id(db.rows_in(session), actor, name))
+    assert tenant is not None
     return tenant
 
 

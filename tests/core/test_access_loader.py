@@ -27,6 +27,8 @@ from tests.factories import attach_vm, make_image
 
 CORE = Path(__file__).resolve().parents[2] / "core"
 ACCESS = CORE / "rules" / "access.py"
+# Its half without the ORM (the Actor, the tenants it sees), read by the command line's listing path too.
+ACTOR = CORE / "rules" / "actor.py"
 
 
 def make_link(catalog: Catalog, maker: Actor, image_id: str | None, link_id: str) -> str:
@@ -195,7 +197,7 @@ def _checks_visibility(test: ast.expr) -> bool:
 def test_no_module_but_access_raises_not_found_after_a_visibility_check_of_its_own() -> None:
     by_hand = []
     for path in sorted(CORE.rglob("*.py")):
-        if path == ACCESS:
+        if path in (ACCESS, ACTOR):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.If) and _checks_visibility(node.test) and _raises_not_found(node):

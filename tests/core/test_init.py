@@ -260,20 +260,58 @@ def test_schema_head_constant_matches_the_newest_migration() -> None:
     assert db.head_revision() == db.alembic_head_revision()
 
 
-def test_image_list_imports_neither_alembic_nor_textual(config_path: Path) -> None:
-    """`image list` on an up-to-date catalog pays for Alembic only when migrating, and never for Textual."""
+# What `image list` on an up-to-date SQLite catalog must not import (each costs every call start-up time):
+# Alembic (only to migrate), Textual (only `tui`), SQLAlchemy and SQLModel (the listing runs its one query
+# through sqlite3), the other command groups' modules, the gateway and the Excel writer.
+NOT_FOR_IMAGE_LIST = (
+    "alembic",
+    "textual",
+    "sqlalchemy",
+    "sqlmodel",
+    "core.catalog.models",
+    "core.images.images",
+    "core.jobs",
+    "cli.accounts",
+    "cli.jobs",
+    "cli.links",
+    "cli.vms",
+    "cli.serve",
+    "cli.tui",
+    "gateway",
+    "openpyxl",
+    "cryptography",
+    "aiohttp",
+    "asyncssh",
+)
+
+
+def _loaded_after(config_path: Path, argv: list[str]) -> tuple[str, list[str], int]:
+    """Run the CLI in a fresh interpreter: its stdout, the modules of NOT_FOR_IMAGE_LIST it loaded, its exit status."""
     import os
     import subprocess
     import sys
 
-    initialise(load_settings(config_path))
     code = (
         "import sys, cli.main\n"
-        "code = cli.main.main(['image', 'list', '--json'])\n"
-        "loaded = sorted(m for m in ('alembic', 'textual') if m in sys.modules)\n"
+        "try:\n"
+        f"    code = cli.main.main({argv!r})\n"
+        "except SystemExit as exit:\n"  # --help
+        "    code = exit.code\n"
+        # a package is in sys.modules as soon as any module of it is
+        f"loaded = [name for name in {NOT_FOR_IMAGE_LIST!r} if name in sys.modules]\n"
         "print('LOADED', ','.join(loaded), code, file=sys.stderr)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")} | {"IMAGEHUB_CONFIG": str(config_path)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert done.stdout.strip() == "[]"
-    assert "LOADED  0" in done.stderr
+    _, loaded, status = done.stderr.strip().splitlines()[-1].split(" ")
+    return done.stdout, [m for m in loaded.split(",") if m], int(status)
+
+
+def test_image_list_imports_neither_alembic_nor_textual(config_path: Path) -> None:
+    """`image list` on an up-to-date catalog pays for Alembic only when migrating, never for Textual, and
+    reads a SQLite catalog without SQLAlchemy: none of NOT_FOR_IMAGE_LIST is imported."""
+    initialise(load_settings(config_path))
+    for argv in (["image", "list", "--json"], ["image", "list"], ["--help"]):
+        out, loaded, status = _loaded_after(config_path, argv)
+        assert (loaded, status) == ([], 0), argv
+        assert out.strip() == "[]" if "--json" in argv else out

@@ -12,6 +12,7 @@ from core.catalog.clock import iso
 from core.catalog.models import Image, Status
 from core.images import images
 from core.images.images import ImageQuery, edit_image, get_image, image_view, iter_images, list_images
+from core.images.views import stamp
 from tests.conftest import BACKENDS, People
 from tests.factories import make_image
 
@@ -30,7 +31,7 @@ pytestmark = BACKENDS
     ],
 )
 def test_list_timestamps_are_the_same_strings_as_clock_iso(catalog: Catalog, value: datetime | None):
-    assert images._stamp(value) == iso(value)
+    assert stamp(value) == iso(value)
 
 
 def test_listing_builds_no_orm_object_per_row(catalog: Catalog, people: People):

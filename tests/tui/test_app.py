@@ -241,23 +241,6 @@ async def test_keys_screen_and_command_palette_list_the_actions(images: Catalog,
             assert title in titles
 
 
-async def test_unavailable_action_is_a_notification_not_a_crash(
-    images: Catalog, people: People, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tui.screens import images as images_screen
-
-    monkeypatch.setattr(images_screen, "module_available", lambda name: False)
-    app = make_app(images, people.owner)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        for key in ("i", "g", "c"):
-            await pilot.press(key)
-            await settle(pilot)
-        messages = [n.message for n in app._notifications]
-        assert sum("not available yet" in m for m in messages) == 3
-        assert type(app.screen).__name__ == "ImagesScreen"
-
-
 async def test_unexpected_error_becomes_a_notification_and_a_log_entry(
     images: Catalog, people: People, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

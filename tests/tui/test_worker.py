@@ -69,6 +69,14 @@ def await_event(event: threading.Event, timeout: float) -> bool:
 
 
 def test_serve_running_follows_the_pid_file(tmp_path: Path) -> None:
+    from cli.tui import SERVE_PID_FILE
+    from gateway.server import PID_FILE
+
+    assert SERVE_PID_FILE == PID_FILE == "serve.pid"  # the one file `imagehub serve` writes
+    assert not serve_running(tmp_path)
+    for never_written in ("run/serve.pid", "gateway.pid", "run/gateway.pid"):
+        (tmp_path / never_written).parent.mkdir(exist_ok=True)
+        (tmp_path / never_written).write_text(f"{os.getpid()}\n")
     assert not serve_running(tmp_path)
     (tmp_path / "serve.pid").write_text(f"{os.getpid()}\n")
     assert serve_running(tmp_path)

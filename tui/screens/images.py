@@ -1,8 +1,7 @@
-"""The image list (spec 4.1) and the actions on it: filter, status tabs, sort, tenant, edit, delete, export."""
+"""The image list and the actions on it: filter, status tabs, sort, tenant, edit, delete, export."""
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
 from typing import Any
 
@@ -25,13 +24,6 @@ from tui.widgets.image_list import COLUMNS, SORT_KEYS, ImageList
 
 STATUS_TABS = ("all", "available", "importing", "creating", "import_failed", "deleting")
 SORT_CYCLE = [SORT_KEYS[key] for key, *_rest in COLUMNS]
-
-
-def module_available(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 class ImagesScreen(BaseScreen):
@@ -250,7 +242,7 @@ class ImagesScreen(BaseScreen):
         self.app.push_screen(RecycleBinScreen(self.tenant), back)
 
     def action_export(self) -> None:
-        # A link, never a path: over the SSH door this process runs on the server (checklist L6).
+        # A link, never a path: over the SSH door this process runs on the server (docs/security.md L6).
         self.app.notify(_("Exporting…"), timeout=3)
         self._export()
 
@@ -270,9 +262,6 @@ class ImagesScreen(BaseScreen):
             return
         app.call_from_thread(app.push_screen, WorkbookLinkScreen(created.view))
 
-    def _not_yet(self, what: str) -> None:
-        self.app.notify(_("{what} is not available yet in this version.").format(what=what), severity="warning")
-
     def _current_or_warn(self, operation: Operation | None = None) -> dict[str, Any] | None:
         """The image under the cursor, if `operation` is allowed in its status (core's rule and message)."""
         image = self.image_list.current()
@@ -288,14 +277,7 @@ class ImagesScreen(BaseScreen):
         return image
 
     def action_import(self) -> None:
-        if not module_available("tui.screens.import_wizard") or not module_available("core.importer.submit"):
-            self._not_yet(_("Import"))
-            return
-        try:
-            from tui.screens.import_wizard import ImportWizard
-        except ImportError:
-            self._not_yet(_("Import"))
-            return
+        from tui.screens.import_wizard import ImportWizard
 
         def started(image: dict[str, Any] | None) -> None:
             if image:
@@ -310,28 +292,15 @@ class ImagesScreen(BaseScreen):
         image = self._current_or_warn(Operation.DOWNLOAD)
         if image is None:
             return
-        if not module_available("core.links.links") or not module_available("tui.screens.link"):
-            self._not_yet(_("Download links"))
-            return
-        try:
-            from tui.screens.link import LinkScreen
-        except ImportError:
-            self._not_yet(_("Download links"))
-            return
+        from tui.screens.link import LinkScreen
+
         self.app.push_screen(LinkScreen(image))
 
     def action_create_vm(self) -> None:
         image = self._current_or_warn(Operation.CREATE_VM)
         if image is None:
             return
-        if not module_available("core.compute.vms") or not module_available("tui.screens.vm_create"):
-            self._not_yet(_("Create VM"))
-            return
-        try:
-            from tui.screens.vm_create import VmCreateScreen
-        except ImportError:
-            self._not_yet(_("Create VM"))
-            return
+        from tui.screens.vm_create import VmCreateScreen
 
         def created(vm: dict[str, Any] | None) -> None:
             if vm:

@@ -1,0 +1,51 @@
+"""The catalog's words: roles, perms, image statuses, job states and job phases (schema vocabulary).
+
+Plain enums in a module of their own, so that what only reads them (the command line's listing path)
+needs no SQLModel; core.catalog.models re-exports them beside the tables.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    OWNER = "owner"
+    MEMBER = "member"
+
+
+class Perm(StrEnum):
+    VIEW = "view"
+    MANAGE = "manage"
+
+
+class Status(StrEnum):
+    CREATING = "creating"
+    IMPORTING = "importing"
+    IMPORT_FAILED = "import_failed"
+    AVAILABLE = "available"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Phase(StrEnum):
+    """What a running job is doing, as its worker reports it with `JobContext.progress`."""
+
+    RUNNING = "running"  # a heartbeat before the first report
+    DOWNLOADING = "downloading"
+    VERIFYING = "verifying"
+    INSPECTING = "inspecting"
+    CONVERTING = "converting"
+    RESIZING = "resizing"
+    FINISHING = "finishing"
+    CHECKSUM = "checksum"
+    PUBLISHING = "publishing"
