@@ -26,6 +26,7 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -108,7 +109,8 @@ async def _start_metrics(registry: Registry, stack: contextlib.AsyncExitStack) -
         await site.start()
     except OSError as exc:
         raise Failed(f"the gateway cannot serve metrics on {gw.metrics_listen}: {exc.strerror or exc}") from exc
-    return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    server: Any = site._server  # an asyncio Server once started
+    return int(server.sockets[0].getsockname()[1])
 
 
 async def serve(

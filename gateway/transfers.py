@@ -17,12 +17,12 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -55,7 +55,7 @@ class JobsCollector(Collector):
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "imagehub_jobs", "Queued and running jobs by kind and phase", labels=["kind", "phase"]
         )

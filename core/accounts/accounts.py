@@ -157,7 +157,7 @@ def delete_account(catalog: Catalog, actor: Actor, name: str) -> dict[str, Any]:
             now = utcnow()
             account.deleted_at = now
             session.add(account)
-            removed = session.exec(delete(AccountKey).where(col(AccountKey.account_id) == account.id))  # type: ignore[call-overload]
+            removed = session.exec(delete(AccountKey).where(col(AccountKey.account_id) == account.id))
             assert account.id is not None
             revoked = links.revoke_links_of(session, account.id, now)
             tenant = _tenant_name(session, account.tenant_id)

@@ -51,7 +51,9 @@ def parse_public_key(text: str) -> tuple[str, str, str]:
 def _account(session: Any, actor: Actor, name: str, *, registering: bool = False) -> Account:
     """The live account `name` whose keys the actor may see or remove (itself; an owner its tenant's
     accounts; an admin all), or, `registering`, add to (itself; an admin any)."""
-    account = session.exec(select(Account).where(Account.name == name, col(Account.deleted_at).is_(None))).first()
+    account: Account | None = session.exec(
+        select(Account).where(Account.name == name, col(Account.deleted_at).is_(None))
+    ).first()
     if account is None:
         raise NotFound("account {name} not found", name=name)
     access.require_may_manage_keys(actor, account, registering=registering)

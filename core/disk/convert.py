@@ -12,6 +12,7 @@ reason raised names files, never the server's folders. A finished output is fsyn
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import re
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import cast
 
 from core.catalog.errors import Failed
 from core.catalog.settings import ImportSettings
@@ -154,9 +155,9 @@ class _Run:
             reader.start()
 
     def _read_progress(self) -> None:
-        stream: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
+        stream = cast(io.BufferedReader, self.proc.stdout)  # Popen(stdout=PIPE), unbuffered text off
         recent = b""
-        while chunk := stream.read1(4096):  # type: ignore[attr-defined]
+        while chunk := stream.read1(4096):
             recent = (recent + chunk)[-64:]  # a percentage split across two reads is still seen
             found = percentages(recent)
             if found and found[-1] / 100 > self.fraction:
@@ -166,8 +167,8 @@ class _Run:
         self.changed.set()
 
     def _read_errors(self) -> None:
-        stream: IO[bytes] = self.proc.stderr  # type: ignore[assignment]
-        while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+        stream = cast(io.BufferedReader, self.proc.stderr)
+        while chunk := stream.read1(65536):
             self.tail.extend(chunk)
             del self.tail[:-STDERR_KEPT]
 

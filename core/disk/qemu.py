@@ -144,8 +144,9 @@ def run_limited(
             proc.kill()
             proc.wait()
         reader.join(5)
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
     if state["timed_out"]:
         raise Failed("{program} timed out", program=program)
 
@@ -207,7 +208,8 @@ def info(path: Path, fmt: str) -> dict[str, Any]:
         address_space=INFO_ADDRESS_SPACE,
         timeout=30,
     )
-    return json.loads(out)
+    info: dict[str, Any] = json.loads(out)
+    return info
 
 
 def create(path: Path, fmt: str, size_bytes: int, extra: Sequence[str] = ()) -> None:

@@ -131,7 +131,7 @@ def ensure(catalog: Catalog, session: Session, image: Image, fmt: str) -> Job | 
         return None
     if session.get_bind().dialect.name != "sqlite":
         # Two nodes asking at once must find one job, not make one each (SQLite's writes are serial).
-        session.exec(text("SELECT pg_advisory_xact_lock(8212002)"))  # type: ignore[call-overload]
+        session.connection().execute(text("SELECT pg_advisory_xact_lock(8212002)"))
     job = active_job(session, image.id, fmt)
     if job is not None:
         return job

@@ -273,7 +273,7 @@ def _staged_intact(ctx: JobContext, path: Path, summary: dict[str, Any]) -> bool
             digest.update(chunk)
             done += len(chunk)
             ctx.progress(Phase.VERIFYING, done, total)
-    return digest.hexdigest() == summary["sha256"]
+    return bool(digest.hexdigest() == summary["sha256"])
 
 
 def _record_available(ctx: JobContext, image_id: str, disk_format: str, virtual_size: int, sha256: str) -> None:

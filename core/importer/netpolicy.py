@@ -18,10 +18,14 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from core.catalog.errors import Failed, Invalid
 from core.rules.redaction import redact
+
+if TYPE_CHECKING:
+    from core.catalog.settings import Settings
 
 MAX_REDIRECTS = 5
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21}
@@ -76,8 +80,8 @@ class Policy:
     allow_private_networks: bool = False
 
     @classmethod
-    def from_settings(cls, settings: object) -> Policy:
-        imp = settings.import_  # type: ignore[attr-defined]
+    def from_settings(cls, settings: Settings) -> Policy:
+        imp = settings.import_
         return cls(
             allowed_schemes=tuple(s.lower() for s in imp.allowed_schemes),
             allowed_ports=tuple(int(p) for p in imp.allowed_ports),

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, text, update
+from sqlalchemy import and_, func, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -58,7 +58,8 @@ def submit(
 
 
 def params_of(job: Job) -> dict[str, Any]:
-    return json.loads(job.params or "{}")
+    params: dict[str, Any] = json.loads(job.params or "{}")
+    return params
 
 
 def claim(
@@ -76,7 +77,7 @@ def claim(
         if max_running_total is not None:
             if not db.is_sqlite(engine):
                 # serialise claimers while they count, so that two cannot both take the last place
-                session.exec(text("SELECT pg_advisory_xact_lock(8212001)"))  # type: ignore[call-overload]
+                session.connection().execute(text("SELECT pg_advisory_xact_lock(8212001)"))
             running = session.exec(
                 select(func.count()).select_from(Job).where(Job.state == RUNNING, col(Job.lease_expires_at) > now)
             ).one()
@@ -84,7 +85,7 @@ def claim(
                 return None
         # Queued jobs first (index state, id), then running ones whose lease ran out.
         job = None
-        for condition in (Job.state == QUEUED, (Job.state == RUNNING) & (col(Job.lease_expires_at) < now)):
+        for condition in (Job.state == QUEUED, and_(col(Job.state) == RUNNING, col(Job.lease_expires_at) < now)):
             statement = select(Job).where(condition).order_by(col(Job.id)).limit(1)
             if kinds is not None:
                 statement = statement.where(col(Job.kind).in_(list(kinds)))
@@ -124,7 +125,7 @@ def renew(
         values["progress_at"] = now
     values.update(fields)
     with db.write_session(engine) as session:
-        result = session.exec(  # type: ignore[call-overload]
+        result = session.exec(
             update(Job)
             .where(col(Job.id) == job_id, col(Job.lease_owner) == owner, col(Job.state) == RUNNING)
             .values(**values)
@@ -148,7 +149,7 @@ def finish(
     """
     now = utcnow()
     with db.write_session(engine) as session:
-        result = session.exec(  # type: ignore[call-overload]
+        result = session.exec(
             update(Job)
             .where(col(Job.id) == job_id, col(Job.lease_owner) == owner, col(Job.state) == RUNNING)
             .values(
@@ -171,7 +172,7 @@ def finish(
 def release(engine: Engine, job_id: int, owner: str) -> None:
     """Give a running job back to the queue (clean shutdown): the next worker resumes it at once."""
     with db.write_session(engine) as session:
-        session.exec(  # type: ignore[call-overload]
+        session.exec(
             update(Job)
             .where(col(Job.id) == job_id, col(Job.lease_owner) == owner, col(Job.state) == RUNNING)
             .values(state=QUEUED, lease_owner=None, lease_expires_at=None, updated_at=utcnow())

@@ -360,7 +360,7 @@ def revoke_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
 def revoke_links_of(session: Session, account_id: int, now: datetime) -> int:
     """Revoke every link `account_id` made (its account is being deleted), in the caller's
     transaction; running transfers are cut by the gateway's next check. The number revoked."""
-    result = session.exec(  # type: ignore[call-overload]
+    result = session.exec(
         update(Link).where(col(Link.account_id) == account_id, col(Link.revoked_at).is_(None)).values(revoked_at=now)
     )
     return int(result.rowcount or 0)
@@ -438,9 +438,7 @@ def add_bytes_served(catalog: Catalog, counts: dict[str, int]) -> None:
         return
     with db.write_session(catalog.engine) as session:
         for link_id, count in counts.items():
-            session.exec(  # type: ignore[call-overload]
-                update(Link).where(col(Link.id) == link_id).values(bytes_served=Link.bytes_served + count)
-            )
+            session.exec(update(Link).where(col(Link.id) == link_id).values(bytes_served=Link.bytes_served + count))
 
 
 def describe(catalog: Catalog, link_id: str, token: str | None = None) -> dict[str, Any]:
