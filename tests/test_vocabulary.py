@@ -8,7 +8,7 @@ from pathlib import Path
 from core.catalog.models import JobState, Status
 
 ROOT = Path(__file__).resolve().parent.parent
-SCANNED = ("core", "gateway")
+SCANNED = ("core", "gateway", "cli", "tui")
 WORDS = frozenset(s.value for s in Status) | frozenset(s.value for s in JobState)
 # The modules that define the vocabulary (or, for jobs, its historic aliases).
 DEFINING = frozenset(
@@ -19,7 +19,10 @@ OTHER_MEANINGS = {
     ("core/catalog/errors.py", "failed"): "ImagehubError.reason, the kind of an error",
     ("core/compute/drivers.py", "running"): "a VM's status as its driver reports it",
     ("gateway/admin_ssh.py", "deleted"): "an account was deleted (a message)",
+    ("cli/jobs.py", "failed"): "the outcome shown when a failed import left no reason (a message)",
 }
+# Marked for translation (`N_("available")`, `_("failed")`): English text shown to people, not a status.
+MESSAGE_MARKERS = frozenset({"N_", "_"})
 
 
 def _docstrings(tree: ast.Module) -> set[int]:
@@ -32,10 +35,22 @@ def _docstrings(tree: ast.Module) -> set[int]:
     return found
 
 
+def _messages(tree: ast.Module) -> set[int]:
+    return {
+        id(node.args[0])
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in MESSAGE_MARKERS
+        and node.args
+    }
+
+
 def retyped_words(path: Path) -> list[tuple[int, str]]:
-    """(line, word) of every string constant in `path` that is an image status or a job state."""
+    """(line, word) of every string constant in `path` that is an image status or a job state (not a docstring,
+    not a message marked for translation)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    docstrings = _docstrings(tree)
+    docstrings = _docstrings(tree) | _messages(tree)
     return sorted(
         (node.lineno, node.value)
         for node in ast.walk(tree)
@@ -65,6 +80,6 @@ def test_the_scan_sees_string_literals_but_not_docstrings(tmp_path: Path):
         '"""available, in a docstring."""\n'
         "def f(state):\n"
         '    """running, in a docstring."""\n'
-        '    return state == "running" or state in ("queued", "done")\n'
+        '    return state == "running" or state in ("queued", "done") or N_("failed")\n'
     )
     assert retyped_words(sample) == [(4, "done"), (4, "queued"), (4, "running")]

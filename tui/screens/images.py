@@ -12,6 +12,7 @@ from textual.widgets import Footer, Header, Input, Tab, Tabs
 
 from core.accounts.accounts import list_tenants
 from core.catalog.errors import ImagehubError
+from core.catalog.models import Status
 from core.images.images import ImageQuery, delete_images
 from core.rules import lifecycle
 from core.rules.lifecycle import Operation
@@ -22,7 +23,7 @@ from tui.screens.confirm import ChooseScreen, ConfirmScreen, ResultsScreen
 from tui.widgets.format import status_labels
 from tui.widgets.image_list import COLUMNS, SORT_KEYS, ImageList
 
-STATUS_TABS = ("all", "available", "importing", "creating", "import_failed", "deleting")
+STATUS_TABS = ("all", Status.AVAILABLE, Status.IMPORTING, Status.CREATING, Status.IMPORT_FAILED, Status.DELETING)
 SORT_CYCLE = [SORT_KEYS[key] for key, *_rest in COLUMNS]
 
 

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Header, Static
 
+from core.catalog.models import Status
 from core.images.images import ImageQuery, destroy_images, restore_images
 from tui.i18n import N_, _
 from tui.screens.base import BaseScreen
@@ -41,7 +42,7 @@ class RecycleBinScreen(BaseScreen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="▣")
         yield Static(_("Recycle bin — deleted images can be restored or destroyed"), id="bin-title")
-        query = ImageQuery(tenant=self.tenant, status="deleted", sort="updated_at")
+        query = ImageQuery(tenant=self.tenant, status=Status.DELETED, sort="updated_at")
         yield ImageList(query, refresh_seconds=self.refresh_seconds)
         yield Footer(compact=True)
 

@@ -21,6 +21,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from core.catalog.models import Status
 from core.images.images import ImageQuery, count_images, list_images
 from core.images.listing import active_progress
 from tui.i18n import N_, _, tr
@@ -365,8 +366,8 @@ class ImageList(Vertical):
         before = {r["id"]: r["status"] for r in self.rows}
         for image in page:
             old = before.get(image["id"])
-            if old in ("importing", "creating") and image["status"] != old:
-                failed = image["status"] == "import_failed"
+            if old in (Status.IMPORTING, Status.CREATING) and image["status"] != old:
+                failed = image["status"] == Status.IMPORT_FAILED
                 message = (
                     _("{name} failed: {reason}").format(name=image["name"], reason=tr(image.get("error") or ""))
                     if failed
@@ -493,7 +494,7 @@ class ImageList(Vertical):
         if image.get("description"):
             first.append(" · " + visible(image["description"].replace("\n", " ")), style="italic")
         progress = self.progress.get(image["id"])
-        if image["status"] == "import_failed" and image.get("error"):
+        if image["status"] == Status.IMPORT_FAILED and image.get("error"):
             second = plain(_("failed: {reason}").format(reason=tr(image["error"])), style="red")
         elif progress is not None:
             second = Text.assemble(status_cell(image["status"], progress, 30), "  ", progress_line(progress))
