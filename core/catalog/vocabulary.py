@@ -49,3 +49,16 @@ class Phase(StrEnum):
     FINISHING = "finishing"
     CHECKSUM = "checksum"
     PUBLISHING = "publishing"
+
+
+# A download link's state: served when active or preparing, else the refusal's reason (core.links.links).
+class LinkState(StrEnum):
+    ACTIVE = "active"
+    PREPARING = "preparing"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    IMAGE_UNAVAILABLE = "image_unavailable"  # deleted, gone, or no longer `available`
+    TENANT_CHANGED = "tenant_changed"  # the image now belongs to another tenant
+    ACCESS_LOST = "access_lost"  # its maker is deleted or no longer sees the tenant
+    FILE_MISSING = "file_missing"  # the stored file (or the workbook) is gone: nothing can make it again
+    EXPORT_FAILED = "export_failed"  # making the export or checksum failed; a new link tries again

@@ -38,6 +38,7 @@ from core.catalog.clock import iso, utcnow
 from core.catalog.errors import ImagehubError, Invalid, NotFound
 from core.catalog.ids import issue_id
 from core.catalog.models import Account, Image, Link
+from core.catalog.vocabulary import LinkState
 from core.images import exports
 from core.jobs import jobs
 from core.rules import access, lifecycle
@@ -54,15 +55,13 @@ REFUSAL_MESSAGE = "this download link is not valid (expired, revoked or unknown)
 # A link's states. Served: `active` (its file is ready) and `preparing` (its export or checksum is
 # under way, or is started by the next request; HTTP answers 503 with Retry-After meanwhile).
 # Every other state is refused, and is the refusal's reason in the gateway's logs and metrics.
-ACTIVE = "active"
-PREPARING = "preparing"
-REVOKED = "revoked"
-EXPIRED = "expired"
-IMAGE_UNAVAILABLE = "image_unavailable"  # deleted, gone, or no longer `available`
-TENANT_CHANGED = "tenant_changed"  # the image now belongs to another tenant
-ACCESS_LOST = "access_lost"  # its maker is deleted or no longer sees the tenant
-FILE_MISSING = "file_missing"  # the stored file (or the workbook) is gone: nothing can make it again
-EXPORT_FAILED = "export_failed"  # making the export or checksum failed; a new link tries again
+ACTIVE, PREPARING, REVOKED, EXPIRED = LinkState.ACTIVE, LinkState.PREPARING, LinkState.REVOKED, LinkState.EXPIRED
+IMAGE_UNAVAILABLE, TENANT_CHANGED, ACCESS_LOST = (
+    LinkState.IMAGE_UNAVAILABLE,
+    LinkState.TENANT_CHANGED,
+    LinkState.ACCESS_LOST,
+)
+FILE_MISSING, EXPORT_FAILED = LinkState.FILE_MISSING, LinkState.EXPORT_FAILED
 SERVED_STATES = (ACTIVE, PREPARING)
 
 

@@ -15,6 +15,7 @@ import pytest
 from babel.messages.pofile import read_po
 
 from core.catalog.models import JobState, Phase, Status
+from core.catalog.vocabulary import LinkState
 from tui import i18n
 from tui.widgets import format
 
@@ -190,6 +191,19 @@ def test_the_tui_labels_every_member_of_core_s_enums_in_chinese() -> None:
     assert set(format.PHASE_LABELS) == set(Phase)
     labels = [*format.STATUS_LABELS.values(), *format.JOB_STATE_LABELS.values(), *format.PHASE_LABELS.values()]
     assert [label for label in labels if not has_cjk(compiled().gettext(label))] == []
+
+
+def test_the_link_screen_says_every_link_state_in_chinese() -> None:
+    """Each state `link_state` can give (the gateway's own reasons) has its sentence, translated."""
+    assert set(format.LINK_STATE_LABELS) == set(LinkState)
+    missing = [state for state, label in format.LINK_STATE_LABELS.items() if not has_cjk(compiled().gettext(label))]
+    assert missing == []
+    i18n.set_language("zh_CN")
+    try:
+        assert format.link_state_label(LinkState.ACCESS_LOST) == "生成者已无权查看该镜像：下载地址不再可用"
+    finally:
+        i18n.set_language("en")
+    assert format.link_state_label("access_lost").startswith("its maker can no longer see the image")
 
 
 def test_phases_and_statuses_show_in_chinese() -> None:

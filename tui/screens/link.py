@@ -18,7 +18,7 @@ from textual.widgets import Button, Footer, Header, Label, Select, Static
 
 from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error, translate_bindings
-from tui.widgets.format import human_size, short_time, visible
+from tui.widgets.format import human_size, link_state_label, short_time, visible
 
 FIELDS = (
     ("http", N_("HTTP")),
@@ -161,11 +161,6 @@ class LinkScreen(BaseScreen):
     def _show(self, view: dict[str, Any]) -> None:
         self.link = view
         state = view.get("state") or ""
-        states = {
-            "active": _("ready: the links answer now"),
-            "preparing": _("preparing the file (checksum or conversion); the links answer once it is ready"),
-            "export_failed": _("preparing the file failed; generate a new link later"),
-        }
         size = f" · {human_size(view['size'])}" if view.get("size") else ""
         self.query_one("#link-state", Static).update(
             Text.assemble(
@@ -174,7 +169,7 @@ class LinkScreen(BaseScreen):
                 visible(view["filename"]),
                 size,
                 " · ",
-                (states.get(state, state), "italic"),
+                (link_state_label(state), "italic"),
             )
         )
         for field in self.query(CopyField):

@@ -10,6 +10,7 @@ from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 
 from core.catalog.models import JobState, Phase, Status
+from core.catalog.vocabulary import LinkState
 from core.rules.lifecycle import TRANSIENT
 from tui.i18n import N_, _
 
@@ -53,6 +54,19 @@ PHASE_LABELS: dict[str, str] = {
     Phase.PUBLISHING: N_("publishing"),
 }
 
+# A download link's state, as the link screen says it (the gateway's own reason, core.links.links.link_state).
+LINK_STATE_LABELS: dict[str, str] = {
+    LinkState.ACTIVE: N_("ready: the links answer now"),
+    LinkState.PREPARING: N_("preparing the file (checksum or conversion); the links answer once it is ready"),
+    LinkState.REVOKED: N_("revoked: the links no longer answer"),
+    LinkState.EXPIRED: N_("expired: the links no longer answer; generate a new link"),
+    LinkState.IMAGE_UNAVAILABLE: N_("the image is no longer available: the links no longer answer"),
+    LinkState.TENANT_CHANGED: N_("the image now belongs to another tenant: the links no longer answer"),
+    LinkState.ACCESS_LOST: N_("its maker can no longer see the image: the links no longer answer"),
+    LinkState.FILE_MISSING: N_("the file is missing: the links no longer answer"),
+    LinkState.EXPORT_FAILED: N_("preparing the file failed; generate a new link later"),
+}
+
 
 def _escaped(match: re.Match[str]) -> str:
     code = ord(match.group())
@@ -85,6 +99,11 @@ def status_labels() -> dict[str, str]:
 def phase_label(phase: str) -> str:
     """A job's phase in the current language (an unknown word as it is)."""
     return _(PHASE_LABELS.get(phase, phase))
+
+
+def link_state_label(state: str) -> str:
+    """A download link's state as a sentence in the current language (an unknown word as it is)."""
+    return _(LINK_STATE_LABELS.get(state, state))
 
 
 def job_state_label(state: str) -> str:
