@@ -1,4 +1,4 @@
-"""`imagehub image download-link` (its parser is in cli.images), `imagehub link list` and `imagehub link revoke`."""
+"""`imagehub image download-link` (its parser is in cli.images), `imagehub link list|show|revoke`."""
 
 from __future__ import annotations
 
@@ -67,6 +67,21 @@ def cmd_link_list(ctx: Context) -> int:
     return 0
 
 
+def cmd_link_show(ctx: Context) -> int:
+    """One link's fields and its state (the gateway's own verdict); never its token or URLs, which only
+    the maker received."""
+    view = links.get_link(ctx.catalog, ctx.actor, ctx.args.link_id)
+    if ctx.args.json:
+        emit_json(view)
+        return 0
+    for key, value in view.items():
+        shown = (
+            f"{human_size(value)} ({value} bytes)" if key in ("size", "bytes_served") and value is not None else value
+        )
+        print(f"{key + ':':14}{'-' if shown is None else shown}")
+    return 0
+
+
 def cmd_link_revoke(ctx: Context) -> int:
     view = links.revoke_link(ctx.catalog, ctx.actor, ctx.args.link_id)
     if ctx.args.json:
@@ -80,6 +95,9 @@ def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
     link = add_group(sub, common, group.name, group.help)
     p = add_command(link, common, "list", cmd_link_list, "list download links", json_flag=False)
     p.add_argument("--image", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p = add_command(link, common, "show", cmd_link_show, "show one link and its state", json_flag=False)
+    p.add_argument("link_id", metavar="LINK_ID")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p = add_command(
         link,

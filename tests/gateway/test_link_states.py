@@ -151,6 +151,10 @@ def test_the_gateway_serves_or_refuses_as_link_list_says(gw: Gateway, made: dict
     # What a running transfer of the link is re-asked: refused with the state as reason, or still valid.
     assert links.check_links(gw.catalog, [link.id]) == {link.id: None if state in links.SERVED_STATES else state}
     assert links.describe(gw.catalog, link.id)["state"] == state  # and the TUI's link screen shows it
+    shown = gw.cli("link", "show", link.id, "--json", account="acme-owner")
+    assert shown.returncode == 0, shown.stderr
+    view = json.loads(shown.stdout)
+    assert view["state"] == state and set(view) == LINK_FIELDS  # `link show`: the same verdict, no token
     if state not in links.SERVED_STATES:
         refused = re.compile(rf"link={re.escape(link.id)} proto=http client=\S+ refused reason=(\w+)")
         assert refused.findall(gw.log_text())[-1:] == [state]
@@ -166,3 +170,13 @@ def test_a_missing_stored_file_is_not_prepared_again(gw: Gateway, made: dict[str
     assert request(link)[0] == 403
     with db.read_session(gw.catalog.engine) as session:
         assert session.exec(statement).all() == before
+
+
+def test_link_show_is_not_found_outside_the_tenant_and_for_unknown_ids(gw: Gateway, made: dict[str, Link]) -> None:
+    link = made["active"]
+    other = gw.cli("link", "show", link.id, account="globex-owner")
+    assert other.returncode == 3 and other.stderr.strip() == f"imagehub: error: link {link.id} not found", other.stderr
+    unknown = gw.cli("link", "show", "lnk-zzzzzzzz", account="acme-owner")
+    assert unknown.returncode == 3, unknown.stderr
+    shown = gw.cli("link", "show", link.id, account="acme-viewer")  # a view-only member sees its tenant's links
+    assert shown.returncode == 0 and f"state:        {links.ACTIVE}" in shown.stdout, shown.stdout
