@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -283,6 +284,10 @@ UMASK = 0o027
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.umask(UMASK)
+    if os.environ.get(VIA_SSH_ENV):
+        # The door ends a session with SIGHUP: an `imagehub serve` started under nohup must not pass
+        # its ignored SIGHUP on to the sessions it runs (they would then last until the SIGKILL after).
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     try:

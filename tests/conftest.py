@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,11 @@ from core.rules.access import Actor, resolve_actor
 from core.setup.bootstrap import initialise
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A suite started in the background (`make test &`) has SIGINT ignored, and so would every client the tests
+# interrupt as a user would (Ctrl-C): an ignored signal is inherited across exec, a handler is not.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 IMAGEHUB = [sys.executable, "-m", "cli.main"]
 
 

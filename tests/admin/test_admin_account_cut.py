@@ -4,7 +4,9 @@ the open session ends at once (within the door's check period) and says why; oth
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
@@ -40,8 +42,18 @@ async def ends_with(process: asyncssh.SSHClientProcess, started: float) -> tuple
     return process.exit_status, (await process.stderr.read()).decode(errors="replace"), took
 
 
+@pytest.fixture(params=["default", "nohup"])
+def hangup(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`nohup`: the gateway runs with SIGHUP ignored, as under `nohup imagehub serve &`; its sessions'
+    children inherit that, and must still end at the door's SIGHUP."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN) if request.param == "nohup" else None
+    yield
+    if previous is not None:
+        signal.signal(signal.SIGHUP, previous)
+
+
 async def test_deleting_an_account_ends_its_open_tui_at_once_and_no_other(
-    door: Door, people: People, manager_key: asyncssh.SSHKey
+    door: Door, people: People, manager_key: asyncssh.SSHKey, hangup: None
 ) -> None:
     async with door.connect(ACCOUNT) as conn, door.connect("acme-owner") as owners:
         process, bystander = await open_tui(conn), await open_tui(owners)
