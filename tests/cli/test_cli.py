@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from openpyxl import load_workbook
+
+from tests.conftest import IMAGEHUB, write_config
 
 IMAGE_FIELDS = {
     "id", "name", "description", "tenant", "os_type", "platform", "os_version", "arch", "os_name", "status",
@@ -13,15 +18,31 @@ IMAGE_FIELDS = {
 }  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """`init --demo` once per module (it runs real imports: seconds); each test gets a copy of its data folder."""
+    folder = tmp_path_factory.mktemp("demo-template")
+    config = write_config(folder)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")} | {"IMAGEHUB_CONFIG": str(config)}
+
+    def run(*args: str) -> list[dict[str, str]]:
+        done = subprocess.run([*IMAGEHUB, *args], capture_output=True, text=True, env=env, cwd=folder, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    created = run("init", "--demo", "--json")
+    assert len(created["demo_images"]) == 12  # type: ignore[call-overload]
+    every = run("image", "list", "--json") + run("image", "list", "--status", "deleted", "--json")
+    return folder / "var", {i["name"]: i["id"] for i in every}
+
+
 @pytest.fixture
-def demo(cli) -> dict[str, str]:
-    """`init --demo`; returns the demo images by name."""
-    result = cli("init", "--demo", "--json")
-    assert result.code == 0, result.err
-    assert len(result.json()["demo_images"]) == 12
-    listing = cli("image", "list", "--json")
-    every = listing.json() + cli("image", "list", "--status", "deleted", "--json").json()
-    return {i["name"]: i["id"] for i in every}
+def demo(demo_template: tuple[Path, dict[str, str]], config_path: Path) -> dict[str, str]:
+    """The demo catalog (`init --demo`) in this test's data folder; returns the demo images by name."""
+    data, names = demo_template
+    # cp keeps the images sparse (copytree would write their terabytes of holes out) and their modes
+    subprocess.run(["cp", "-a", "--sparse=always", str(data), str(config_path.parent / "var")], check=True)
+    return names
 
 
 def test_init_twice(cli):
