@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from core.catalog.errors import ImagehubError, Invalid
+from core.rules.display import one_line
 
 if TYPE_CHECKING:
     from core.catalog.catalog import Catalog
@@ -293,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        sys.stderr.write(f"{PROG}: error: {one_line(exc)}\n")
         return 2
     if getattr(args, "handler", None) is None:
         if not argv and sys.stdin.isatty() and sys.stdout.isatty():
@@ -305,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(ctx)  # type: ignore[no-any-return]
     except ImagehubError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        sys.stderr.write(f"{PROG}: error: {one_line(exc)}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
@@ -314,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # never a traceback for the user; the details go to the log
         logging.getLogger("imagehub").exception("unexpected error")
-        sys.stderr.write(f"{PROG}: error: internal error: {type(exc).__name__}: {exc}\n".splitlines()[0] + "\n")
+        sys.stderr.write(f"{PROG}: error: internal error: {one_line(f'{type(exc).__name__}: {exc}')}\n")
         return 1
     finally:
         ctx.close()

@@ -235,3 +235,16 @@ def test_list_json_on_a_terminal_is_indented(cli, demo, config_path: Path):
     document = json.loads(shown)
     assert shown == json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     assert document == cli("image", "list", "--json").json()
+
+
+def test_an_error_echoing_hostile_input_is_one_escaped_line_of_bounded_length(cli, demo):
+    """What a caller passes (an ID with ESC sequences, line breaks, 50,000 characters) comes back in the
+    error as one line: controls escaped as `\\x1b`, `\\x0a`, cut with `…`; the terminal never sees them."""
+    hostile = "lnk-\x1b[31mred\nsecond line\u202e" + "x" * 50_000
+    for command in (("link", "show", hostile), ("image", "show", hostile), ("vm", "show", hostile)):
+        result = cli(*command)
+        assert result.code == 3, result.err
+        assert result.err.count("\n") == 1 and result.err.endswith("…\n"), result.err[:200]
+        assert "\x1b" not in result.err and "\u202e" not in result.err
+        assert "lnk-\\x1b[31mred\\x0asecond line\\u202e" in result.err
+        assert len(result.err) < 1100

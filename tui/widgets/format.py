@@ -3,7 +3,6 @@ text made safe to show (`plain`, `visible`: no markup, no terminal control chara
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rich.cells import cell_len, set_cell_size
@@ -11,11 +10,9 @@ from rich.text import Text
 
 from core.catalog.models import JobState, Phase, Status
 from core.catalog.vocabulary import LinkState
+from core.rules.display import visible
 from core.rules.lifecycle import TRANSIENT
 from tui.i18n import N_, _
-
-# C0 and C1 controls (ESC, CSI...), DEL and the bidirectional overrides: never sent to a terminal.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 # Labels keyed by core's enums (a test keeps every member labelled and translated); `_()` at use.
 STATUS_LABELS: dict[str, str] = {
@@ -66,21 +63,6 @@ LINK_STATE_LABELS: dict[str, str] = {
     LinkState.FILE_MISSING: N_("the file is missing: the links no longer answer"),
     LinkState.EXPORT_FAILED: N_("preparing the file failed; generate a new link later"),
 }
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def visible(value: object, *, newlines: bool = False) -> str:
-    """User text (names, reasons, paths, URLs) made harmless for the terminal: control characters
-    become visible escapes (ESC shows as `\\x1b`; line breaks too unless `newlines`), everything
-    else is left as it is."""
-    text = str(value)
-    if newlines:
-        return "\n".join(_UNSAFE.sub(_escaped, line) for line in text.split("\n"))
-    return _UNSAFE.sub(_escaped, text)
 
 
 def plain(value: object, style: str = "") -> Text:
