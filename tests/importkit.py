@@ -30,7 +30,7 @@ from typing import Any
 
 from core.catalog import db
 from core.catalog.catalog import Catalog
-from core.catalog.models import Image
+from core.catalog.models import Image, Job
 from core.importer.diskprobe import mbr
 from core.importer.submit import submit_import
 from core.jobs import jobs
@@ -170,13 +170,15 @@ def import_and_wait(
     return image_row(catalog, view["id"])
 
 
-def run_job(catalog: Catalog, job_id: int, timeout: float = 60) -> None:
-    worker = Worker(catalog, kinds=["import"], poll_seconds=0.05)
+def run_job(catalog: Catalog, job_id: int, timeout: float = 60, kind: str = "import") -> Job:
+    """Run a worker for jobs of `kind` until job `job_id` has ended; returns the job."""
+    worker = Worker(catalog, kinds=[kind], poll_seconds=0.05)
     try:
         job = worker.run_until(job_id, timeout=timeout)
         assert job is not None and job.state not in jobs.ACTIVE_STATES, f"job {job_id} did not end"
     finally:
         worker.join()
+    return job
 
 
 def image_row(catalog: Catalog, image_id: str) -> Image:

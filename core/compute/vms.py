@@ -26,8 +26,8 @@ from core.catalog.models import Image, Status, Tenant, Vm
 from core.compute.drivers import RUNNING, STOPPED, Driver, MachineSpec, get_driver
 from core.compute.seed import check_password, hostname_for, seed_data, write_seed_iso
 from core.disk import qemu
-from core.images.images import GIB
-from core.rules import access, lifecycle
+from core.images.images import GIB, load_for
+from core.rules import access
 from core.rules.access import Actor
 from core.rules.lifecycle import Operation
 from core.rules.validation import check_name
@@ -119,9 +119,7 @@ def create_vm(
     try:
         name = check_name(name)
         with db.write_session(catalog.engine) as session:
-            image = access.load_visible(session, actor, Image, image_id)
-            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
-            lifecycle.require(image_id, image.status, Operation.CREATE_VM)
+            image = load_for(session, actor, image_id, Operation.CREATE_VM)
             if image.disk_format == "iso":
                 raise Conflict(
                     "image {image_id} is an ISO (installation media); a VM boots from a disk image", image_id=image_id

@@ -101,6 +101,15 @@ def _load(session: Session, actor: Actor, image_id: str) -> Image:
     return access.load_visible(session, actor, Image, image_id)
 
 
+def load_for(session: Session, actor: Actor, image_id: str, operation: Operation) -> Image:
+    """The image, if the actor sees it (else NotFound), may change it (else Forbidden), and its status
+    allows `operation` (else Conflict): the three checks of every change, in this order."""
+    image = _load(session, actor, image_id)
+    access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
+    lifecycle.require(image_id, image.status, operation)
+    return image
+
+
 def _tenant_name(session: Session, tenant_id: int) -> str:
     tenant = session.get(Tenant, tenant_id)
     return tenant.name if tenant else ""
@@ -192,9 +201,7 @@ def edit_image(
         raise Invalid("nothing to change: give --name and/or --description")
     try:
         with db.write_session(catalog.engine) as session:
-            image = _load(session, actor, image_id)
-            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
-            lifecycle.require(image_id, image.status, Operation.EDIT)
+            image = load_for(session, actor, image_id, Operation.EDIT)
             changes: dict[str, Any] = {}
             if name is not None:
                 changes["name"] = [image.name, check_name(name)]
@@ -248,9 +255,7 @@ def delete_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[Ba
 
     def one(image_id: str) -> str:
         with db.write_session(catalog.engine) as session:
-            image = _load(session, actor, image_id)
-            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
-            lifecycle.require(image_id, image.status, Operation.DELETE)
+            image = load_for(session, actor, image_id, Operation.DELETE)
             _check_not_in_use(session, image_id)
             lifecycle.transition(session, image, Status.DELETING, actor=actor.name)
         finish_deletion(catalog, image_id, actor.name)
@@ -296,9 +301,7 @@ def restore_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[B
 
     def one(image_id: str) -> str:
         with db.write_session(catalog.engine) as session:
-            image = _load(session, actor, image_id)
-            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
-            lifecycle.require(image_id, image.status, Operation.RESTORE)
+            image = load_for(session, actor, image_id, Operation.RESTORE)
             restored = Status(image.status_before_delete or Status.AVAILABLE)
             lifecycle.transition(session, image, restored, actor=actor.name, action="image.restore", status=restored)
             return restored
@@ -311,9 +314,7 @@ def destroy_images(catalog: Catalog, actor: Actor, ids: Iterable[str]) -> list[B
 
     def one(image_id: str) -> str:
         with db.write_session(catalog.engine) as session:
-            image = _load(session, actor, image_id)
-            access.require_manage(actor, image.tenant_id, Msg("image {image_id}", image_id=image_id))
-            lifecycle.require(image_id, image.status, Operation.DESTROY)
+            image = load_for(session, actor, image_id, Operation.DESTROY)
             _check_not_in_use(session, image_id)
             for link in session.exec(select(Link).where(Link.image_id == image_id)):
                 session.delete(link)

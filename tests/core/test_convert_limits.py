@@ -13,8 +13,8 @@ from core.catalog.models import Image, Job, Status
 from core.compute import capture, vms
 from core.images import exports
 from core.jobs import jobs
-from core.jobs.worker import Worker
 from tests.conftest import People
+from tests.importkit import run_job
 from tests.vmdata import make_base_image
 
 OUT_OF_MEMORY = "qemu-img convert ran out of memory (limit 16 MiB)"
@@ -31,16 +31,6 @@ def starve(catalog: Catalog, limit: str) -> None:
         settings.convert_min_mib_per_second = 1e12
 
 
-def run_job(catalog: Catalog, kind: str, job_id: int) -> Job:
-    worker = Worker(catalog, kinds=[kind], poll_seconds=0.05)
-    try:
-        job = worker.run_until(job_id, timeout=120)
-    finally:
-        worker.join()
-    assert job is not None
-    return job
-
-
 def export(catalog: Catalog, image_id: str) -> Job:
     with db.write_session(catalog.engine) as session:
         image = session.get(Image, image_id)
@@ -49,7 +39,7 @@ def export(catalog: Catalog, image_id: str) -> Job:
         assert job is not None
         job_id = job.id
     assert job_id is not None
-    return run_job(catalog, exports.KIND, job_id)
+    return run_job(catalog, job_id, 120, kind=exports.KIND)
 
 
 @pytest.mark.parametrize(("limit", "reason"), [("memory", OUT_OF_MEMORY), ("time", TOO_LONG)])
@@ -92,7 +82,7 @@ def test_capture_fails_under_a_too_small_limit_and_leaves_no_file(
     image = capture.submit_capture(catalog, people.owner, vm["id"], "snap")
     starve(catalog, limit)
 
-    job = run_job(catalog, capture.KIND, image["job_id"])
+    job = run_job(catalog, image["job_id"], 120, kind=capture.KIND)
 
     assert (job.state, job.error) == (jobs.FAILED, reason)
     with db.read_session(catalog.engine) as session:
