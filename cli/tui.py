@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from cli.main import Context, Group, add_command
+from core.catalog.storage import SERVE_PID_FILE
 
 log = logging.getLogger("imagehub.tui")
-
-# What `imagehub serve` writes in the data folder (gateway.server.PID_FILE; a test keeps them equal).
-SERVE_PID_FILE = "serve.pid"
 
 
 def setup_file_logging(data_dir: Path) -> Path | None:

@@ -33,6 +33,7 @@ from aiohttp import web
 from core.catalog.catalog import Catalog
 from core.catalog.errors import Failed
 from core.catalog.settings import Settings
+from core.catalog.storage import SERVE_PID_FILE
 from core.jobs.worker import Worker
 from core.links.links import PORTS_FILE
 from gateway import admin_ssh, ftp, http, sftp
@@ -69,13 +70,10 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-PID_FILE = "serve.pid"
-
-
 def _write_ports(catalog: Catalog, ports: dict[str, int]) -> None:
     """The bound ports (for links) and the PID (for the TUI, which then leaves jobs to this worker)."""
     data_dir = catalog.settings.data_dir
-    for name, text in ((PORTS_FILE, json.dumps({**ports, "pid": os.getpid()})), (PID_FILE, f"{os.getpid()}\n")):
+    for name, text in ((PORTS_FILE, json.dumps({**ports, "pid": os.getpid()})), (SERVE_PID_FILE, f"{os.getpid()}\n")):
         tmp = data_dir / f".{name}.{os.getpid()}"
         tmp.write_text(text)
         os.replace(tmp, data_dir / name)
@@ -89,8 +87,8 @@ def _remove_ports(catalog: Catalog) -> None:
     except (OSError, ValueError):
         pass
     try:
-        if int((data_dir / PID_FILE).read_text().split()[0]) == os.getpid():
-            (data_dir / PID_FILE).unlink()
+        if int((data_dir / SERVE_PID_FILE).read_text().split()[0]) == os.getpid():
+            (data_dir / SERVE_PID_FILE).unlink()
     except (OSError, ValueError, IndexError):
         pass
 

@@ -11,6 +11,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+# `imagehub serve` writes its PID here, in data_dir: while it runs, its worker runs the jobs.
+SERVE_PID_FILE = "serve.pid"
+
 
 @dataclass(frozen=True)
 class Store:

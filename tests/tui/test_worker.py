@@ -70,7 +70,7 @@ def await_event(event: threading.Event, timeout: float) -> bool:
 
 def test_serve_running_follows_the_pid_file(tmp_path: Path) -> None:
     from cli.tui import SERVE_PID_FILE
-    from gateway.server import PID_FILE
+    from gateway.server import SERVE_PID_FILE as PID_FILE
 
     assert SERVE_PID_FILE == PID_FILE == "serve.pid"  # the one file `imagehub serve` writes
     assert not serve_running(tmp_path)
