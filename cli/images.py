@@ -214,7 +214,7 @@ def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
 
 
 def _add_import(image: Any, common: argparse.ArgumentParser) -> None:
-    text = "import an image from a local file or a URL (http, https, ftp)"
+    text = "import an image from a URL (http, https, ftp), a file on your computer (--upload) or on this server"
     p = add_command(image, common, "import", handler_in("cli.jobs", "cmd_image_import"), text, json_flag=False)
     p.add_argument("--name", required=True)
     p.add_argument("--description", default="")
@@ -225,12 +225,24 @@ def _add_import(image: Any, common: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="http://, https:// or ftp://[user:password@]host[:port]/path; - reads it from stdin",
     )
+    source.add_argument(
+        "--upload",
+        action="store_true",
+        help="upload a file from your computer: prints an upload link and one command per tool (needs --bytes)",
+    )
     p.add_argument("--os-type", required=True, help="Linux or Windows")
     p.add_argument("--arch", required=True, help="x86_64 or aarch64")
     p.add_argument("--platform", required=True, help="CentOS, Ubuntu, Windows")
     p.add_argument("--os-version", required=True)
     p.add_argument("--size-gb", required=True, metavar="GB", help="target size, 20 to 500")
     p.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the source file")
+    p.add_argument(
+        "--bytes",
+        metavar="N",
+        help="with --upload: the exact size of the file in bytes (`stat -c %%s FILE`, `ls -l FILE`,"
+        " PowerShell `(Get-Item FILE).Length`)",
+    )
+    p.add_argument("--ttl", type=int, metavar="SECONDS", help="with --upload: the link's lifetime (default 24 h)")
     p.add_argument("--tenant", help="tenant of the image (platform admins)")
     p.add_argument("--wait", action="store_true", help="show progress and return when the import has ended")
     p.add_argument("--json", action="store_true", help="print one JSON document")

@@ -13,9 +13,11 @@ import time
 from typing import Any, TextIO
 
 from cli.main import PROG, Context, emit_json, human_size
+from core.catalog.errors import Invalid
 from core.catalog.models import Job, Status
 from core.images.images import get_image
 from core.importer.submit import submit_import
+from core.importer.upload import submit_upload
 from core.jobs import jobs
 from core.jobs.worker import SingleJobWorker
 
@@ -94,6 +96,10 @@ def wait_for_job(ctx: Context, job_id: int, stream: TextIO = sys.stderr) -> Job 
 
 def cmd_image_import(ctx: Context) -> int:
     a = ctx.args
+    if a.upload:
+        return _upload(ctx)
+    if a.bytes is not None or a.ttl is not None:
+        raise Invalid("--bytes and --ttl go with --upload")
     url = sys.stdin.readline().strip() if a.url == "-" else a.url  # keeps credentials off the command line
     image = submit_import(
         ctx.catalog,
@@ -113,6 +119,54 @@ def cmd_image_import(ctx: Context) -> int:
     return report_image_job(ctx, image, what="import", queued_as=f"importing (job {image['job_id']})")
 
 
+UPLOAD_TOOLS = (
+    ("curl (FTP)", "curl_ftp"),
+    ("lftp", "lftp"),
+    ("sftp", "sftp"),
+    ("curl (HTTP)", "curl_http"),
+    ("  resume", "curl_http_resume"),
+    ("  OFFSET", "offset"),
+    ("tus", "tus"),
+)
+
+
+def _upload(ctx: Context) -> int:
+    a = ctx.args
+    if a.bytes is None:
+        raise Invalid("--upload needs --bytes N: the exact size of the file in bytes (`stat -c %s FILE`)")
+    image = submit_upload(
+        ctx.catalog,
+        ctx.actor,
+        name=a.name,
+        description=a.description,
+        size_bytes=a.bytes,
+        os_type=a.os_type,
+        arch=a.arch,
+        platform=a.platform,
+        os_version=a.os_version,
+        size_gb=a.size_gb,
+        sha256=a.sha256,
+        ttl=a.ttl,
+        tenant=a.tenant,
+    )
+    upload = image["upload"]
+    if not a.json:
+        print(
+            f"{image['id']}: waiting for upload (job {image['job_id']}): send exactly {upload['size']} bytes"
+            f" through link {upload['id']}, valid until {upload['expires_at']}"
+        )
+        print("Replace FILE with the file on your computer. Run a command again to resume after a cut:")
+        for label, key in UPLOAD_TOOLS:
+            value = upload["commands"][key]
+            if key == "offset":
+                value += "   (OFFSET: its Upload-Offset header, the bytes received so far)"
+            elif key == "tus":
+                value += "   (any tus 1.0 client: tuspy, tus-js-client, Uppy)"
+            print(f"  {label + ':':13} {value}")
+        sys.stdout.flush()
+    return report_image_job(ctx, image, what="import", queued_as=None)
+
+
 def settled_image(ctx: Context, image_id: str, job: Job | None) -> dict[str, Any]:
     """The image once its ended job's outcome is on it. A worker ends the job first and records the
     failure on the image in a second transaction (and a busy catalog can delay that one): wait for
@@ -125,7 +179,7 @@ def settled_image(ctx: Context, image_id: str, job: Job | None) -> dict[str, Any
         time.sleep(POLL_SECONDS / 4)
 
 
-def report_image_job(ctx: Context, image: dict[str, Any], *, what: str, queued_as: str) -> int:
+def report_image_job(ctx: Context, image: dict[str, Any], *, what: str, queued_as: str | None) -> int:
     """After submitting an image's job (import, capture): wait if asked, print, exit 1 if it failed.
 
     With --wait the job's own outcome decides the exit status; the image row only adds detail."""
@@ -146,7 +200,7 @@ def report_image_job(ctx: Context, image: dict[str, Any], *, what: str, queued_a
     elif image["status"] == Status.AVAILABLE and failure is None:
         digest = f", sha256 {image['sha256']}" if image["sha256"] else ""
         print(f"{image['id']}: available ({image['disk_format']}, {human_size(image['virtual_size'])}{digest})")
-    elif failure is None:
+    elif failure is None and queued_as is not None:
         print(f"{image['id']}: {queued_as}; `imagehub serve` or --wait runs it")
     if failure is not None:
         sys.stderr.write(f"{PROG}: error: {what} of {image['id']} failed: {failure}\n")

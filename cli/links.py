@@ -44,6 +44,15 @@ def cmd_download_link(ctx: Context) -> int:
     return 0
 
 
+def _moved(view: dict[str, Any]) -> str:
+    """Bytes served (download and workbook links), or received of the upload's size."""
+    if view["kind"] == "upload":
+        size = view["size"] or 0
+        pct = f" ({100 * view['bytes_received'] // size}%)" if size else ""
+        return f"{human_size(view['bytes_received'])} of {human_size(size)}{pct}"
+    return human_size(view["bytes_served"])
+
+
 def cmd_link_list(ctx: Context) -> int:
     rows = links.list_links(ctx.catalog, ctx.actor, ctx.args.image)
     if ctx.args.json:
@@ -53,16 +62,17 @@ def cmd_link_list(ctx: Context) -> int:
         [
             (
                 r["id"],
-                r["image_id"] or r.get("kind"),  # a workbook link names no image
-                r["format"],
+                r["kind"],
+                r["image_id"] or "-",  # a workbook link names no image
+                r["format"] or "-",
                 r["state"],
                 r["expires_at"],
-                human_size(r["bytes_served"]),
+                _moved(r),
                 r["created_by"],
             )
             for r in rows
         ],
-        ("ID", "IMAGE", "FORMAT", "STATE", "EXPIRES", "SERVED", "BY"),
+        ("ID", "KIND", "IMAGE", "FORMAT", "STATE", "EXPIRES", "BYTES", "BY"),
     )
     return 0
 
@@ -76,7 +86,9 @@ def cmd_link_show(ctx: Context) -> int:
         return 0
     for key, value in view.items():
         shown = (
-            f"{human_size(value)} ({value} bytes)" if key in ("size", "bytes_served") and value is not None else value
+            f"{human_size(value)} ({value} bytes)"
+            if key in ("size", "bytes_served", "bytes_received") and value is not None
+            else value
         )
         print(f"{key + ':':14}{'-' if shown is None else shown}")
     return 0
@@ -87,13 +99,14 @@ def cmd_link_revoke(ctx: Context) -> int:
     if ctx.args.json:
         emit_json(view)
     else:
-        print(f"{view['id']}: revoked")
+        ended = " (upload cancelled)" if view["kind"] == "upload" and view["state"] == "revoked" else ""
+        print(f"{view['id']}: revoked{ended}")
     return 0
 
 
 def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
     link = add_group(sub, common, group.name, group.help)
-    p = add_command(link, common, "list", cmd_link_list, "list download links", json_flag=False)
+    p = add_command(link, common, "list", cmd_link_list, "list download and upload links", json_flag=False)
     p.add_argument("--image", metavar="ID")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p = add_command(link, common, "show", cmd_link_show, "show one link and its state", json_flag=False)
@@ -105,7 +118,7 @@ def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
         "revoke",
         cmd_link_revoke,
         "revoke a link",
-        description="revoke a link; its transfers stop",
+        description="revoke a link; its transfers stop (an upload's import ends: upload cancelled)",
         json_flag=False,
     )
     p.add_argument("link_id", metavar="LINK_ID")

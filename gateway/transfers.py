@@ -4,6 +4,8 @@
 - `open_conn` registers a connection of a link (FTP/SFTP sessions, HTTP downloads): the per-link
   connection limit is enforced there, and `cut` is how the connection is closed from outside.
 - `begin`/`end` bracket one file transfer; `end` writes the access-log line (link id, never the token).
+- `open_token` tells a download token from an upload token (FTP and SFTP take both); `receiver`
+  takes an upload for one writer (core.importer.receiver), its bytes counted by protocol.
 - `tick`, called about once a second from a thread, re-checks every link with open connections and
   cuts those no longer valid (revoked, expired, image deleted, access lost), closes idle connections,
   and adds the bytes sent since the last tick to `link.bytes_served` in one transaction.
@@ -29,10 +31,12 @@ from sqlmodel import col, select
 
 from core.catalog import db
 from core.catalog.catalog import Catalog
-from core.catalog.models import Job
+from core.catalog.models import Job, Link
+from core.importer.receiver import Receiver, UploadRefused, open_receiver
 from core.jobs import jobs
-from core.links import links
+from core.links import links, uploads
 from core.links.links import Refused, Served
+from core.links.uploads import Receiving
 from gateway.throttle import LoginThrottle
 
 access_log = logging.getLogger("imagehub.access")
@@ -73,11 +77,50 @@ class JobsCollector(Collector):
         yield family
 
 
+class UploadsCollector(Collector):
+    """Uploads started, finished, expired and cancelled, read from the catalog at scrape time: they
+    end in the gateway, the worker's sweep or `link revoke`, in any process."""
+
+    ENDED_EARLY = {
+        str(uploads.EXPIRED): "imagehub_uploads_expired",
+        str(uploads.CANCELLED): "imagehub_uploads_cancelled",
+    }
+    HELP = {
+        "imagehub_uploads_started": "Upload links made",
+        "imagehub_uploads_finished": "Uploads whose every byte arrived",
+        "imagehub_uploads_expired": "Uploads whose link expired before their last byte",
+        "imagehub_uploads_cancelled": "Uploads cancelled (their link revoked) before their last byte",
+    }
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def collect(self) -> Iterator[Metric]:
+        counts = dict.fromkeys(self.HELP, 0)
+        try:
+            with db.read_session(self.catalog.engine) as session:
+                rows = session.exec(
+                    select(Job.state, Job.error, func.count())
+                    .join(Link, col(Link.image_id) == col(Job.image_id))
+                    .where(Link.kind == links.UPLOAD, Job.kind == uploads.IMPORT_KIND)
+                    .group_by(col(Job.state), col(Job.error))
+                ).all()
+        except Exception:  # a busy catalog must not break the scrape
+            rows = []
+        for state, error, count in rows:
+            counts["imagehub_uploads_started"] += count
+            if state != jobs.WAITING:  # an upload whose import failed later (a hostile file) did finish
+                counts[self.ENDED_EARLY.get(error or "", "imagehub_uploads_finished")] += count
+        for name, count in counts.items():
+            yield GaugeMetricFamily(name, self.HELP[name], value=count)
+
+
 class Metrics:
     def __init__(self, catalog: Catalog) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.bytes = Counter("imagehub_bytes_served", "Bytes of image files sent", ["protocol"], registry=r)
+        self.received = Counter("imagehub_bytes_received", "Bytes received by uploads", ["protocol"], registry=r)
         self.transfers = Counter("imagehub_transfers", "File transfers ended", ["protocol", "status"], registry=r)
         self.active = Gauge("imagehub_active_transfers", "File transfers in progress", ["protocol"], registry=r)
         self.refusals = Counter("imagehub_refusals", "Refused requests and logins", ["protocol", "reason"], registry=r)
@@ -92,9 +135,11 @@ class Metrics:
             self.failed_logins.labels(protocol)
         for protocol in PROTOCOLS:
             self.bytes.labels(protocol)
+            self.received.labels(protocol)
             self.active.labels(protocol)
             self.connections.labels(protocol)
         r.register(JobsCollector(catalog))
+        r.register(UploadsCollector(catalog))
 
 
 @dataclass(eq=False)
@@ -123,6 +168,7 @@ class Transfer:
     bytes: int = 0
     reported: int = 0
     ended: bool = False
+    upload: bool = False  # bytes received, not served
 
     def add(self, count: int) -> None:
         self.bytes += count
@@ -154,6 +200,37 @@ class Registry:
             except Exception:
                 log.exception("queueing the preparation of link %s failed", served.link_id)
         return served
+
+    def open_token(self, token: str, protocol: str, peer: str = "-") -> Served | Receiving:
+        """What a login's token opens (FTP and SFTP take download and upload tokens alike)."""
+        try:
+            opened = links.open_token(self.catalog, token)
+        except Refused as exc:
+            self.refused(protocol, exc.reason, links.link_id_of(token), peer)
+            raise
+        if isinstance(opened, Served) and not opened.ready:
+            try:
+                links.ensure_prepared(self.catalog, opened)
+            except Exception:
+                log.exception("queueing the preparation of link %s failed", opened.link_id)
+        return opened
+
+    def validate_upload(self, token: str, protocol: str, peer: str = "-") -> Receiving:
+        try:
+            return links.validate_upload_token(self.catalog, token)
+        except Refused as exc:
+            self.refused(protocol, exc.reason, links.link_id_of(token), peer)
+            raise
+
+    def receiver(self, receiving: Receiving, transfer: Transfer) -> Receiver:
+        """Take the upload for one writer (blocking: call it from a worker thread); UploadRefused if
+        another writer has it. Its bytes count on `transfer`."""
+        transfer.upload = True
+        try:
+            return open_receiver(self.catalog, receiving, transfer.protocol, transfer.peer, transfer.add)
+        except UploadRefused:
+            self.metrics.refusals.labels(transfer.protocol, "upload_busy").inc()
+            raise
 
     def refused(self, protocol: str, reason: str, link_id: str | None, peer: str) -> None:
         self.metrics.refusals.labels(protocol, reason).inc()
@@ -246,7 +323,10 @@ class Registry:
         for transfer in current:
             done = transfer.bytes
             delta = done - transfer.reported
-            if delta > 0:
+            if delta > 0 and transfer.upload:
+                transfer.reported = done
+                self.metrics.received.labels(transfer.protocol).inc(delta)
+            elif delta > 0:
                 transfer.reported = done
                 counts[transfer.link_id] = counts.get(transfer.link_id, 0) + delta
                 self.metrics.bytes.labels(transfer.protocol).inc(delta)

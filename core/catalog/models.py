@@ -141,8 +141,8 @@ class Job(SQLModel, table=True):
 
 class Link(SQLModel, table=True):
     """A link (kind `download`: one file of one image; `workbook`: an Excel export of the image list,
-    with no image and, for an admin's export of every tenant, no tenant); the catalog keeps only a hash
-    of its token."""
+    with no image and, for an admin's export of every tenant, no tenant; `upload`: the way in for the
+    bytes of an importing image, `size` of them exactly); the catalog keeps only a hash of its token."""
 
     id: str = Field(primary_key=True, max_length=32)
     kind: str = Field(default="download", max_length=16)
@@ -156,6 +156,7 @@ class Link(SQLModel, table=True):
     expires_at: datetime
     revoked_at: datetime | None = None
     bytes_served: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    size: int | None = Field(default=None, sa_column=Column(BigInteger))  # an upload's exact byte count
 
 
 class AuditEvent(SQLModel, table=True):

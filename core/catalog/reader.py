@@ -18,7 +18,7 @@ Rows = Callable[[str, Mapping[str, Any]], Sequence[Sequence[Any]]]
 
 # The newest migration in core/catalog/migrations/versions. Kept here so that opening a catalog (every
 # CLI call) needs no Alembic import; tests/core/test_init.py fails if it differs from Alembic's head.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 # The catalog's own schema revision (Alembic's version table).
 REVISION_QUERY = "SELECT version_num FROM alembic_version"
 

@@ -48,6 +48,10 @@ class Store:
     def staging_path(self, name: str) -> Path:
         return self.staging_dir / name
 
+    def import_staging(self, image_id: str) -> Path:
+        """The folder an import works in (its source as received, then the converted disk)."""
+        return self.staging_dir / f"{image_id}.import"
+
     def files_of_image(self, image_id: str) -> list[Path]:
         """Every stored file that belongs to an image (store, exports, staging)."""
         found: list[Path] = []

@@ -30,6 +30,7 @@ class Status(StrEnum):
 
 
 class JobState(StrEnum):
+    WAITING = "waiting"  # an upload's import, until its bytes have all arrived (no worker may claim it)
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -41,6 +42,8 @@ class Phase(StrEnum):
     """What a running job is doing, as its worker reports it with `JobContext.progress`."""
 
     RUNNING = "running"  # a heartbeat before the first report
+    WAITING_FOR_UPLOAD = "waiting for upload"  # an upload link made, no byte received yet
+    UPLOADING = "uploading"  # bytes arriving through an upload link
     DOWNLOADING = "downloading"
     VERIFYING = "verifying"
     INSPECTING = "inspecting"
@@ -51,7 +54,8 @@ class Phase(StrEnum):
     PUBLISHING = "publishing"
 
 
-# A download link's state: served when active or preparing, else the refusal's reason (core.links.links).
+# A link's state: served (download) or open for writing (upload) when active or preparing, else the
+# refusal's reason (core.links.links).
 class LinkState(StrEnum):
     ACTIVE = "active"
     PREPARING = "preparing"
@@ -62,3 +66,4 @@ class LinkState(StrEnum):
     ACCESS_LOST = "access_lost"  # its maker is deleted or no longer sees the tenant
     FILE_MISSING = "file_missing"  # the stored file (or the workbook) is gone: nothing can make it again
     EXPORT_FAILED = "export_failed"  # making the export or checksum failed; a new link tries again
+    UPLOADED = "uploaded"  # an upload link whose bytes have all arrived: it takes no more

@@ -19,6 +19,7 @@ from core.catalog.clock import iso, utcnow
 from core.catalog.errors import Conflict, ImagehubError, Invalid, Msg, NotFound
 from core.catalog.ids import issue_id
 from core.catalog.models import Image, Job, Link, Status, Tenant, Vm
+from core.catalog.stored_errors import detail_of
 from core.images.query import BATCH as BATCH
 from core.images.query import SORTABLE as SORTABLE
 from core.images.query import ImageQuery as ImageQuery
@@ -191,6 +192,23 @@ def new_image(
     session.add(image)
     session.flush()
     return image
+
+
+def record_import_failed(
+    session: Session, image_id: str | None, reason: str, *, outcome: str, actor: str = "imagehub worker"
+) -> None:
+    """importing -> import_failed with the reason, inside the caller's transaction (a no-op for an image
+    that is no longer importing). `outcome`: the audit outcome, the ended job's state."""
+    if image_id is None:
+        return
+    image = session.get(Image, image_id)
+    if image is None or image.status != Status.IMPORTING:
+        return
+    image.error = reason
+    image.error_detail = detail_of(reason)
+    lifecycle.transition(
+        session, image, Status.IMPORT_FAILED, actor=actor, action="image.import", outcome=outcome, reason=reason
+    )
 
 
 def edit_image(

@@ -35,8 +35,8 @@ from core.catalog import db
 from core.catalog.catalog import Catalog
 from core.catalog.errors import Failed
 from core.catalog.models import Image, Job, Phase, Status
-from core.catalog.stored_errors import detail_of
 from core.disk.convert import Limits
+from core.images.images import record_import_failed
 from core.importer import convert, credentials, diskprobe, inspect, integrity, partitions, sources
 from core.importer.localfiles import check_local_file
 from core.importer.netpolicy import Policy
@@ -53,7 +53,7 @@ STORE_FORMATS = ("raw", "qcow2")
 
 
 def staging_folder(catalog: Catalog, image_id: str) -> Path:
-    return catalog.store.staging_dir / f"{image_id}.import"
+    return catalog.store.import_staging(image_id)
 
 
 def size_cap(target_bytes: int) -> int:
@@ -135,6 +135,8 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
     if summary is not None and not _staged_intact(ctx, source_file, summary):
         summary = None
         source_file.unlink(missing_ok=True)  # the machine went down before the staged file was on disk
+    if summary is None and params.get("source") == "upload":
+        raise Failed("the uploaded file is no longer in staging; upload it again with a new link")
     if summary is None:
         received.unlink(missing_ok=True)
         ctx.progress(Phase.DOWNLOADING, 0, None, force=True)
@@ -302,22 +304,7 @@ def _record_available(ctx: JobContext, image_id: str, disk_format: str, virtual_
 
 def record_failed(session: Session, image_id: str | None, reason: str) -> None:
     """importing -> import_failed with the reason, inside the caller's transaction."""
-    if image_id is None:
-        return
-    image = session.get(Image, image_id)
-    if image is None or image.status != Status.IMPORTING:
-        return
-    image.error = reason
-    image.error_detail = detail_of(reason)
-    lifecycle.transition(
-        session,
-        image,
-        Status.IMPORT_FAILED,
-        actor="imagehub worker",
-        action="image.import",
-        outcome=jobs.FAILED,  # the audit outcome of an ended job is its state, as in jobs.finish
-        reason=reason,
-    )
+    record_import_failed(session, image_id, reason, outcome=jobs.FAILED)
 
 
 def remove_leftovers(catalog: Catalog, image_id: str | None) -> None:

@@ -1,6 +1,7 @@
 """Jobs in the catalog: long work (import, export, capture) claimed by one worker at a time with a lease.
 
-A job is `queued`, then `running` under a lease (owner + expiry) that its worker renews with every
+A job is `queued` (an upload's import is `waiting` until its bytes have all arrived, and no worker
+claims it meanwhile), then `running` under a lease (owner + expiry) that its worker renews with every
 progress report; it ends `done`, `failed` or `cancelled`. A worker that dies stops renewing: once
 the lease expires, any worker may claim the job again and resume it (`attempts` counts the claims).
 A worker that finds its lease gone (taken over, or the job cancelled) must stop at once.
@@ -27,14 +28,15 @@ from core.catalog.clock import utcnow
 from core.catalog.models import Job, JobState
 from core.catalog.stored_errors import detail_of
 
-QUEUED, RUNNING, DONE, FAILED, CANCELLED = (
+WAITING, QUEUED, RUNNING, DONE, FAILED, CANCELLED = (
+    JobState.WAITING,
     JobState.QUEUED,
     JobState.RUNNING,
     JobState.DONE,
     JobState.FAILED,
     JobState.CANCELLED,
 )
-ACTIVE_STATES: tuple[JobState, ...] = (JobState.QUEUED, JobState.RUNNING)
+ACTIVE_STATES: tuple[JobState, ...] = (JobState.WAITING, JobState.QUEUED, JobState.RUNNING)
 DEFAULT_LEASE_SECONDS = 30.0
 
 

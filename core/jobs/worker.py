@@ -139,10 +139,13 @@ class Worker:
             self._wake.set()
 
     def sweep(self) -> None:
-        """Fail jobs that made no progress for the stall timeout, whichever worker holds them."""
+        """Fail jobs that made no progress for the stall timeout, whichever worker holds them, and
+        uploads whose link ended before their last byte."""
         from core.images.images import finish_pending_deletions
+        from core.links.uploads import sweep as sweep_uploads
 
         finish_pending_deletions(self.catalog)
+        sweep_uploads(self.catalog)
         timeout = self.catalog.settings.import_.stall_timeout_seconds
         for job in jobs.stalled(self.catalog.engine, timeout):
             span = (

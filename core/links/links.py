@@ -13,6 +13,10 @@ is what it re-asks periodically.
 A link of kind `workbook` (core.links.workbooks) serves an Excel export of the image list instead of an
 image: the same tokens, URLs, expiry and revocation; valid while its maker still sees what it lists.
 
+A link of kind `upload` (core.links.uploads) is the way in for an importing image's bytes: the same
+tokens and lifetime, opened with `validate_upload_token`; a download token never opens an upload and an
+upload token never serves a file.
+
 A link's state is decided once, by `link_state`: what the gateway serves or refuses (the refusal
 reason is the state) is what `link list`, `download-link --json` and the TUI show.
 """
@@ -41,6 +45,8 @@ from core.catalog.models import Account, Image, Link
 from core.catalog.vocabulary import LinkState
 from core.images import exports
 from core.jobs import jobs
+from core.links import uploads
+from core.links.uploads import Receiving
 from core.rules import access, lifecycle
 from core.rules.access import Actor
 from core.rules.lifecycle import Operation
@@ -48,6 +54,8 @@ from core.rules.lifecycle import Operation
 SALT = "imagehub.download-link"
 DOWNLOAD = "download"
 WORKBOOK = "workbook"
+UPLOAD = uploads.UPLOAD
+UPLOAD_FILENAME = "upload"  # what `link list` names an upload link's file: the client picks its own name
 WORKBOOKS_DIR = "workbooks"
 PORTS_FILE = "gateway-ports.json"
 REFUSAL_MESSAGE = "this download link is not valid (expired, revoked or unknown)"
@@ -61,7 +69,7 @@ IMAGE_UNAVAILABLE, TENANT_CHANGED, ACCESS_LOST = (
     LinkState.TENANT_CHANGED,
     LinkState.ACCESS_LOST,
 )
-FILE_MISSING, EXPORT_FAILED = LinkState.FILE_MISSING, LinkState.EXPORT_FAILED
+FILE_MISSING, EXPORT_FAILED, UPLOADED = LinkState.FILE_MISSING, LinkState.EXPORT_FAILED, LinkState.UPLOADED
 SERVED_STATES = (ACTIVE, PREPARING)
 
 
@@ -147,21 +155,58 @@ def gateway_ports(catalog: Catalog) -> dict[str, int]:
     return ports
 
 
-def urls(catalog: Catalog, token: str, filename: str) -> dict[str, str]:
+def _where(catalog: Catalog) -> tuple[str, str, dict[str, int]]:
+    """The scheme, host (bracketed if IPv6) and ports that links name."""
     settings = catalog.settings
     host = settings.public_host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    ports = gateway_ports(catalog)
     scheme = "https" if settings.gateway.tls_cert and settings.gateway.tls_key else "http"
+    return scheme, host, gateway_ports(catalog)
+
+
+SFTP_OPTIONS = "-o StrictHostKeyChecking=accept-new -o PreferredAuthentications=none,password"
+LOCAL_FILE = "FILE"  # in an upload's ready commands: the path of the file on the user's computer
+
+
+def upload_urls(catalog: Catalog, token: str) -> dict[str, str]:
+    """Where an upload's bytes go, one address per protocol, and the ready command for OpenSSH sftp.
+
+    The HTTP, FTP and SFTP addresses end with `/`: curl appends the local file's name, and any name
+    written there is the upload."""
+    scheme, host, ports = _where(catalog)
+    return {
+        "http": f"{scheme}://{host}:{ports['http']}/u/{token}/",
+        "tus": f"{scheme}://{host}:{ports['http']}/tus/{token}",
+        "ftp": f"ftp://{token}@{host}:{ports['ftp']}/",
+        "sftp": f"sftp://{token}@{host}:{ports['sftp']}/",
+        "sftp_command": f"echo 'reput {LOCAL_FILE}' | sftp -b - -P {ports['sftp']} {SFTP_OPTIONS} {token}@{host}",
+    }
+
+
+def upload_commands(catalog: Catalog, token: str) -> dict[str, str]:
+    """One ready command per tool (FILE: the file on the user's computer); each resumes when run again,
+    except plain curl over HTTP, which resumes with the offset `curl -I` shows (`Upload-Offset`)."""
+    _scheme, host, ports = _where(catalog)
+    found = upload_urls(catalog, token)
+    return {
+        "curl_ftp": f"curl -T {LOCAL_FILE} -C - {found['ftp']}",
+        "lftp": f"lftp -u {token}, -p {ports['ftp']} -e 'put -c {LOCAL_FILE}; bye' {host}",
+        "sftp": found["sftp_command"],
+        "curl_http": f"curl -T {LOCAL_FILE} {found['http']}",
+        "curl_http_resume": f"curl -C OFFSET -T {LOCAL_FILE} {found['http']}",
+        "offset": f"curl -sI {found['http']}",
+        "tus": found["tus"],
+    }
+
+
+def urls(catalog: Catalog, token: str, filename: str) -> dict[str, str]:
+    scheme, host, ports = _where(catalog)
     return {
         "http": f"{scheme}://{host}:{ports['http']}/d/{token}/{filename}",
         "ftp": f"ftp://{token}@{host}:{ports['ftp']}/{filename}",
         "sftp": f"sftp://{token}@{host}:{ports['sftp']}/{filename}",
-        "sftp_command": (
-            f"sftp -P {ports['sftp']} -o StrictHostKeyChecking=accept-new -o PreferredAuthentications=none,password"
-            f" {token}@{host}:{filename} ."
-        ),
+        "sftp_command": (f"sftp -P {ports['sftp']} {SFTP_OPTIONS} {token}@{host}:{filename} ."),
     }
 
 
@@ -174,11 +219,14 @@ class Verdict:
 
     state: str
     served: Served | None = None
+    receiving: Receiving | None = None
 
 
 def link_state(catalog: Catalog, session: Session, link: Link, now: datetime, image: Image | None = None) -> Verdict:
     """The one decision on a link, for the gateway and for every view of it. `image`: the link's
     image when the caller has it already."""
+    if link.kind == UPLOAD:
+        return _upload_state(session, link, now, image)
     if link.revoked_at is not None:
         return Verdict(REVOKED)
     expires_at = _aware(link.expires_at)
@@ -214,6 +262,21 @@ def link_state(catalog: Catalog, session: Session, link: Link, now: datetime, im
     return Verdict(PREPARING, served)
 
 
+def _upload_state(session: Session, link: Link, now: datetime, image: Image | None) -> Verdict:
+    if image is None or image.id != link.image_id:
+        image = session.get(Image, link.image_id) if link.image_id else None
+    job = uploads.import_job(session, link.image_id)
+    state = uploads.state_of(link, image, job, now)
+    if state != ACTIVE:
+        return Verdict(state)
+    assert image is not None and job is not None  # an active upload has both
+    if image.tenant_id != link.tenant_id:
+        return Verdict(TENANT_CHANGED)
+    if _maker_lost(session, link, image.tenant_id):
+        return Verdict(ACCESS_LOST)
+    return Verdict(ACTIVE, receiving=uploads.receiving_of(link, job))
+
+
 def link_view(
     catalog: Catalog, session: Session, link: Link, token: str | None = None, image: Image | None = None
 ) -> dict[str, Any]:
@@ -225,6 +288,8 @@ def link_view(
     path = None
     if link.kind == WORKBOOK:
         path = workbook_file(catalog, link.id, link.filename)
+    elif link.kind == UPLOAD:
+        path = None
     elif image is not None and image.disk_format:
         path = exports.served_path(catalog, image, link.format)
     if path is not None:
@@ -246,9 +311,13 @@ def link_view(
         "expires_at": iso(link.expires_at),
         "revoked_at": iso(link.revoked_at),
         "bytes_served": link.bytes_served,
+        "bytes_received": None,
     }
+    if link.kind == UPLOAD:
+        view["size"] = link.size
+        view["bytes_received"] = uploads.bytes_received(catalog, link, uploads.import_job(session, link.image_id))
     if token is not None:
-        view.update(urls(catalog, token, link.filename))
+        view.update(upload_urls(catalog, token) if link.kind == UPLOAD else urls(catalog, token, link.filename))
     return view
 
 
@@ -284,28 +353,59 @@ def check_ttl(catalog: Catalog, ttl: int | None) -> int:
     return ttl
 
 
+def new_link(
+    catalog: Catalog,
+    session: Session,
+    actor: Actor,
+    *,
+    kind: str,
+    image_id: str | None,
+    tenant_id: int | None,
+    fmt: str,
+    filename: str,
+    ttl: int,
+    size: int | None = None,
+) -> tuple[Link, str]:
+    """Add a link and make its token (returned once: the catalog keeps only its hash), in the caller's
+    transaction. `ttl` is already checked (`check_ttl`)."""
+    link_id = issue_id(session, "lnk")
+    token = _signer(catalog).sign(f"{link_id}.{secrets.token_urlsafe(16)}").decode("ascii")
+    now = utcnow()
+    link = Link(
+        id=link_id,
+        kind=kind,
+        image_id=image_id,
+        tenant_id=tenant_id,
+        account_id=actor.account_id,
+        format=fmt,
+        filename=filename,
+        token_hash=token_hash(token),
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl),
+        size=size,
+    )
+    session.add(link)
+    return link, token
+
+
 def create_link(catalog: Catalog, actor: Actor, image_id: str, fmt: str = "raw", ttl: int | None = None) -> Created:
     """Record a link to `image_id` in format `fmt`, valid `ttl` seconds (at most links.ttl_seconds)."""
     try:
         ttl = check_ttl(catalog, ttl)
-        signer = _signer(catalog)
         with db.write_session(catalog.engine) as session:
             image, fmt = _downloadable(session, actor, image_id, fmt)
-            link_id = issue_id(session, "lnk")
-            token = signer.sign(f"{link_id}.{secrets.token_urlsafe(16)}").decode("ascii")
-            now = utcnow()
-            link = Link(
-                id=link_id,
+            link, token = new_link(
+                catalog,
+                session,
+                actor,
+                kind=DOWNLOAD,
                 image_id=image_id,
                 tenant_id=image.tenant_id,
-                account_id=actor.account_id,
-                format=fmt,
+                fmt=fmt,
                 filename=exports.served_path(catalog, image, fmt).name,
-                token_hash=token_hash(token),
-                created_at=now,
-                expires_at=now + timedelta(seconds=ttl),
+                ttl=ttl,
             )
-            session.add(link)
+            link_id = link.id
             job = exports.ensure(catalog, session, image, fmt)
             session.flush()
             audit.record(session, actor.name, "link.create", image_id, link=link_id, format=fmt, ttl=ttl)
@@ -346,11 +446,19 @@ def revoke_link(catalog: Catalog, actor: Actor, link_id: str) -> dict[str, Any]:
         with db.write_session(catalog.engine) as session:
             link = access.load_visible(session, actor, Link, link_id)
             access.require_may_revoke_link(actor, link)
+            cancelled = False
             if link.revoked_at is None:
                 link.revoked_at = utcnow()
                 session.add(link)
                 audit.record(session, actor.name, "link.revoke", link.image_id or link.id, link=link_id)
-            return link_view(catalog, session, link)
+                if link.kind == UPLOAD:
+                    cancelled = uploads.end_in_session(session, link, uploads.CANCELLED, actor.name, link.revoked_at)
+                    if cancelled:
+                        audit.record(session, actor.name, "upload.cancel", link.image_id, link=link_id)
+            view = link_view(catalog, session, link)
+        if cancelled:
+            uploads.remove_staged(catalog, link.image_id)
+        return view
     except ImagehubError as exc:
         audit.record_refusal(catalog.engine, actor.name, "link.revoke", link_id, str(exc))
         raise
@@ -377,12 +485,12 @@ def _maker_lost(session: Session, link: Link, tenant_id: int | None) -> bool:
     return not access.maker_sees(session.get(Account, link.account_id), tenant_id)
 
 
-def _check(catalog: Catalog, session: Session, link: Link, now: datetime) -> Served:
-    """What the gateway serves for `link`, or Refused with the link's state as the reason."""
+def _check(catalog: Catalog, session: Session, link: Link, now: datetime) -> Verdict:
+    """What the gateway serves or receives for `link`, or Refused with the link's state as the reason."""
     verdict = link_state(catalog, session, link, now)
-    if verdict.served is None:
+    if verdict.served is None and verdict.receiving is None:
         raise Refused(verdict.state)
-    return verdict.served
+    return verdict
 
 
 def link_id_of(token: str) -> str | None:
@@ -391,8 +499,9 @@ def link_id_of(token: str) -> str | None:
     return head if head.startswith("lnk-") and len(head) <= 32 else None
 
 
-def validate_token(catalog: Catalog, token: str, filename: str | None = None) -> Served:
-    """The file a token opens, or `Refused`. With `filename`, it must be the link's file or its .sha256."""
+def open_token(catalog: Catalog, token: str) -> Served | Receiving:
+    """What a token opens: a file to serve (download and workbook links) or an upload to receive;
+    else `Refused`. Faces that take both kinds (FTP, SFTP) decide by the type."""
     if not token or len(token) > 256:
         raise Refused("bad_token")
     try:
@@ -404,10 +513,30 @@ def validate_token(catalog: Catalog, token: str, filename: str | None = None) ->
         link = session.get(Link, link_id)
         if link is None or not hmac.compare_digest(link.token_hash, token_hash(token)):
             raise Refused("bad_token")
-        served = _check(catalog, session, link, utcnow())
+        verdict = _check(catalog, session, link, utcnow())
+    if verdict.receiving is not None:
+        return verdict.receiving
+    assert verdict.served is not None
+    return verdict.served
+
+
+def validate_token(catalog: Catalog, token: str, filename: str | None = None) -> Served:
+    """The file a token opens, or `Refused` (an upload token opens none: `wrong_kind`). With
+    `filename`, it must be the link's file or its .sha256."""
+    served = open_token(catalog, token)
+    if not isinstance(served, Served):
+        raise Refused("wrong_kind")
     if filename is not None and filename not in (served.filename, served.sum_name):
         raise Refused("wrong_file")
     return served
+
+
+def validate_upload_token(catalog: Catalog, token: str) -> Receiving:
+    """The upload a token opens, or `Refused` (a download token opens none: `wrong_kind`)."""
+    receiving = open_token(catalog, token)
+    if not isinstance(receiving, Receiving):
+        raise Refused("wrong_kind")
+    return receiving
 
 
 def check_links(catalog: Catalog, link_ids: list[str] | set[str]) -> dict[str, str | None]:
@@ -426,7 +555,8 @@ def check_links(catalog: Catalog, link_ids: list[str] | set[str]) -> dict[str, s
                 _check(catalog, session, link, now)
                 result[link_id] = None
             except Refused as exc:
-                result[link_id] = exc.reason
+                # a finished upload refuses more bytes but need not end the session that sent them
+                result[link_id] = None if exc.reason == UPLOADED else exc.reason
     return result
 
 

@@ -1,0 +1,261 @@
+"""Receiving an upload's bytes: the one writer every protocol (SFTP, FTP, HTTP PUT, tus) goes through.
+
+The upload's offset is the size of its staged source: the bytes that reached the disk, whatever
+connection, process or node brought them. A write must start exactly there (no gaps, no overwriting
+of what has arrived) and may not pass the upload's size. The bytes are hashed as they arrive; the
+hash state of an upload that pauses stays in this process, so a client that comes back to it goes on
+at once, and any other process (after a restart, or on another node) hashes the bytes on disk once
+before taking more.
+
+One writer at a time: the writer holds an exclusive `flock` on the staged file (released by the
+kernel if its process dies); a second writer, from any connection of any process on a host sharing
+the data folder, is refused. Runs of zeros stay holes, so a sparse raw disk costs its data, not its
+size, in the staging quota, which is checked as the bytes arrive. When the last byte is in,
+`core.links.uploads.complete` hands the upload to its import job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from core.catalog import audit, db
+from core.catalog.catalog import Catalog
+from core.catalog.errors import Failed, Msg
+from core.importer.quota import StagingQuota
+from core.links import uploads
+from core.links.uploads import Receiving
+
+HOLE_GRAIN = 1 << 20  # zero runs of this size (aligned to the upload) are left as holes
+_ZEROS = bytes(HOLE_GRAIN)
+PROGRESS_EVERY = 1.0  # seconds between progress records in the catalog
+
+
+class UploadRefused(Exception):
+    """A write (or a second writer) the upload does not take; the message is for the user.
+    `offset`: the upload's offset when refused, for the protocols that report it (HTTP 409)."""
+
+    def __init__(self, message: Msg | str, offset: int | None = None) -> None:
+        super().__init__(str(message))
+        self.offset = offset
+
+
+# An upload's hash state, kept while no writer has it (link id -> bytes hashed, hash object); the
+# oldest are dropped past PAUSED_MAX (their next writer hashes the bytes on disk again).
+PAUSED_MAX = 10_000
+_paused: dict[str, tuple[int, Any]] = {}
+_paused_lock = threading.Lock()
+
+
+def _is_zero(view: memoryview) -> bool:
+    n = len(view)
+    if n == 0 or view[0] or view[n - 1]:
+        return n == 0
+    return view.tobytes() == (_ZEROS if n == HOLE_GRAIN else bytes(n))
+
+
+class Receiver:
+    """One writer's hold on an upload. `open`, then `write` at `offset` until `complete`; `close`
+    always. Not thread-safe: one caller thread at a time (the faces run it in a worker thread)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        receiving: Receiving,
+        protocol: str,
+        peer: str = "-",
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.receiving = receiving
+        self.protocol = protocol
+        self.peer = peer
+        self.on_bytes = on_bytes
+        self.path = receiving.source(catalog)
+        self.offset = 0
+        self.started_at = 0
+        self.complete = False
+        self._fd = -1
+        self._hasher: Any = None
+        self._recorded_at = 0.0
+        self._quota = StagingQuota(catalog, receiving.tenant_id, catalog.settings.import_.staging_quota_gb)
+
+    @property
+    def size(self) -> int:
+        return self.receiving.size
+
+    def open(self, rehash: Callable[[int], None] | None = None) -> int:
+        """Take the upload (UploadRefused if another writer has it); its offset. The bytes on disk are
+        hashed first unless this process still holds their hash."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UploadRefused(
+                    Msg("another connection is writing this upload: one writer at a time; try again when it ends")
+                ) from None
+            raise
+        self._fd = fd
+        self.offset = self.started_at = os.fstat(fd).st_size
+        with _paused_lock:
+            paused = _paused.pop(self.receiving.link_id, None)
+        if paused is not None and paused[0] == self.offset:
+            self._hasher = paused[1]
+        else:
+            self._hasher = self._hash_on_disk(rehash)
+        return self.offset
+
+    def _hash_on_disk(self, rehash: Callable[[int], None] | None) -> Any:
+        hasher = hashlib.sha256()
+        buf = bytearray(4 << 20)
+        view = memoryview(buf)
+        done = 0
+        while done < self.offset:
+            n = os.preadv(self._fd, [view[: min(len(buf), self.offset - done)]], done)
+            if not n:
+                break
+            hasher.update(view[:n])
+            done += n
+            if rehash is not None:
+                rehash(done)
+        return hasher
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """Add `data` at `offset`, which must be the upload's offset; the new offset."""
+        if self._fd < 0:
+            raise UploadRefused(Msg("this upload is not open for writing"))
+        view = memoryview(data).cast("B")
+        n = len(view)
+        if offset != self.offset:
+            raise UploadRefused(
+                Msg(
+                    "this upload has {offset} bytes; a write must continue at byte {offset}, not {asked}"
+                    " (no gaps, no overwriting)",
+                    offset=self.offset,
+                    asked=offset,
+                ),
+                self.offset,
+            )
+        if self.offset + n > self.size:
+            raise UploadRefused(
+                Msg(
+                    "this upload takes exactly {size} bytes (--bytes); {count} more at byte {offset} would pass it",
+                    size=self.size,
+                    count=n,
+                    offset=self.offset,
+                ),
+                self.offset,
+            )
+        try:
+            self._quota.check()
+        except Failed as exc:
+            raise UploadRefused(str(exc), self.offset) from None
+        position = 0
+        while position < n:
+            # slices end on HOLE_GRAIN boundaries of the upload, so that zero runs line up with blocks
+            end = min(n, position + HOLE_GRAIN - (self.offset + position) % HOLE_GRAIN)
+            piece = view[position:end]
+            if _is_zero(piece):
+                os.ftruncate(self._fd, self.offset + end)
+            else:
+                done = 0
+                while done < len(piece):
+                    done += os.pwrite(self._fd, piece[done:], self.offset + position + done)
+            position = end
+        self._hasher.update(view)
+        self.offset += n
+        if self.on_bytes is not None:
+            self.on_bytes(n)
+        if self.offset == self.size:
+            self._finish()
+        elif time.monotonic() - self._recorded_at >= PROGRESS_EVERY:
+            self._record_progress()
+        return self.offset
+
+    def mark(self) -> tuple[int, Any]:
+        """Where the upload is now, for `rollback` (tus's checksum: a chunk that fails it is dropped)."""
+        return self.offset, self._hasher.copy()
+
+    def rollback(self, mark: tuple[int, Any]) -> None:
+        offset, hasher = mark
+        if self.complete or offset > self.offset:
+            return
+        os.ftruncate(self._fd, offset)
+        self.offset, self._hasher = offset, hasher
+
+    def _record_progress(self) -> None:
+        self._recorded_at = time.monotonic()
+        uploads.record_progress(self.catalog, self.receiving.job_id, self.offset, self.size)
+
+    def _finish(self) -> None:
+        digest = self._hasher.hexdigest()
+        self._record_audit()
+        if not uploads.complete(self.catalog, self.receiving, digest, self.protocol, self.peer):
+            raise UploadRefused(Msg("this upload was cancelled or has expired"), self.offset)
+        self.complete = True
+
+    def _record_audit(self) -> None:
+        """One audit entry per writer that brought bytes: which protocol, from where, which range."""
+        if self.offset == self.started_at:
+            return
+        with db.write_session(self.catalog.engine) as session:
+            audit.record(
+                session,
+                "imagehub gateway",
+                "upload.receive",
+                self.receiving.image_id,
+                link=self.receiving.link_id,
+                protocol=self.protocol,
+                peer=self.peer,
+                start=self.started_at,
+                end=self.offset,
+            )
+        self.started_at = self.offset
+
+    def close(self) -> None:
+        """Let go of the upload (idempotent): progress recorded, hash state kept for the next writer."""
+        if self._fd < 0:
+            return
+        try:
+            if not self.complete:
+                with contextlib.suppress(Exception):  # the catalog may be away: the bytes are on disk
+                    self._record_audit()
+                    self._record_progress()
+                with _paused_lock:
+                    _paused[self.receiving.link_id] = (self.offset, self._hasher)
+                    while len(_paused) > PAUSED_MAX:
+                        del _paused[next(iter(_paused))]
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def open_receiver(
+    catalog: Catalog,
+    receiving: Receiving,
+    protocol: str,
+    peer: str = "-",
+    on_bytes: Callable[[int], None] | None = None,
+) -> Receiver:
+    """A Receiver that holds the upload (UploadRefused if another writer has it)."""
+    receiver = Receiver(catalog, receiving, protocol, peer, on_bytes)
+    receiver.open()
+    return receiver
+
+
+def current_offset(catalog: Catalog, receiving: Receiving) -> int:
+    """The upload's offset (bytes on disk), without taking it: for SIZE, stat and HEAD."""
+    try:
+        return receiving.source(catalog).stat().st_size
+    except FileNotFoundError:
+        return 0
