@@ -301,3 +301,38 @@ def test_two_nodes_exporting_the_same_qcow2_make_one_file(cluster: Cluster):
     assert downloads[0] == downloads[1] == first["sha256"]
     assert first["filename"] == f"{image_id}.qcow2"
     assert raw.exists()
+
+
+def test_an_upload_cut_on_one_node_is_resumed_on_another(cluster: Cluster):
+    """curl -T to node A, cut partway; node B answers the offset (the bytes on the shared disk), takes
+    the rest (hashing what A wrote once) and the import's checksum is the file's."""
+    from tests.gateway.uploadkit import make_disk
+
+    a, b, _ = cluster.nodes
+    disk = make_disk(cluster.root / "upload.qcow2", 24)
+    made = a.cli("image", "import", "--upload", "--bytes", str(disk.stat().st_size), "--name", "uploaded",
+                 "--os-type", "Linux", "--platform", "CentOS", "--arch", "x86_64", "--os-version", "7.9",
+                 "--size-gb", "20", "--json")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    image = json.loads(made.stdout)
+    url = image["upload"]["http"]
+    staged = cluster.catalog.store.import_staging(image["id"]) / "source"
+    on_a = re.sub(r":\d+/u/", f":{a.http}/u/", url)
+    on_b = re.sub(r":\d+/u/", f":{b.http}/u/", url)
+    client = subprocess.Popen(["curl", "-sS", "-T", str(disk), "--limit-rate", "2M", on_a],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: staged.exists() and staged.stat().st_size >= 4 << 20, 60, "the first bytes on node A")
+    finally:
+        client.kill()
+        client.wait()
+    head = subprocess.run(["curl", "-sSI", on_b], capture_output=True, text=True, timeout=30)
+    offset = int(re.search(r"(?im)^upload-offset:\s*(\d+)", head.stdout).group(1))
+    assert 4 << 20 <= offset < disk.stat().st_size
+    done = subprocess.run(["curl", "-sS", "--fail", "-C", str(offset), "-T", str(disk), on_b], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert wait_for(lambda: statuses(cluster.catalog, [image["id"]])[image["id"]] != "importing", 120, "the import")
+    with db.read_session(cluster.catalog.engine) as session:
+        row = session.get(Image, image["id"])
+        assert (row.status, row.sha256) == ("available", sha256_of(disk)), row.error
