@@ -365,10 +365,12 @@ def new_link(
     filename: str,
     ttl: int,
     size: int | None = None,
+    link_id: str | None = None,
 ) -> tuple[Link, str]:
     """Add a link and make its token (returned once: the catalog keeps only its hash), in the caller's
-    transaction. `ttl` is already checked (`check_ttl`)."""
-    link_id = issue_id(session, "lnk")
+    transaction. `ttl` is already checked (`check_ttl`); `link_id`: one issued earlier (a workbook's,
+    whose folder is named before the link is recorded)."""
+    link_id = link_id or issue_id(session, "lnk")
     token = _signer(catalog).sign(f"{link_id}.{secrets.token_urlsafe(16)}").decode("ascii")
     now = utcnow()
     link = Link(

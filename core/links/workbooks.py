@@ -10,11 +10,9 @@ expired are removed whenever a new workbook is made.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 
 from sqlmodel import col, select
 
@@ -83,22 +81,19 @@ def create_workbook_link(
             count = write_workbook(catalog, actor, staged, query, headers or HEADERS, status_label)
             os.replace(staged, path)
             exports.write_checksum(path)
-            token = links._signer(catalog).sign(f"{link_id}.{secrets.token_urlsafe(16)}").decode("ascii")
             with db.write_session(catalog.engine) as session:
-                now = utcnow()
-                link = Link(
-                    id=link_id,
+                link, token = links.new_link(
+                    catalog,
+                    session,
+                    actor,
                     kind=WORKBOOK,
                     image_id=None,
                     tenant_id=None if actor.is_admin else actor.tenant_id,
-                    account_id=actor.account_id,
-                    format="xlsx",
+                    fmt="xlsx",
                     filename=filename,
-                    token_hash=links.token_hash(token),
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=ttl),
+                    ttl=ttl,
+                    link_id=link_id,
                 )
-                session.add(link)
                 session.flush()
                 audit.record(session, actor.name, "link.create", link_id, kind=WORKBOOK, rows=count, ttl=ttl)
                 view = links.link_view(catalog, session, link, token)
