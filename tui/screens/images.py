@@ -281,7 +281,11 @@ class ImagesScreen(BaseScreen):
         from tui.screens.import_wizard import ImportWizard
 
         def started(image: dict[str, Any] | None) -> None:
-            if image:
+            if image and image.get("upload"):
+                from tui.screens.upload import UploadScreen
+
+                self.app.push_screen(UploadScreen(image), lambda _result: self.image_list.reload())
+            elif image:
                 self.app.notify(_("Importing {name} ({id}).").format(name=image["name"], id=image["id"]))
                 app: Any = self.app
                 app.wake_worker()

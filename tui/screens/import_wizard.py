@@ -1,9 +1,11 @@
-"""The import wizard: source (local file under the import folder, or URL), name, remark,
-OS type → platform → architecture → version from the OS matrix, target size and optional SHA-256.
+"""The import wizard: source (local file under the import folder, URL, or an upload from the user's
+own computer), name, remark, OS type → platform → architecture → version from the OS matrix, target
+size and optional SHA-256.
 
 Every field is checked as you type by the same functions `core` uses (core.rules.validation, the URL
-policy), so the messages are core's own. Starting the import calls core.importer.submit and returns
-to the list, where the new image shows `importing`.
+policy, the upload's size in bytes), so the messages are core's own. Starting the import calls
+core.importer.submit (or core.importer.upload for an upload) and returns to the list, where the new
+image shows `importing`; an upload's link is shown next (tui.screens.upload).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class ImportWizard(BaseScreen):
                 "source",
                 _("Source"),
                 Select(
-                    [(_("Local file"), "file"), (_("URL"), "url")],
+                    [(_("Local file"), "file"), (_("URL"), "url"), (_("Upload from my computer"), "upload")],
                     value="file",
                     allow_blank=False,
                     id="source",
@@ -118,6 +120,20 @@ class ImportWizard(BaseScreen):
                 Input(
                     placeholder="https://host/path/image.qcow2  ftp://user:password@host/path", id="url", compact=True
                 ),
+            )
+            yield from self._row(
+                "bytes",
+                _("File size bytes"),
+                Input(placeholder=_("the file's exact size in bytes"), id="bytes", compact=True, max_length=40),
+            )
+            yield Static(
+                plain(
+                    _("The exact size of the file on your computer: {commands}").format(
+                        commands="ls -l FILE · stat -c %s FILE · PowerShell: (Get-Item FILE).Length"
+                    )
+                ),
+                classes="hint",
+                id="bytes-hint",
             )
             yield from self._row(
                 "os_type",
@@ -214,9 +230,23 @@ class ImportWizard(BaseScreen):
             found["tenant"] = _("choose the tenant the image belongs to")
         if self._source() == "file":
             found["file"] = self._file_problem(self._text("file"))
-        else:
+        elif self._source() == "url":
             found["url"] = self._url_problem(self._text("url"))
+        else:
+            found["bytes"] = self._bytes_problem(self._text("bytes"))
         return found
+
+    def _bytes_problem(self, value: str) -> str | None:
+        """Core's check of the upload's size; against the target size chosen, else the largest allowed."""
+        from core.importer.upload import check_bytes
+
+        app: Any = self.app
+        settings = app.catalog.settings
+        try:
+            size_gb = check_size_gb(self._text("size"), settings.images.min_size_gb, settings.images.max_size_gb)
+        except ImagehubError:
+            size_gb = settings.images.max_size_gb
+        return problem(lambda: check_bytes(app.catalog, value, size_gb))
 
     def _file_problem(self, value: str) -> str | None:
         app: Any = self.app
@@ -239,7 +269,7 @@ class ImportWizard(BaseScreen):
 
     def _show_problems(self, everything: bool = False) -> bool:
         problems = self._problems()
-        for field in ("tenant", "name", "description", "file", "url", "os", "size", "sha256"):
+        for field in ("tenant", "name", "description", "file", "url", "bytes", "os", "size", "sha256"):
             widgets = self.query(f"#message-{field}")
             if not widgets:
                 continue
@@ -288,11 +318,14 @@ class ImportWizard(BaseScreen):
                 self._cascade(following, [])
 
     def _show_source(self, source: str) -> None:
-        is_file = source == "file"
-        for selector in ("#row-file", "#message-file", "#files-hint", "#files"):
-            self.query_one(selector).set_class(not is_file, "-hidden")
-        for selector in ("#row-url", "#message-url"):
-            self.query_one(selector).set_class(is_file, "-hidden")
+        shown = {
+            "file": ("#row-file", "#message-file", "#files-hint", "#files"),
+            "url": ("#row-url", "#message-url"),
+            "upload": ("#row-bytes", "#message-bytes", "#bytes-hint"),
+        }
+        for name, selectors in shown.items():
+            for selector in selectors:
+                self.query_one(selector).set_class(name != source, "-hidden")
 
     @on(DirectoryTree.FileSelected)
     def _file_selected(self, event: DirectoryTree.FileSelected) -> None:
@@ -336,17 +369,23 @@ class ImportWizard(BaseScreen):
         }
         if self._source() == "file":
             fields["file"] = str(Path(self._text("file")).expanduser())
-        else:
+        elif self._source() == "url":
             fields["url"] = self._text("url").strip()
+        else:
+            fields["size_bytes"] = self._text("bytes").strip()
         self._submit(fields)
 
     @work(thread=True, exclusive=True, group="wizard-submit", exit_on_error=False)
     def _submit(self, fields: dict[str, Any]) -> None:
         from core.importer.submit import submit_import
+        from core.importer.upload import submit_upload
 
         app: Any = self.app
         try:
-            image = submit_import(app.catalog, app.actor, **fields)
+            if "size_bytes" in fields:
+                image = submit_upload(app.catalog, app.actor, **fields)
+            else:
+                image = submit_import(app.catalog, app.actor, **fields)
         except Exception as exc:
             app.call_from_thread(self._failed, exc)
             return

@@ -32,6 +32,7 @@ STATUS_STYLES: dict[str, str] = {
     Status.DELETED: "dim",
 }
 JOB_STATE_LABELS: dict[str, str] = {
+    JobState.WAITING: N_("waiting"),
     JobState.QUEUED: N_("queued"),
     JobState.RUNNING: N_("running"),
     JobState.DONE: N_("done"),
@@ -41,6 +42,8 @@ JOB_STATE_LABELS: dict[str, str] = {
 # What a running job is doing, as its worker reports it (`JobContext.progress`).
 PHASE_LABELS: dict[str, str] = {
     Phase.RUNNING: N_("running"),
+    Phase.WAITING_FOR_UPLOAD: N_("waiting for upload"),
+    Phase.UPLOADING: N_("uploading"),
     Phase.DOWNLOADING: N_("downloading"),
     Phase.VERIFYING: N_("verifying"),
     Phase.INSPECTING: N_("inspecting"),
@@ -62,7 +65,18 @@ LINK_STATE_LABELS: dict[str, str] = {
     LinkState.ACCESS_LOST: N_("its maker can no longer see the image: the links no longer answer"),
     LinkState.FILE_MISSING: N_("the file is missing: the links no longer answer"),
     LinkState.EXPORT_FAILED: N_("preparing the file failed; generate a new link later"),
+    LinkState.UPLOADED: N_("uploaded: every byte has arrived; the import goes on"),
 }
+# An upload link's state, as the upload screen says it (the others as LINK_STATE_LABELS say them).
+UPLOAD_STATE_LABELS: dict[str, str] = {
+    LinkState.ACTIVE: N_("open: waiting for the file's bytes"),
+    LinkState.UPLOADED: N_("uploaded"),
+    LinkState.REVOKED: N_("revoked: the upload was cancelled"),
+    LinkState.EXPIRED: N_("expired before every byte arrived; start a new upload"),
+    LinkState.IMAGE_UNAVAILABLE: N_("the import ended: the link takes no more bytes"),
+}
+# Phases of an import that waits for an upload's bytes: the list shows these instead of the status.
+UPLOAD_PHASES = (Phase.WAITING_FOR_UPLOAD, Phase.UPLOADING)
 
 
 def plain(value: object, style: str = "") -> Text:
@@ -86,6 +100,12 @@ def phase_label(phase: str) -> str:
 def link_state_label(state: str) -> str:
     """A download link's state as a sentence in the current language (an unknown word as it is)."""
     return _(LINK_STATE_LABELS.get(state, state))
+
+
+def upload_state_label(state: str) -> str:
+    """An upload link's state in the current language."""
+    label = UPLOAD_STATE_LABELS.get(state)
+    return _(label) if label else link_state_label(state)
 
 
 def job_state_label(state: str) -> str:
@@ -160,10 +180,16 @@ def bar(pct: float | None, width: int) -> str:
 
 
 def status_cell(status: str, progress: dict[str, Any] | None, width: int) -> Text:
-    """The status, and for work under way a small bar with the percentage."""
+    """The status, and for work under way a small bar with the percentage. An import waiting for
+    an upload shows its phase instead: `waiting for upload`, `uploading 43%`."""
     label = status_label(status)
     style = STATUS_STYLES.get(status, "")
     pct = percent(progress)
+    phase = (progress or {}).get("phase")
+    if status in TRANSIENT and phase in UPLOAD_PHASES:
+        label = phase_label(phase)
+        if phase == Phase.WAITING_FOR_UPLOAD:
+            return Text(fit(label, width).rstrip(), style=style)
     if status in TRANSIENT and progress is not None:
         suffix = f" {pct:.0f}%" if pct is not None else ""
         room = width - cell_len(label) - 1 - len(suffix)
