@@ -7,7 +7,8 @@ link's file and its `.sha256`: `stat`, `opendir`/`readdir`, `open` for reading a
 offset: at most 256 KiB each, as OpenSSH's sftp-server (a longer READ is answered short), read on
 the event loop when the page cache holds the bytes, else with `os.pread` in a thread, and only while
 the connection holds little unsent (`_Outflow`). Writes, removes, renames, `mkdir`/`rmdir`, links
-and `setstat` are refused. Only the `sftp` subsystem is offered: no shell, exec, scp or forwarding.
+and `setstat` are refused (an upload token opens gateway/sftp_upload.py's one writable file instead).
+Only the `sftp` subsystem is offered: no shell, exec, scp or forwarding.
 asyncssh's empty SSH_MSG_IGNORE before every packet (a CBC countermeasure) is skipped: no CBC
 cipher is offered. The data a session channel sends is sealed by `_Wire` (AES-GCM, or AES-CTR with an
 encrypt-then-MAC) without asyncssh's copies, and each flush leaves as one write to the socket.
@@ -34,6 +35,7 @@ from asyncssh.crypto.cipher import BasicCipher, GCMCipher
 from asyncssh.encryption import ETMEncryption, GCMEncryption
 from asyncssh.mac import _UMAC
 from asyncssh.packet import String, UInt32
+from asyncssh.sftp import SFTPLimits, SFTPServerHandler
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.ciphers.modes import CTR
@@ -44,6 +46,7 @@ except ImportError:
     _nettle = None  # type: ignore[assignment]  # the module's CDLL or nothing: read as "no UMAC" below
 
 from core.links.links import Refused, Served, link_id_of
+from gateway.sftp_upload import UploadSession, UploadSFTPServer
 from gateway.throttle import counts_as_failed_login, host_of
 from gateway.transfers import Conn, Registry, Transfer
 
@@ -69,9 +72,12 @@ QUEUE_LIMIT = 1024 * 1024
 # Session channels one connection may have open at once (OpenSSH's MaxSessions is 10; its sftp,
 # curl, lftp and FileZilla open one).
 MAX_SESSIONS = 4
-# The longest SFTP request a channel takes (a 255 KiB WRITE, refused anyway, with its header); asyncssh
-# would receive up to 4 MiB per request. Longer ones close the channel.
+# The longest SFTP request a channel takes (a 256 KiB WRITE with its header); asyncssh would receive
+# up to 4 MiB per request. Longer ones close the channel.
 MAX_REQUEST = 257 * 1024
+# The longest WRITE the server's limits@openssh.com answer allows (asyncssh says 4 MiB, which its own
+# client then sends); OpenSSH's sftp writes at most 255 KiB anyway.
+MAX_WRITE = 256 * 1024
 # The SSH window of a session channel: what a client may send before the server has read it. Requests
 # are a few dozen bytes (OpenSSH's sftp keeps 64 in flight); asyncssh's default is 2 MiB.
 RECV_WINDOW = 256 * 1024
@@ -484,7 +490,7 @@ class GatewaySSHServer(asyncssh.SSHServer):
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.ssh: asyncssh.SSHServerConnection | None = None
-        self.session: Session | None = None
+        self.session: Session | UploadSession | None = None
         self.outflow: _Outflow | None = None
         self.peer = "-"
 
@@ -501,6 +507,8 @@ class GatewaySSHServer(asyncssh.SSHServer):
             self.outflow.close()
         if self.session is not None:
             self.registry.close_conn(self.session.conn)
+            if isinstance(self.session, UploadSession):
+                self.session.lost()
             self.session = None
 
     async def _attach(self, token: str, *, login: bool = True) -> bool:
@@ -509,19 +517,22 @@ class GatewaySSHServer(asyncssh.SSHServer):
         ssh = self.ssh
         assert ssh is not None
         try:
-            served = await asyncio.to_thread(self.registry.validate, token, None, "sftp", self.peer)
+            opened = await asyncio.to_thread(self.registry.open_token, token, "sftp", self.peer)
             loop = asyncio.get_running_loop()
 
             def cut(reason: str) -> None:
                 loop.call_soon_threadsafe(ssh.close)
 
-            conn = self.registry.open_conn(served.link_id, "sftp", self.peer, cut)
+            conn = self.registry.open_conn(opened.link_id, "sftp", self.peer, cut)
         except Refused as exc:
             if login and counts_as_failed_login(exc.reason):
                 address = host_of(ssh.get_extra_info("peername"))
                 await asyncio.sleep(self.registry.throttle.failed(address, "sftp"))
             return False
-        self.session = Session(self.registry, served, conn, ssh, token)
+        if isinstance(opened, Served):
+            self.session = Session(self.registry, opened, conn, ssh, token)
+        else:
+            self.session = UploadSession(self.registry, opened, conn, ssh, token)
         ssh.set_extra_info(imagehub_session=self.session)
         return True
 
@@ -703,14 +714,39 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
         return None
 
 
+def _sftp_server(chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
+    """A download token's read-only file, or an upload token's writable one."""
+    if isinstance(chan.get_connection().get_extra_info("imagehub_session"), UploadSession):
+        return UploadSFTPServer(chan)
+    return OneFileSFTPServer(chan)
+
+
+def _cap_advertised_writes() -> None:
+    """Make asyncssh's limits@openssh.com answer say MAX_WRITE (clients that follow it send no longer
+    WRITE than MAX_REQUEST lets in). asyncssh has no option for it: its handler table is changed once."""
+    handlers: dict[Any, Any] = SFTPServerHandler._packet_handlers
+    asyncssh_limits = handlers[b"limits@openssh.com"]
+    if getattr(asyncssh_limits, "imagehub", False):
+        return
+
+    async def limits(handler: SFTPServerHandler, packet: Any) -> SFTPLimits:
+        answer: SFTPLimits = await asyncssh_limits(handler, packet)
+        answer.max_write_len = min(answer.max_write_len, MAX_WRITE)
+        return answer
+
+    limits.imagehub = True  # type: ignore[attr-defined]  # marks the table as changed
+    handlers[b"limits@openssh.com"] = limits
+
+
 async def listen(registry: Registry, host: str, port: int, host_key: Path) -> asyncssh.SSHAcceptor:
     settings = registry.catalog.settings.gateway
+    _cap_advertised_writes()
     return await asyncssh.listen(
         host,
         port,
         server_factory=lambda: GatewaySSHServer(registry),
         server_host_keys=[str(host_key)],
-        sftp_factory=OneFileSFTPServer,
+        sftp_factory=_sftp_server,
         allow_scp=False,
         encryption_algs=ENCRYPTION_ALGS,
         login_timeout=30,
