@@ -32,7 +32,7 @@ from sqlmodel import col, select
 from core.catalog import db
 from core.catalog.catalog import Catalog
 from core.catalog.models import Job, Link
-from core.importer.receiver import Receiver, UploadRefused, open_receiver
+from core.importer.receiver import Receiver, UploadRefused, open_receiver, poll_release_requests
 from core.jobs import jobs
 from core.links import links, uploads
 from core.links.links import Refused, Served
@@ -226,8 +226,24 @@ class Registry:
         """Take the upload for one writer (blocking: call it from a worker thread); UploadRefused if
         another writer has it. Its bytes count on `transfer`."""
         transfer.upload = True
+        conn = transfer.conn
+
+        def release() -> None:  # a new writer asked for this quiet writer's upload
+            if conn is not None and conn.cut_reason is None:
+                conn.cut_reason = "taken_over"
+                log.info("link=%s proto=%s client=%s cut: taken_over", conn.link_id, conn.protocol, conn.peer)
+                conn.cut("taken_over")
+
         try:
-            return open_receiver(self.catalog, receiving, transfer.protocol, transfer.peer, transfer.add)
+            return open_receiver(
+                self.catalog,
+                receiving,
+                transfer.protocol,
+                transfer.peer,
+                transfer.add,
+                release if conn else None,
+                (lambda: conn.last_active) if conn else None,  # faces touch it on every chunk they gather
+            )
         except UploadRefused:
             self.metrics.refusals.labels(transfer.protocol, "upload_busy").inc()
             raise
@@ -313,6 +329,10 @@ class Registry:
                     conn.cut(reason)
                 except Exception:
                     log.exception("cutting a connection failed")
+        try:
+            poll_release_requests()
+        except Exception:
+            log.exception("handing quiet uploads over failed")
         self.flush()
 
     def flush(self) -> None:

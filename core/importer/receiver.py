@@ -9,7 +9,13 @@ before taking more.
 
 One writer at a time: the writer holds an exclusive `flock` on the staged file (released by the
 kernel if its process dies); a second writer, from any connection of any process on a host sharing
-the data folder, is refused. Runs of zeros stay holes, so a sparse raw disk costs its data, not its
+the data folder, is refused while the first is sending. A writer that has received nothing for
+`QUIET_SECONDS` gives way instead (as tusd's lock release): a client whose network dropped without
+its old connection closing comes back at once rather than after TCP keepalive. The newcomer leaves a
+release request beside the staged file; the process holding the upload sees it (`poll_release_requests`,
+from the gateway's once-a-second tick, or at once in the same process) and cuts its quiet writer.
+
+Runs of zeros stay holes, so a sparse raw disk costs its data, not its
 size, in the staging quota, which is checked as the bytes arrive. When the last byte is in,
 `core.links.uploads.complete` hands the upload to its import job.
 """
@@ -36,6 +42,9 @@ from core.links.uploads import Receiving
 HOLE_GRAIN = 1 << 20  # zero runs of this size (aligned to the upload) are left as holes
 _ZEROS = bytes(HOLE_GRAIN)
 PROGRESS_EVERY = 1.0  # seconds between progress records in the catalog
+QUIET_SECONDS = 3.0  # a writer that received nothing for this long gives way to a new one
+TAKEOVER_WAIT = 3.0  # how long a new writer waits for a quiet one to let go
+RELEASE_NAME = "release"  # beside the staged source: a new writer asks the holder to let go
 
 
 class UploadRefused(Exception):
@@ -52,6 +61,8 @@ class UploadRefused(Exception):
 PAUSED_MAX = 10_000
 _paused: dict[str, tuple[int, Any]] = {}
 _paused_lock = threading.Lock()
+# The uploads this process writes (link id -> its writer), for release requests.
+_holders: dict[str, Receiver] = {}
 
 
 def _is_zero(view: memoryview) -> bool:
@@ -72,8 +83,13 @@ class Receiver:
         protocol: str,
         peer: str = "-",
         on_bytes: Callable[[int], None] | None = None,
+        on_release: Callable[[], None] | None = None,
+        activity: Callable[[], float] | None = None,
     ) -> None:
         self.catalog = catalog
+        self.on_release = on_release  # cuts this writer's connection when a new writer needs the upload
+        self.activity = activity  # when its connection last received anything (a face that gathers writes)
+        self.last_active = time.monotonic()
         self.receiving = receiving
         self.protocol = protocol
         self.peer = peer
@@ -97,15 +113,14 @@ class Receiver:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            self._lock(fd)
+        except BaseException:
             os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise UploadRefused(
-                    Msg("another connection is writing this upload: one writer at a time; try again when it ends")
-                ) from None
             raise
         self._fd = fd
+        self.last_active = time.monotonic()
+        with _paused_lock:
+            _holders[self.receiving.link_id] = self
         self.offset = self.started_at = os.fstat(fd).st_size
         with _paused_lock:
             paused = _paused.pop(self.receiving.link_id, None)
@@ -114,6 +129,48 @@ class Receiver:
         else:
             self._hasher = self._hash_on_disk(rehash)
         return self.offset
+
+    def _lock(self, fd: int) -> None:
+        """Take the upload's lock; if a writer holds it, ask it to let go (it does if it is quiet) and
+        wait a little for that; else refuse."""
+        deadline: float | None = None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + TAKEOVER_WAIT
+                if not self._request_release():
+                    deadline = now  # its writer is in this process and still sending: refuse at once
+            if now >= deadline:
+                raise UploadRefused(
+                    Msg("another connection is writing this upload: one writer at a time; try again when it ends")
+                )
+            time.sleep(0.05)
+
+    def _request_release(self) -> bool:
+        """Ask the upload's writer to let go; False when it is in this process and will not (it is
+        sending). One in another process is asked through a file its gateway looks for each second."""
+        with _paused_lock:
+            holder = _holders.get(self.receiving.link_id)
+        if holder is not None and holder is not self:
+            return holder.release_if_quiet()
+        with contextlib.suppress(OSError):
+            (self.path.parent / RELEASE_NAME).write_text(str(time.time()))
+        return True
+
+    def release_if_quiet(self) -> bool:
+        """Cut this writer's connection if it has received nothing for QUIET_SECONDS (a new writer
+        asked for the upload); True if it was asked to let go."""
+        last = max(self.last_active, self.activity() if self.activity is not None else 0.0)
+        if self._fd < 0 or self.on_release is None or time.monotonic() - last < QUIET_SECONDS:
+            return False
+        self.on_release()
+        return True
 
     def _hash_on_disk(self, rehash: Callable[[int], None] | None) -> Any:
         hasher = hashlib.sha256()
@@ -174,6 +231,7 @@ class Receiver:
             position = end
         self._hasher.update(view)
         self.offset += n
+        self.last_active = time.monotonic()
         if self.on_bytes is not None:
             self.on_bytes(n)
         if self.offset == self.size:
@@ -236,8 +294,29 @@ class Receiver:
                     while len(_paused) > PAUSED_MAX:
                         del _paused[next(iter(_paused))]
         finally:
+            with _paused_lock:
+                if _holders.get(self.receiving.link_id) is self:
+                    del _holders[self.receiving.link_id]
             os.close(self._fd)
             self._fd = -1
+
+
+def poll_release_requests() -> int:
+    """Cut this process's quiet writers whose upload another writer asked for (run about once a
+    second by the gateway); how many were asked to let go."""
+    with _paused_lock:
+        holders = list(_holders.values())
+    released = 0
+    for holder in holders:
+        request = holder.path.parent / RELEASE_NAME
+        try:
+            asked = request.stat().st_mtime
+        except OSError:
+            continue
+        if time.time() - asked < TAKEOVER_WAIT + 1 and holder.release_if_quiet():
+            released += 1
+            request.unlink(missing_ok=True)
+    return released
 
 
 def open_receiver(
@@ -246,9 +325,11 @@ def open_receiver(
     protocol: str,
     peer: str = "-",
     on_bytes: Callable[[int], None] | None = None,
+    on_release: Callable[[], None] | None = None,
+    activity: Callable[[], float] | None = None,
 ) -> Receiver:
-    """A Receiver that holds the upload (UploadRefused if another writer has it)."""
-    receiver = Receiver(catalog, receiving, protocol, peer, on_bytes)
+    """A Receiver that holds the upload (UploadRefused if another writer has it and is sending)."""
+    receiver = Receiver(catalog, receiving, protocol, peer, on_bytes, on_release, activity)
     receiver.open()
     return receiver
 

@@ -148,6 +148,30 @@ def test_writes_continue_exactly_at_the_offset_and_never_pass_the_size(catalog: 
     second.close()
 
 
+def test_a_quiet_writer_gives_way_to_a_new_one_and_a_sending_one_does_not(catalog: Catalog, people: People) -> None:
+    """A client whose network dropped without its connection closing comes back at once (tusd's lock
+    release): the quiet writer's connection is cut; a writer still sending keeps the upload."""
+    data = disk_bytes(1)
+    view = upload(catalog, people.owner, len(data))
+    receiving = links.validate_upload_token(catalog, token_of(view))
+    cuts: list[str] = []
+    first = open_receiver(catalog, receiving, "test", on_release=lambda: (cuts.append("cut"), first.close()))
+    first.write(0, data[:1000])
+    with pytest.raises(UploadRefused, match="another connection is writing"):
+        open_receiver(catalog, receiving, "test")  # refused at once: the first is sending
+    assert cuts == []
+    first.last_active -= receiver_module.QUIET_SECONDS  # nothing received for a while
+    second = open_receiver(catalog, receiving, "test")
+    assert cuts == ["cut"] and second.offset == 1000
+    # another process's writer is asked through the release request its gateway polls for
+    second.on_release = lambda: (cuts.append("polled"), second.close())
+    second.last_active -= receiver_module.QUIET_SECONDS
+    (second.path.parent / receiver_module.RELEASE_NAME).write_text("asked")
+    assert receiver_module.poll_release_requests() == 1
+    assert cuts == ["cut", "polled"]
+    open_receiver(catalog, receiving, "test").close()
+
+
 def test_a_writer_in_a_new_process_hashes_what_is_on_disk_once_and_the_checksum_holds(
     catalog: Catalog, people: People
 ) -> None:
