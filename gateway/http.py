@@ -30,6 +30,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.links.links import REFUSAL_MESSAGE, Refused, Served
+from gateway.http_upload import PUT_METHODS, TUS_METHODS, Uploads
 from gateway.throttle import counts_as_failed_login, host_of
 from gateway.transfers import Registry, reset_on_close
 
@@ -353,21 +354,23 @@ def make_app(registry: Registry) -> web.Application:
 
     @web.middleware
     async def no_leaks(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
-        """Unknown paths get the same 403 as bad tokens under /d/, a plain 404 elsewhere."""
+        """Unknown paths get the same 403 as bad tokens under /d/, /u/ and /tus/, a plain 404 elsewhere."""
         try:
             return await handler(request)
         except web.HTTPNotFound:
-            if request.path.startswith("/d/"):
+            if request.path.startswith(("/d/", "/u/", "/tus/")):
                 return _refusal()
             raise
         except web.HTTPMethodNotAllowed:
-            if request.path.startswith("/d/"):
-                return web.Response(status=405, headers={"Allow": "GET, HEAD", **SECURITY_HEADERS})
+            for prefix, allowed in (("/d/", "GET, HEAD"), ("/u/", PUT_METHODS), ("/tus/", TUS_METHODS)):
+                if request.path.startswith(prefix):
+                    return web.Response(status=405, headers={"Allow": allowed, **SECURITY_HEADERS})
             raise
 
     app = web.Application(middlewares=[no_leaks])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/d/{token}/{name}", downloads.download)
+    Uploads(registry).add_routes(app)
     return app
 
 
@@ -383,8 +386,8 @@ def make_metrics_app(registry: Registry) -> web.Application:
     return app
 
 
-# A token in a path (/d/TOKEN/, /u/TOKEN/) or on its own (lnk-ID.RANDOM.TIME.SIGNATURE).
-_TOKEN_IN_PATH = re.compile(r"(/[du]/)[^/\s'\"?#]+")
+# A token in a path (/d/TOKEN/, /u/TOKEN/, /tus/TOKEN) or on its own (lnk-ID.RANDOM.TIME.SIGNATURE).
+_TOKEN_IN_PATH = re.compile(r"(/[du]/|/tus/)[^/\s'\"?#]+")
 _TOKEN = re.compile(r"\b(lnk-[A-Za-z0-9_-]+)\.[A-Za-z0-9_.-]+")
 # Loggers through which aiohttp and asyncio may print a request line or a request's path.
 SERVER_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.internal", "asyncio")
