@@ -35,7 +35,7 @@ lint: install
 test: install lint
 	$(BIN)/pytest
 
-# Speed and memory against targets and reference tools (gateway.py needs nginx, vsftpd, openssh-server).
+# Speed and memory against targets and reference tools (gateway.py and upload.py need nginx, vsftpd, openssh-server).
 bench: install
 	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/catalog.py
@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/upload.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
