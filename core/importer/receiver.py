@@ -27,6 +27,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -110,10 +111,16 @@ class Receiver:
     def open(self, rehash: Callable[[int], None] | None = None) -> int:
         """Take the upload (UploadRefused if another writer has it); its offset. The bytes on disk are
         hashed first unless this process still holds their hash."""
+        folder_existed = self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             self._lock(fd)
+            if not uploads.waiting(self.catalog, self.receiving.job_id):
+                # it ended (complete, cancelled, expired) since its token was checked: leave nothing behind
+                if not folder_existed:
+                    shutil.rmtree(self.path.parent, ignore_errors=True)
+                raise UploadRefused(Msg("this upload has ended: it takes no more bytes"))
         except BaseException:
             os.close(fd)
             raise

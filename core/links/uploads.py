@@ -91,6 +91,13 @@ def receiving_of(link: Link, job: Job) -> Receiving:
     return Receiving(link.id, link.image_id, link.tenant_id, job.id, int(link.size or 0), _aware(link.expires_at))
 
 
+def waiting(catalog: Catalog, job_id: int) -> bool:
+    """Whether the upload's import still waits for bytes (not complete, cancelled or expired)."""
+    with db.read_session(catalog.engine) as session:
+        job = session.get(Job, job_id)
+        return job is not None and job.state == jobs.WAITING
+
+
 def bytes_received(catalog: Catalog, link: Link, job: Job | None) -> int:
     """What has arrived: the staged bytes while the upload is open, all of them once it is complete."""
     if job is not None and job.state == jobs.WAITING and link.image_id is not None:

@@ -221,6 +221,7 @@ def test_zero_runs_stay_holes_and_the_quota_is_charged_as_bytes_arrive(catalog: 
 def test_a_complete_upload_takes_no_more_bytes_and_its_link_says_uploaded(catalog: Catalog, people: People) -> None:
     data = disk_bytes(1)
     view = upload(catalog, people.owner, len(data))
+    stale = links.validate_upload_token(catalog, token_of(view))
     write_all(catalog, view, data)
     assert job_of(catalog, view).state == jobs.QUEUED
     with pytest.raises(Refused) as refused:
@@ -232,6 +233,10 @@ def test_a_complete_upload_takes_no_more_bytes_and_its_link_says_uploaded(catalo
     assert links.check_links(catalog, [view["upload"]["id"]]) == {view["upload"]["id"]: None}
     run_job(catalog, view["job_id"])
     assert image_row(catalog, view["id"]).status == Status.AVAILABLE
+    # a writer whose token was checked just before the end takes nothing and leaves nothing behind
+    with pytest.raises(UploadRefused, match="has ended"):
+        open_receiver(catalog, stale, "test")
+    assert not catalog.store.import_staging(view["id"]).exists()
 
 
 def test_tokens_open_only_their_own_kind(catalog: Catalog, people: People) -> None:

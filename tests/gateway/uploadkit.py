@@ -99,7 +99,11 @@ class Upload:
         image = self.wait_ended()
         assert image.status == Status.AVAILABLE, (image.status, image.error)
         assert image.sha256 == sha256_file(source)
-        assert not self.gw.catalog.store.import_staging(self.image_id).exists()
+        # the worker records the image, then removes its staging folder
+        deadline = time.monotonic() + 30
+        while self.gw.catalog.store.import_staging(self.image_id).exists():
+            assert time.monotonic() < deadline, "the import left its staging folder"
+            time.sleep(0.05)
         return image
 
 
