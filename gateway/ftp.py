@@ -1,4 +1,4 @@
-"""FTP downloads (pyftpdlib): the token is the user name, any password.
+"""FTP downloads and uploads (pyftpdlib): the token is the user name, any password.
 
 pyftpdlib drives its sessions from an IOLoop, one thread; one loop sends with one core only. So
 the gateway runs `gateway.ftp_threads` loops (0: one per usable CPU core), each a thread of its
@@ -20,6 +20,14 @@ After login the session sees a read-only root holding only the link's file and i
 half-second delay or the address's longer backoff (gateway/throttle.py). The token never reaches a
 log line (pyftpdlib's own lines carry the link id instead).
 
+An upload token's session sees one writable file instead (gateway/ftp_upload.py): any plain name
+is the upload; `SIZE` answers the bytes received so far; `STOR` writes from byte 0 (only while
+nothing has arrived), `REST n` + `STOR` and `APPE` resume at the upload's offset (n must equal it:
+no gaps, no overwriting); `RETR` and every other change are refused. The Receiver is opened in a
+thread of its own (it may hash the bytes already on disk first: after a restart, tens of seconds
+for a large upload) while the session reads no command; the writes themselves run in the loop, in
+1 MiB batches. Bytes beyond the upload's size abort the data connection with 552.
+
 One login per session (docs/security.md T16): once logged in, `USER` is refused with
 `530 Can't change to another user.` and `REIN` with `502` (as vsftpd does), so a session holds at
 most one connection slot of its link, released when it closes. Before that, a session may fail
@@ -37,6 +45,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from pyftpdlib.authorizers import AuthenticationFailed, DummyAuthorizer
@@ -46,7 +55,10 @@ from pyftpdlib.handlers.ftp.control import proto_cmds as _PROTO_CMDS
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
-from core.links.links import Refused, Served
+from core.importer.receiver import Receiver, UploadRefused, current_offset
+from core.links.links import UPLOADED, Refused, Served
+from core.links.uploads import Receiving
+from gateway.ftp_upload import NOT_HERE, NOT_READABLE, UPLOAD_PERMS, UploadDTPMixin, UploadFile, UploadFS
 from gateway.throttle import counts_as_failed_login
 from gateway.transfers import Conn, Registry, Transfer, reset_on_close
 
@@ -171,7 +183,8 @@ class OneFileFS(AbstractedFS):
 
 
 class TokenAuthorizer(DummyAuthorizer):
-    """Logins are download tokens (any password); each session gets read-only rights only."""
+    """Logins are tokens (any password); a download session gets read-only rights only (an upload
+    session's handler switches to UploadAuthorizer)."""
 
     def __init__(self, registry: Registry) -> None:
         super().__init__()
@@ -180,14 +193,14 @@ class TokenAuthorizer(DummyAuthorizer):
     def validate_authentication(self, username: str, password: str, handler: Any) -> None:
         peer = f"{handler.remote_ip}:{handler.remote_port}"
         try:
-            served = self.registry.validate(username, None, "ftp", peer)
-            conn = self.registry.open_conn(served.link_id, "ftp", peer, handler.request_cut)
+            opened = self.registry.open_token(username, "ftp", peer)
+            conn = self.registry.open_conn(opened.link_id, "ftp", peer, handler.request_cut)
         except Refused as exc:
             message = "Too many connections for this link." if exc.reason == "too_many_connections" else str(exc)
             if counts_as_failed_login(exc.reason):
                 handler.login_delay = self.registry.throttle.failed(handler.remote_ip, "ftp")
             raise AuthenticationFailed(message) from None
-        handler.attach(served, conn)
+        handler.attach(opened, conn)
 
     def get_home_dir(self, username: str) -> str:
         return "/"
@@ -214,6 +227,20 @@ class TokenAuthorizer(DummyAuthorizer):
         return None
 
 
+class UploadAuthorizer(TokenAuthorizer):
+    """An upload session's rights: every command reaches the handler, which takes STOR and APPE of
+    the one file and refuses the rest with a message that says why."""
+
+    def get_msg_login(self, username: str) -> str:
+        return "Upload access: one file, written with STOR or APPE (REST to resume)."
+
+    def get_perms(self, username: str) -> str:
+        return UPLOAD_PERMS
+
+    def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
+        return True
+
+
 class GatewayFTPHandler(FTPHandler):
     """One FTP session of one link."""
 
@@ -227,11 +254,17 @@ class GatewayFTPHandler(FTPHandler):
     proto_cmds = {k: v for k, v in _PROTO_CMDS.items() if k not in REFUSED_CMDS}
     registry: Registry
     gateway: FtpGateway
+    upload_authorizer: UploadAuthorizer
     username: str  # pyftpdlib's: the name the client gave to USER
+    _restart_position: int  # pyftpdlib's: the offset of a pending REST
     loop: FtpLoop  # set on the per-loop subclass the session was made from
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
         self.served: Served | None = None
+        self.receiving: Receiving | None = None  # an upload session's upload
+        self.upload_done = False  # this session brought the upload's last byte
+        self._opening: Transfer | None = None  # a STOR/APPE whose Receiver a thread is opening
+        self._held: list[tuple[str, str, str]] = []  # commands that came while it opens
         self.link_conn: Conn | None = None
         self.transfer: Transfer | None = None
         self.cut_reason: str | None = None
@@ -241,10 +274,15 @@ class GatewayFTPHandler(FTPHandler):
         self.loop.sessions.add(self)  # before pyftpdlib's __init__, which may close the session at once
         super().__init__(conn, server, ioloop)
 
-    def attach(self, served: Served, conn: Conn) -> None:
+    def attach(self, opened: Served | Receiving, conn: Conn) -> None:
         if self.link_conn is not None and self.link_conn is not conn:
             self.registry.close_conn(self.link_conn)  # never two slots for one session (T16)
-        self.served = served
+        if isinstance(opened, Receiving):
+            self.receiving = opened
+            self.authorizer = self.upload_authorizer
+            self.abstracted_fs = UploadFS
+        else:
+            self.served = opened
         self.link_conn = conn
 
     # --- logins: one per session, a bounded number of failures, failures answered late
@@ -305,15 +343,161 @@ class GatewayFTPHandler(FTPHandler):
     def log_cmd(self, cmd: str, arg: str, respcode: int, respstr: str) -> None:
         return None
 
-    # --- every write is refused here too, whatever the permissions say
+    # --- every write but an upload's STOR/APPE is refused here too, whatever the permissions say
     def _read_only(self, *args: Any, **kwargs: Any) -> None:
-        self.respond("550 Read-only: this server only serves one file for download.")
+        if self.receiving is not None:
+            self.respond(NOT_HERE)
+        else:
+            self.respond("550 Read-only: this server only serves one file for download.")
 
-    ftp_STOR = ftp_APPE = ftp_STOU = ftp_DELE = ftp_MKD = ftp_RMD = _read_only
+    ftp_STOU = ftp_DELE = ftp_MKD = ftp_RMD = _read_only
     ftp_RNFR = ftp_RNTO = ftp_MFMT = ftp_SITE_CHMOD = _read_only
+
+    def ftp_STOR(self, file: str, mode: str = "w") -> None:
+        if self.receiving is None:
+            self._read_only()
+        else:
+            self._upload(file, "STOR")
+
+    def ftp_APPE(self, file: str) -> None:
+        if self.receiving is None:
+            self._read_only()
+        elif self._restart_position:
+            self.respond("450 Can't APPE while REST request is pending.")
+        else:
+            self._upload(file, "APPE")
+
+    # --- uploads
+    def upload_offset(self) -> int:
+        """The upload's bytes so far (SIZE, listings)."""
+        assert self.receiving is not None
+        if self.upload_done:
+            return self.receiving.size
+        return current_offset(self.registry.catalog, self.receiving)
+
+    def ftp_SIZE(self, path: str) -> None:
+        if isinstance(self.fs, UploadFS) and self.fs.isfile(path):
+            self.fs.shown = posixpath.basename(self.fs.fs2ftp(path))
+        super().ftp_SIZE(path)
+
+    def _upload(self, file: str, cmd: str) -> None:
+        """STOR (at byte 0, or after `REST n`) or APPE of the upload: the offset rule is checked here
+        against the bytes on disk, then the Receiver is opened in a thread; `_upload_opened` goes on."""
+        assert self.link_conn is not None
+        rest: int = self._restart_position
+        self._restart_position = 0
+        if not isinstance(self.fs, UploadFS) or not self.fs.isfile(file):
+            self.respond("553 The upload is one file: give it a plain file name.")
+            return
+        if self._current_type != "i":
+            self.respond("550 Uploads need binary mode: send TYPE I first.")
+            return
+        peer = f"{self.remote_ip}:{self.remote_port}"
+        try:
+            receiving = self.registry.validate_upload(self.username, "ftp", peer)
+        except Refused as exc:
+            if exc.reason == UPLOADED:
+                self.respond("550 This upload is complete: every byte has arrived; it takes no more.")
+            else:
+                self.respond("550 This upload link is no longer valid.")
+            return
+        offset = current_offset(self.registry.catalog, receiving)
+        asked = offset if cmd == "APPE" else rest
+        if asked != offset:
+            self.respond(self._wrong_offset(offset, asked, cmd, rest))
+            return
+        name = posixpath.basename(self.fs.fs2ftp(file))
+        self.fs.shown = name
+        transfer = self.registry.begin(self.link_conn, receiving.link_id, "ftp", peer, name)
+        self._opening = transfer
+        self.del_channel()  # no command is read until the Receiver is open
+        opener = threading.Thread(
+            target=self._open_receiver,
+            args=(receiving, transfer, name, cmd, asked),
+            name="ftp-upload-open",
+            daemon=True,
+        )
+        opener.start()
+
+    @staticmethod
+    def _wrong_offset(offset: int, asked: int, cmd: str, rest: int) -> str:
+        if cmd == "STOR" and not rest:
+            return (
+                f"553 This upload already has {offset} bytes: resume with REST {offset} then STOR, or with APPE"
+                " (no overwriting)."
+            )
+        return (
+            f"553 This upload has {offset} bytes; a write must continue at byte {offset}, not {asked}"
+            " (no gaps, no overwriting)."
+        )
+
+    def _open_receiver(self, receiving: Receiving, transfer: Transfer, name: str, cmd: str, asked: int) -> None:
+        """In a thread of its own: take the upload (maybe hashing its bytes on disk), then hand it to
+        the session's loop."""
+        result: Receiver | UploadRefused
+        try:
+            result = self.registry.receiver(receiving, transfer)
+        except UploadRefused as exc:
+            result = exc
+        except Exception:
+            log.exception("opening the upload of link %s failed", receiving.link_id)
+            result = UploadRefused("the upload could not be opened here; try again later")
+        if not self.loop.call_soon(lambda: self._upload_opened(result, transfer, name, cmd, asked)):
+            if isinstance(result, Receiver):
+                result.close()
+            self.registry.end(transfer, "cut-shutdown")
+
+    def _upload_opened(
+        self, result: Receiver | UploadRefused, transfer: Transfer, name: str, cmd: str, asked: int
+    ) -> None:
+        """In the session's loop: the Receiver is open (or refused); start the transfer."""
+        self._opening = None
+        receiver = result if isinstance(result, Receiver) else None
+        if self._closed:
+            if receiver is not None:
+                receiver.close()
+            self.registry.end(transfer, "cut-" + self.cut_reason if self.cut_reason else "incomplete")
+            return
+        self.add_channel()
+        try:
+            if receiver is None:
+                self.respond(f"450 {str(result).capitalize()}.")
+                self.registry.end(transfer, "refused")
+            elif receiver.offset != asked:  # another writer moved it meanwhile
+                receiver.close()
+                self.respond(self._wrong_offset(receiver.offset, asked, cmd, asked))
+                self.registry.end(transfer, "refused")
+            else:
+                self._start_upload(UploadFile(receiver, name), transfer, cmd)
+        finally:
+            self._run_held()
+
+    def _start_upload(self, upload: UploadFile, transfer: Transfer, cmd: str) -> None:
+        """pyftpdlib's ftp_STOR from its file object on."""
+        self.transfer = transfer
+        if self.data_channel is not None:
+            self.respond("125 Data connection already open. Transfer starting.")
+            self.data_channel.file_obj = upload
+            self.data_channel.enable_receiving(self._current_type, cmd)
+        else:
+            self.respond("150 File status okay. About to open data connection.")
+            self._in_dtp_queue = (upload, cmd)
+
+    def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
+        if self._opening is not None:
+            self._held.append((line, cmd, arg))  # answered in order once the upload is open
+            return
+        super().pre_process_command(line, cmd, arg)
+
+    def _run_held(self) -> None:
+        while self._held and self._opening is None and not self._closed:
+            self.pre_process_command(*self._held.pop(0))
 
     # --- transfers
     def ftp_RETR(self, file: str) -> Any:
+        if self.receiving is not None:
+            self.respond(NOT_READABLE)
+            return None
         assert self.served is not None and self.link_conn is not None
         peer = f"{self.remote_ip}:{self.remote_port}"
         try:
@@ -334,20 +518,35 @@ class GatewayFTPHandler(FTPHandler):
             transfer.bytes = bytes
             status = "complete" if completed else ("cut-" + self.cut_reason if self.cut_reason else "incomplete")
             self.registry.end(transfer, status)
+        elif transfer is not None and transfer.upload:  # its bytes are counted as the Receiver writes them
+            channel = self.data_channel
+            upload = channel.file_obj if channel is not None else None
+            done = isinstance(upload, UploadFile) and upload.complete
+            self.upload_done = self.upload_done or done
+            if isinstance(upload, UploadFile) and upload.refused is not None:
+                status = "refused"
+            elif done:
+                status = "complete"
+            elif completed:  # the client closed the data connection before the upload's last byte
+                status = "partial"
+            else:
+                status = "cut-" + self.cut_reason if self.cut_reason else "incomplete"
+            self.registry.end(transfer, status)
 
     def poll(self) -> None:
         """In the session's loop: account bytes of the running transfer, close the session if cut."""
         transfer = self.transfer
         channel = self.data_channel
-        if transfer is not None and channel is not None:
+        if transfer is not None and channel is not None and not transfer.upload:
             sent = channel.get_transmitted_bytes()
             if sent > transfer.bytes:
                 transfer.add(sent - transfer.bytes)
         if self.link_conn is not None and channel is not None:
             self.link_conn.touch()
         if self.cut_reason is not None and not self._closed:
+            kind = "upload" if self.receiving is not None else "download"
             with contextlib.suppress(Exception):
-                self.respond("421 This download link is no longer valid; closing.")
+                self.respond(f"421 This {kind} link is no longer valid; closing.")
             if channel is not None:
                 reset_on_close(channel.socket)
             self.close()
@@ -359,6 +558,9 @@ class GatewayFTPHandler(FTPHandler):
                 reply.cancel()
         if not self._closed:
             super().close()
+            if self.transfer is not None and self.transfer.upload:  # a STOR whose data never connected
+                transfer, self.transfer = self.transfer, None
+                self.registry.end(transfer, "cut-" + self.cut_reason if self.cut_reason else "incomplete")
             if self.link_conn is not None:
                 self.registry.close_conn(self.link_conn)
         self.loop.sessions.discard(self)
@@ -422,6 +624,8 @@ class FtpLoop:
         self.handler: type[GatewayFTPHandler] = type(f"{handler.__name__}{index}", (handler,), {"loop": self})
         self.sessions: set[GatewayFTPHandler] = set()
         self.inbox: deque[tuple[socket.socket, Any]] = deque()  # connections handed over, not yet taken
+        self.calls: deque[Callable[[], None]] = deque()  # work handed over by other threads
+        self._calls_lock = threading.Lock()
         self.load = 0  # connections given to this loop and not closed yet (sessions, inbox)
         self._load_lock = threading.Lock()
         self.closed = False
@@ -442,7 +646,25 @@ class FtpLoop:
         self.inbox.append((sock, addr))
         self.waker.wake()
 
+    def call_soon(self, call: Callable[[], None]) -> bool:
+        """From any thread: run `call` in this loop; False if the loop has closed (it never runs)."""
+        with self._calls_lock:
+            if self.closed:
+                return False
+            self.calls.append(call)
+        self.waker.wake()
+        return True
+
+    def _run_calls(self) -> None:
+        while self.calls:
+            call = self.calls.popleft()
+            try:
+                call()
+            except Exception:
+                log.exception("FTP loop call failed")
+
     def _take(self) -> None:
+        self._run_calls()
         while self.inbox:
             sock, addr = self.inbox.popleft()
             if self.gateway.stopping.is_set():
@@ -494,10 +716,12 @@ class FtpLoop:
 
     def close_all(self) -> None:
         """Close every session, the listening socket if here, and the loop (which then ends)."""
-        self.closed = True
+        with self._calls_lock:
+            self.closed = True
         for session in list(self.sessions):
             with contextlib.suppress(Exception):
                 session.close()
+        self._run_calls()  # e.g. uploads opened meanwhile: their sessions have closed, they let go
         with contextlib.suppress(Exception):
             self.ioloop.close()
         self.waker.close()
@@ -549,6 +773,7 @@ class FtpGateway:
             "registry": registry,
             "gateway": self,
             "authorizer": TokenAuthorizer(registry),
+            "upload_authorizer": UploadAuthorizer(registry),
             "timeout": settings.idle_timeout_seconds or None,
             "passive_ports": parse_port_range(settings.ftp_passive_ports),
             "banner": "imagehub download gateway ready.",
@@ -577,7 +802,7 @@ class FtpGateway:
                 self.tls = True
         attributes["dtp_handler"] = type(
             "ImagehubDTPHandler",
-            (dtp_base,),
+            (UploadDTPMixin, dtp_base),
             {"timeout": settings.idle_timeout_seconds, "ac_out_buffer_size": SENDFILE_CHUNK},
         )
         handler = type("ImagehubFTPHandler", bases, attributes)

@@ -1,0 +1,228 @@
+"""FTP uploads: what an upload session sees and writes through (gateway/ftp.py drives the session).
+
+An upload token's session sees a root holding one writable file: whatever plain name the client
+uses is the upload, its size the bytes received so far. The data channel writes into an
+`UploadFile`, which batches pyftpdlib's 64 KiB reads into `BATCH` bytes for `Receiver.write` (the
+one writer of core.importer.receiver: offset rule, size rule, hashing). A write the Receiver
+refuses aborts the data connection with the Receiver's message: 552 for bytes beyond the upload's
+size, 550 otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pyftpdlib.filesystems import AbstractedFS, FilesystemError
+
+from core.importer.receiver import Receiver, UploadRefused
+
+log = logging.getLogger("imagehub.gateway.ftp")
+
+BATCH = 1 << 20  # bytes handed to Receiver.write at once (pyftpdlib reads 64 KiB at a time)
+UPLOAD_ROOT = "/upload"  # the virtual root of an upload session's file system: nothing on disk
+UPLOAD_PERMS = "elaw"  # shown in MLSD/MLST facts: list, append, write
+DEFAULT_NAME = "upload"  # the name listings show before the client names the file
+NOT_HERE = "550 This upload link takes one file, written with STOR or APPE: nothing else can change here."
+NOT_READABLE = "550 This is an upload link: it receives one file and serves none."
+
+
+class UploadFS(AbstractedFS):  # type: ignore[misc]  # pyftpdlib's classes are Any to mypy
+    """An upload session's root: one file, whatever plain name the client gives it; no directories.
+    Nothing here touches the disk: sizes are the upload's offset (`offset()`)."""
+
+    def __init__(self, root: str, cmd_channel: Any) -> None:
+        super().__init__(UPLOAD_ROOT, cmd_channel)
+        self.offset: Callable[[], int] = cmd_channel.upload_offset
+        self.shown = DEFAULT_NAME  # the name the client last used for the upload
+
+    def name_of(self, path: str) -> str | None:
+        """The plain name a path stands for; "" for the root; None for anything else (directories)."""
+        path = os.path.normpath(path)
+        root = os.path.normpath(self.root)
+        if path == root:
+            return ""
+        parent, name = os.path.split(path)
+        return name if parent == root and name else None
+
+    def _require(self, path: str) -> str:
+        name = self.name_of(path)
+        if name is None:
+            raise FilesystemError("No such file or directory")
+        return name
+
+    def validpath(self, path: str) -> bool:
+        return self.name_of(path) is not None
+
+    def realpath(self, path: str) -> str:
+        return path
+
+    def open(self, filename: str, mode: str) -> Any:
+        raise FilesystemError("Upload only")
+
+    def mkstemp(self, *args: Any, **kwargs: Any) -> Any:
+        raise FilesystemError("Upload only")
+
+    def chdir(self, path: str) -> None:
+        if self.name_of(path) != "":
+            raise FilesystemError("No such directory")
+        self.cwd = "/"
+
+    def mkdir(self, path: str) -> None:
+        raise FilesystemError("Upload only")
+
+    rmdir = remove = mkdir
+
+    def rename(self, src: str, dst: str) -> None:
+        raise FilesystemError("Upload only")
+
+    def chmod(self, path: str, mode: Any) -> None:
+        raise FilesystemError("Upload only")
+
+    def utime(self, path: str, timeval: Any) -> None:
+        raise FilesystemError("Upload only")
+
+    def listdir(self, path: str) -> list[str]:
+        if self._require(path) != "":
+            raise FilesystemError("Not a directory")
+        return [self.shown]
+
+    listdirinfo = listdir
+
+    def stat(self, path: str) -> os.stat_result:
+        name = self._require(path)
+        now = int(time.time())
+        if not name:
+            return os.stat_result((stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, 0, now, now, now))
+        return os.stat_result((stat.S_IFREG | 0o644, 1, 0, 1, 0, 0, self.offset(), now, now, now))
+
+    lstat = stat
+
+    def readlink(self, path: str) -> str:
+        raise FilesystemError("Not a symbolic link")
+
+    def isfile(self, path: str) -> bool:
+        return bool(self.name_of(path))
+
+    def islink(self, path: str) -> bool:
+        return False
+
+    def isdir(self, path: str) -> bool:
+        return self.name_of(path) == ""
+
+    def getsize(self, path: str) -> int:
+        if not self._require(path):
+            raise FilesystemError("Is a directory")
+        return self.offset()
+
+    def getmtime(self, path: str) -> float:
+        self._require(path)
+        return time.time()
+
+    def lexists(self, path: str) -> bool:
+        return self.name_of(path) is not None
+
+    def get_user_by_uid(self, uid: int) -> str:
+        return "imagehub"
+
+    def get_group_by_gid(self, gid: int) -> str:
+        return "imagehub"
+
+
+class UploadFile:
+    """The file object pyftpdlib's data channel writes a STOR/APPE into: the Receiver, in batches."""
+
+    def __init__(self, receiver: Receiver, name: str) -> None:
+        self.receiver = receiver
+        self.name = name
+        self.closed = False
+        self.refused: UploadRefused | None = None
+        self.passed_size = False  # the refusal was for bytes beyond the upload's size
+        self._buffer = bytearray()
+
+    @property
+    def complete(self) -> bool:
+        return self.receiver.complete
+
+    def write(self, data: bytes) -> int:
+        receiver = self.receiver
+        if receiver.offset + len(self._buffer) + len(data) > receiver.size:
+            self.flush()
+            self.passed_size = True
+            self._write(data)  # refused by the Receiver, with its message
+        self._buffer += data
+        if len(self._buffer) >= BATCH or receiver.offset + len(self._buffer) == receiver.size:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buffer:
+            data, self._buffer = self._buffer, bytearray()
+            self._write(data)
+
+    def _write(self, data: bytes | bytearray) -> None:
+        try:
+            self.receiver.write(self.receiver.offset, data)
+        except UploadRefused as exc:
+            self.refused = exc
+            raise
+
+    def close(self) -> None:
+        """Let go of the upload (the data channel flushed it already; anything left is written)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if self._buffer and self.refused is None:
+                with contextlib.suppress(UploadRefused):
+                    self.flush()
+        finally:
+            self.receiver.close()
+
+
+class UploadDTPMixin:
+    """Put before pyftpdlib's DTPHandler (or TLS_DTPHandler): a data channel writing into an
+    UploadFile flushes it before it answers, and a write the Receiver refuses aborts the transfer
+    with the Receiver's message instead of pyftpdlib's "426 Internal error"."""
+
+    _closed: bool
+    _resp: tuple[str, Any]
+    file_obj: Any
+    transfer_finished: bool
+
+    def handle_error(self) -> None:
+        error = sys.exc_info()[1]
+        upload = self.file_obj
+        if isinstance(error, UploadRefused) and isinstance(upload, UploadFile):
+            code = "552" if upload.passed_size else "550"
+            self._resp = (f"{code} {error}; transfer aborted.", log.info)
+            self.transfer_finished = False
+            self.close()
+            return
+        super().handle_error()  # type: ignore[misc]
+
+    def close(self) -> None:
+        upload = self.file_obj
+        if not self._closed and isinstance(upload, UploadFile) and not upload.closed:
+            try:
+                upload.flush()
+            except UploadRefused as exc:
+                self.transfer_finished = False
+                if self._resp:
+                    self._resp = (f"550 {exc}; transfer aborted.", log.info)
+            except OSError:
+                log.exception("writing an FTP upload failed")
+                self.transfer_finished = False
+                if self._resp:
+                    self._resp = ("451 The upload could not be written here; try again later.", log.warning)
+            else:
+                if upload.complete and self._resp and self._resp[0].startswith("226"):
+                    size = upload.receiver.size
+                    self._resp = (f"226 Upload complete: all {size} bytes arrived; the import starts now.", log.debug)
+        super().close()  # type: ignore[misc]
