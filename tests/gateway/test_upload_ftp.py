@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import ftplib
+import http.client
 import importlib.util
+import json
+import re
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +26,7 @@ from core.catalog import db
 from core.catalog.clock import utcnow
 from core.catalog.models import Link
 from core.catalog.settings import load_settings
+from core.links import links
 from tests.gateway.conftest import GATEWAY_CONFIG, Gateway, embedded_ftp, make_catalog, start_server, stop_server
 from tests.gateway.test_clients import env_for, interrupt, run
 from tests.gateway.test_serve import self_signed
@@ -135,8 +140,32 @@ def test_lftp_put_c_cut_and_resumed(gw: Gateway, disk: Path) -> None:
     upload.assert_imported(disk)
 
 
+def bytes_received_metric(gw: Gateway) -> int:
+    """`imagehub_bytes_received_total{protocol="ftp"}` from the gateway's /metrics listener."""
+    ports = json.loads((gw.catalog.settings.data_dir / links.PORTS_FILE).read_text())
+    conn = http.client.HTTPConnection("127.0.0.1", ports["metrics"], timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    found = re.search(r'^imagehub_bytes_received_total\{protocol="ftp"\} (\S+)$', body, re.MULTILINE)
+    assert found, body[-2000:]
+    return int(float(found.group(1)))
+
+
+def wait_metric(gw: Gateway, at_least: int, timeout: float = 10) -> int:
+    """Until the counter reaches `at_least` (the registry adds bytes on its tick, about once a second)."""
+    deadline = time.monotonic() + timeout
+    while (value := bytes_received_metric(gw)) < at_least:
+        assert time.monotonic() < deadline, f"imagehub_bytes_received{{protocol=ftp}} is {value}, not {at_least}"
+        time.sleep(0.1)
+    return value
+
+
 def test_stor_size_listings_and_the_offset_rule(gw: Gateway, disk: Path, session: list[ftplib.FTP]) -> None:
     data = disk.read_bytes()
+    counted = bytes_received_metric(gw)
     upload = create_upload(gw, disk)
     client = login(gw, upload.token)
     session.append(client)
@@ -170,6 +199,7 @@ def test_stor_size_listings_and_the_offset_rule(gw: Gateway, disk: Path, session
     assert refused(send, client, f"APPE {NAME}", b"x").startswith("550 This upload is complete")
     assert refused(send, client, f"STOR {NAME}", b"x", len(data)).startswith("550 This upload is complete")
     upload.assert_imported(disk)
+    assert wait_metric(gw, counted + len(data)) == counted + len(data)  # refused bytes are not counted
 
 
 def test_bytes_beyond_the_size_are_refused(gw: Gateway, disk: Path, session: list[ftplib.FTP]) -> None:
