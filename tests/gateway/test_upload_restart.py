@@ -4,12 +4,16 @@ hashes once; the image's checksum is the file's."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 from pathlib import Path
 
+from core.links import links
 from tests.gateway.conftest import Gateway, make_catalog, start_server, stop_server
 from tests.gateway.uploadkit import create_upload, make_disk
 from tests.importkit import free_ports
@@ -21,8 +25,17 @@ def _fixed_ports(config: Path) -> None:
     http, ftp, sftp = free_ports(3)
     text = config.read_text()
     for key, port in (("http_port", http), ("ftp_port", ftp), ("sftp_port", sftp)):
-        text = text.replace(f"{key} = 0", f"{key} = {port}")
+        text = re.sub(rf"(?m)^{key} = 0$", f"{key} = {port}", text)
     config.write_text(text)
+
+
+def _metrics(root: Path) -> dict[str, float]:
+    ports = json.loads((root / "var" / links.PORTS_FILE).read_text())
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        name: float(value) for name, value in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    }
 
 
 def test_serve_killed_mid_upload_then_the_same_curl_command_resumes_it() -> None:
@@ -49,7 +62,20 @@ def test_serve_killed_mid_upload_then_the_same_curl_command_resumes_it() -> None
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         upload.assert_imported(disk)
-        assert "upload.receive" in gw.cli("audit", "list", account="admin").stdout
+        audit = gw.cli("audit", "list", account="admin").stdout
+        assert {"upload.create", "upload.receive", "upload.finish"} <= set(audit.split())
+        # /metrics: bytes received by protocol, and uploads by outcome (cancelled, expired too)
+        cancelled = create_upload(gw, disk)
+        assert gw.cli("link", "revoke", cancelled.link["id"]).returncode == 0
+        expired = create_upload(gw, disk, ttl=1)
+        expired.wait_ended(30)  # the worker's sweep, every few seconds
+        assert expired.image().error == "upload expired"
+        metrics = _metrics(root)
+        assert metrics['imagehub_bytes_received_total{protocol="ftp"}'] > 0
+        assert metrics["imagehub_uploads_started"] == 3
+        assert metrics["imagehub_uploads_finished"] == 1
+        assert metrics["imagehub_uploads_cancelled"] == 1
+        assert metrics["imagehub_uploads_expired"] == 1
     finally:
         if client is not None and client.poll() is None:
             client.kill()
