@@ -776,7 +776,7 @@ class FtpGateway:
             "upload_authorizer": UploadAuthorizer(registry),
             "timeout": settings.idle_timeout_seconds or None,
             "passive_ports": parse_port_range(settings.ftp_passive_ports),
-            "banner": "imagehub download gateway ready.",
+            "banner": "imagehub gateway ready.",
         }
         masquerade = passive_address(registry.catalog.settings.public_host, host)
         if masquerade:
