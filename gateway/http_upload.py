@@ -40,7 +40,7 @@ from core.links.uploads import Receiving
 from gateway.throttle import counts_as_failed_login, host_of
 from gateway.transfers import Conn, Registry, Transfer, reset_on_close
 
-BATCH = 4 << 20  # bytes handed to the Receiver at once (it hashes and writes them in a worker thread)
+BATCH = 1 << 20  # bytes handed to the Receiver at once (it hashes and writes them in a worker thread)
 _NUMBER = re.compile(r"[0-9]{1,19}")
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})")
 UPLOAD_HEADERS = {
@@ -402,18 +402,33 @@ class Uploads:
             raise
 
     async def _copy(self, request: web.Request, receiver: Receiver, body: Body, missing: int, conn: Conn) -> str:
-        """Read the body into batches, each written from a worker thread; the transfer's status."""
+        """Read the body into batches, each written from a worker thread while the next is read (one
+        batch in flight: receiving overlaps hashing and writing); the transfer's status."""
         loop = asyncio.get_running_loop()
         hasher = CHECKSUMS[body.checksum[0]]() if body.checksum else None
         mark = receiver.mark() if body.checksum else None
         batch = bytearray()
         read = 0
+        inflight: asyncio.Future[int] | None = None
+
+        async def settle() -> None:
+            """Wait for the batch being written (its error, if any, is raised here)."""
+            nonlocal inflight
+            if inflight is not None:
+                pending, inflight = inflight, None
+                await pending
 
         async def flush() -> None:
-            nonlocal batch
+            """Start writing the batch read so far, once the one before it is written."""
+            nonlocal batch, inflight
+            await settle()
             if batch:
                 data, batch = batch, bytearray()
-                await loop.run_in_executor(None, receiver.write, receiver.offset, data)
+                inflight = loop.run_in_executor(None, receiver.write, receiver.offset, data)
+
+        async def quiet() -> None:  # before rolling back or closing: no thread may still be writing
+            with contextlib.suppress(Exception):
+                await asyncio.shield(settle())
 
         try:
             while chunk := await request.content.readany():
@@ -434,17 +449,22 @@ class Uploads:
                     reason="Checksum Mismatch",
                 )
             await flush()
+            await settle()
         except UploadRefused as exc:
+            await quiet()
             await asyncio.shield(loop.run_in_executor(None, self._drop, receiver, mark))
             raise Answer(409, str(exc)) from None
         except ConnectionError:
+            await quiet()
             if mark is None and conn.cut_reason is None:  # the client went away: what arrived is a valid start
                 with contextlib.suppress(UploadRefused, OSError):
                     await asyncio.shield(flush())
+                await quiet()
             else:
                 await asyncio.shield(loop.run_in_executor(None, self._drop, receiver, mark))
             raise
         except BaseException:
+            await quiet()
             await asyncio.shield(loop.run_in_executor(None, self._drop, receiver, mark))
             raise
         return "201" if receiver.complete else "200"
