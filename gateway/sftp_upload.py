@@ -35,7 +35,7 @@ from gateway.transfers import Conn, Registry, Transfer
 
 log = logging.getLogger("imagehub.gateway.sftp")
 
-FLUSH_AT = 4 * 1024 * 1024  # gathered writes handed to the Receiver at once (it hashes ~1.7 GB/s)
+FLUSH_AT = 1024 * 1024  # gathered writes handed to the Receiver at once (it hashes ~1.7 GB/s)
 LISTED_NAME = "upload"  # the one entry a listing of the root shows
 _CHANGING = asyncssh.FXF_TRUNC | asyncssh.FXF_EXCL  # what would start the upload over
 # setstat fields `put -p` sends: accepted and ignored. Any other (size, owner) is refused.
@@ -78,18 +78,37 @@ class _Writer:
         self.gathered = bytearray()
         self.lock = asyncio.Lock()
         self.finished = False
+        self.offset = receiver.offset  # where the next write must start: on disk, being written, gathered
+        self._inflight: asyncio.Future[int] | None = None
 
-    @property
-    def offset(self) -> int:
-        """Where the next write must start: the bytes on disk and those gathered."""
-        return self.receiver.offset + len(self.gathered)
+    def gather(self, data: bytes) -> None:
+        self.gathered += data
+        self.offset += len(data)
 
-    async def hand_over(self) -> None:
-        """Give the gathered bytes to the Receiver (the caller holds `lock`); UploadRefused if it refuses them."""
-        if not self.gathered:
+    async def settle(self) -> None:
+        """Wait for the batch being written; UploadRefused if the Receiver refused it (what it and the
+        gathered bytes held is then dropped: the next write must start at the bytes on disk)."""
+        if self._inflight is None:
             return
-        data, self.gathered = self.gathered, bytearray()
-        await asyncio.to_thread(self.receiver.write, self.receiver.offset, data)
+        pending, self._inflight = self._inflight, None
+        try:
+            await pending
+        except UploadRefused:
+            self.gathered = bytearray()
+            self.offset = self.receiver.offset
+            raise
+
+    async def hand_over(self, *, wait: bool = True) -> None:
+        """Give the gathered bytes to the Receiver (the caller holds `lock`), in a worker thread; with
+        `wait` false the next writes are taken while it hashes and writes them. UploadRefused if it
+        refuses them."""
+        await self.settle()
+        if self.gathered:
+            data, self.gathered = self.gathered, bytearray()
+            start = self.offset - len(data)
+            self._inflight = asyncio.ensure_future(asyncio.to_thread(self.receiver.write, start, data))
+        if wait:
+            await self.settle()
 
     async def finish(self, session: UploadSession, how: str) -> str | None:
         """Hand over what is gathered and let go of the upload (once); the refusal message, if any."""
@@ -229,9 +248,10 @@ class UploadSFTPServer(asyncssh.SFTPServer):
                 raise SFTPFailure("This upload handle is closed")
             try:
                 if offset == writer.offset and offset + len(data) <= writer.receiver.size:
-                    writer.gathered += data
-                    if len(writer.gathered) >= FLUSH_AT or writer.offset == writer.receiver.size:
-                        await writer.hand_over()
+                    writer.gather(data)
+                    last = writer.offset == writer.receiver.size
+                    if len(writer.gathered) >= FLUSH_AT or last:
+                        await writer.hand_over(wait=last)  # the last byte is acknowledged once it is in
                     return
                 await writer.hand_over()
                 await asyncio.to_thread(writer.receiver.write, offset, data)
