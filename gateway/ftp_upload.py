@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -136,7 +138,11 @@ class UploadFS(AbstractedFS):  # type: ignore[misc]  # pyftpdlib's classes are A
 
 
 class UploadFile:
-    """The file object pyftpdlib's data channel writes a STOR/APPE into: the Receiver, in batches."""
+    """The file object pyftpdlib's data channel writes a STOR/APPE into: the Receiver, in batches
+    that a thread of this file hashes and writes while the loop receives the next (at most
+    `PENDING` batches wait; then the loop waits too)."""
+
+    PENDING = 2
 
     def __init__(self, receiver: Receiver, name: str) -> None:
         self.receiver = receiver
@@ -145,30 +151,67 @@ class UploadFile:
         self.refused: UploadRefused | None = None
         self.passed_size = False  # the refusal was for bytes beyond the upload's size
         self._buffer = bytearray()
+        self._next = receiver.offset  # where the next byte goes: on disk, queued, buffered
+        self._queue: queue.Queue[tuple[int, bytearray] | None] = queue.Queue(self.PENDING)
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def complete(self) -> bool:
         return self.receiver.complete
 
     def write(self, data: bytes) -> int:
+        self._raise_failure()
         receiver = self.receiver
-        if receiver.offset + len(self._buffer) + len(data) > receiver.size:
+        if self._next + len(data) > receiver.size:
             self.flush()
             self.passed_size = True
-            self._write(data)  # refused by the Receiver, with its message
+            self._write(self.receiver.offset, bytearray(data))  # refused by the Receiver, with its message
         self._buffer += data
-        if len(self._buffer) >= BATCH or receiver.offset + len(self._buffer) == receiver.size:
-            self.flush()
+        self._next += len(data)
+        if self._next == receiver.size:
+            self.flush()  # the last byte: answered once it is in
+        elif len(self._buffer) >= BATCH:
+            self._hand_over()
         return len(data)
 
-    def flush(self) -> None:
-        if self._buffer:
-            data, self._buffer = self._buffer, bytearray()
-            self._write(data)
+    def _hand_over(self) -> None:
+        """Queue the buffered bytes for this file's writing thread."""
+        if not self._buffer:
+            return
+        data, self._buffer = self._buffer, bytearray()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, name="ftp-upload", daemon=True)
+            self._thread.start()
+        self._queue.put((self._next - len(data), data))
 
-    def _write(self, data: bytes | bytearray) -> None:
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                if self._failure is None:
+                    self._write(*item)
+            except BaseException as exc:  # raised in the loop's thread at its next write or flush
+                self._failure = exc
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            self._buffer = bytearray()
+            self._next = self.receiver.offset
+            raise failure
+
+    def flush(self) -> None:
+        """Every byte written so far is on disk (or the refusal is raised)."""
+        self._hand_over()
+        self._queue.join()
+        self._raise_failure()
+
+    def _write(self, offset: int, data: bytes | bytearray) -> None:
         try:
-            self.receiver.write(self.receiver.offset, data)
+            self.receiver.write(offset, data)
         except UploadRefused as exc:
             self.refused = exc
             raise
@@ -179,10 +222,13 @@ class UploadFile:
             return
         self.closed = True
         try:
-            if self._buffer and self.refused is None:
+            if self.refused is None:
                 with contextlib.suppress(UploadRefused):
                     self.flush()
         finally:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
             self.receiver.close()
 
 
