@@ -31,6 +31,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from core.catalog import audit, db
@@ -46,6 +47,8 @@ PROGRESS_EVERY = 1.0  # seconds between progress records in the catalog
 QUIET_SECONDS = 3.0  # a writer that received nothing for this long gives way to a new one
 TAKEOVER_WAIT = 3.0  # how long a new writer waits for a quiet one to let go
 RELEASE_NAME = "release"  # beside the staged source: a new writer asks the holder to let go
+CONCURRENT_HASH = 256 << 10  # writes at least this long are hashed in another thread while written
+_hashing = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="upload-hash")
 
 
 class UploadRefused(Exception):
@@ -100,6 +103,7 @@ class Receiver:
         self.started_at = 0
         self.complete = False
         self._fd = -1
+        self._broken = False
         self._hasher: Any = None
         self._recorded_at = 0.0
         self._quota = StagingQuota(catalog, receiving.tenant_id, catalog.settings.import_.staging_quota_gb)
@@ -196,7 +200,7 @@ class Receiver:
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Add `data` at `offset`, which must be the upload's offset; the new offset."""
-        if self._fd < 0:
+        if self._fd < 0 or self._broken:
             raise UploadRefused(Msg("this upload is not open for writing"))
         view = memoryview(data).cast("B")
         n = len(view)
@@ -224,6 +228,31 @@ class Receiver:
             self._quota.check()
         except Failed as exc:
             raise UploadRefused(str(exc), self.offset) from None
+        # hashing (another thread: hashlib lets go of the GIL) and writing overlap: max(hash, write)
+        hashed = _hashing.submit(self._hasher.update, view) if n >= CONCURRENT_HASH else None
+        try:
+            self._put(view)
+        except BaseException:
+            self._broken = True  # the hash may hold bytes the file does not: the next writer rehashes
+            raise
+        finally:
+            if hashed is not None:
+                hashed.result()
+        if hashed is None:
+            self._hasher.update(view)
+        self.offset += n
+        self.last_active = time.monotonic()
+        if self.on_bytes is not None:
+            self.on_bytes(n)
+        if self.offset == self.size:
+            self._finish()
+        elif time.monotonic() - self._recorded_at >= PROGRESS_EVERY:
+            self._record_progress()
+        return self.offset
+
+    def _put(self, view: memoryview) -> None:
+        """Write `view` at the offset; runs of zeros are left as holes."""
+        n = len(view)
         position = 0
         while position < n:
             # slices end on HOLE_GRAIN boundaries of the upload, so that zero runs line up with blocks
@@ -236,16 +265,6 @@ class Receiver:
                 while done < len(piece):
                     done += os.pwrite(self._fd, piece[done:], self.offset + position + done)
             position = end
-        self._hasher.update(view)
-        self.offset += n
-        self.last_active = time.monotonic()
-        if self.on_bytes is not None:
-            self.on_bytes(n)
-        if self.offset == self.size:
-            self._finish()
-        elif time.monotonic() - self._recorded_at >= PROGRESS_EVERY:
-            self._record_progress()
-        return self.offset
 
     def mark(self) -> tuple[int, Any]:
         """Where the upload is now, for `rollback` (tus's checksum: a chunk that fails it is dropped)."""
@@ -297,7 +316,8 @@ class Receiver:
                     self._record_audit()
                     self._record_progress()
                 with _paused_lock:
-                    _paused[self.receiving.link_id] = (self.offset, self._hasher)
+                    if not self._broken:
+                        _paused[self.receiving.link_id] = (self.offset, self._hasher)
                     while len(_paused) > PAUSED_MAX:
                         del _paused[next(iter(_paused))]
         finally:
