@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
-from asyncssh import SFTPAttrs, SFTPName, SFTPNoSuchFile, SFTPOpUnsupported, SFTPPermissionDenied
+from asyncssh import SFTPAttrs, SFTPName, SFTPNoSuchFile, SFTPPermissionDenied
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA, MSG_IGNORE
 from asyncssh.crypto.cipher import BasicCipher, GCMCipher
 from asyncssh.encryption import ETMEncryption, GCMEncryption
@@ -46,6 +46,7 @@ except ImportError:
     _nettle = None  # type: ignore[assignment]  # the module's CDLL or nothing: read as "no UMAC" below
 
 from core.links.links import Refused, Served, link_id_of
+from gateway.sftp_jail import JailBasics
 from gateway.sftp_upload import UploadSession, UploadSFTPServer
 from gateway.throttle import counts_as_failed_login, host_of
 from gateway.transfers import Conn, Registry, Transfer
@@ -566,7 +567,7 @@ def _attrs(path: Path) -> SFTPAttrs:
     return attrs
 
 
-class OneFileSFTPServer(asyncssh.SFTPServer):
+class OneFileSFTPServer(JailBasics, asyncssh.SFTPServer):
     """A read-only root `/` holding only the served file and its `.sha256`."""
 
     def __init__(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
@@ -700,18 +701,6 @@ class OneFileSFTPServer(asyncssh.SFTPServer):
     symlink = _refuse
     link = _refuse
     fsync = _refuse
-
-    def readlink(self, path: bytes) -> bytes:
-        raise SFTPNoSuchFile("Not a symbolic link")
-
-    def statvfs(self, path: bytes) -> Any:
-        raise SFTPOpUnsupported("statvfs not supported")
-
-    def fstatvfs(self, file_obj: Any) -> Any:
-        raise SFTPOpUnsupported("statvfs not supported")
-
-    def exit(self) -> None:
-        return None
 
 
 def _sftp_server(chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:

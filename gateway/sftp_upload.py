@@ -31,6 +31,7 @@ from asyncssh.constants import EXTENDED_DATA_STDERR
 from core.importer.receiver import Receiver, UploadRefused, current_offset
 from core.links.links import Refused
 from core.links.uploads import Receiving
+from gateway.sftp_jail import JailBasics
 from gateway.transfers import Conn, Registry, Transfer
 
 log = logging.getLogger("imagehub.gateway.sftp")
@@ -147,7 +148,7 @@ def _attrs(kind: int, size: int, mtime: int) -> SFTPAttrs:
     )
 
 
-class UploadSFTPServer(asyncssh.SFTPServer):
+class UploadSFTPServer(JailBasics, asyncssh.SFTPServer):
     """A root `/` whose every plain name is the upload, writable at its offset only."""
 
     def __init__(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
@@ -302,15 +303,3 @@ class UploadSFTPServer(asyncssh.SFTPServer):
     posix_rename = _one_file
     symlink = _one_file
     link = _one_file
-
-    def readlink(self, path: bytes) -> bytes:
-        raise SFTPNoSuchFile("Not a symbolic link")
-
-    def statvfs(self, path: bytes) -> Any:
-        raise SFTPOpUnsupported("statvfs not supported")
-
-    def fstatvfs(self, file_obj: Any) -> Any:
-        raise SFTPOpUnsupported("statvfs not supported")
-
-    def exit(self) -> None:
-        return None
