@@ -34,6 +34,7 @@ from typing import Any
 
 from aiohttp import HttpVersion11, web
 
+from core.catalog.vocabulary import LinkState
 from core.importer.receiver import Receiver, UploadRefused, current_offset
 from core.links.links import REFUSAL_MESSAGE, Refused, upload_urls
 from core.links.uploads import Receiving
@@ -142,6 +143,8 @@ class Uploads:
         try:
             return await asyncio.to_thread(self.registry.validate_upload, token, "http", peer_of(request))
         except Refused as exc:
+            if exc.reason == LinkState.UPLOADED:  # a valid token: its holder may know the upload is done
+                raise Answer(409, "this upload is complete: every byte has arrived, it takes no more") from None
             if counts_as_failed_login(exc.reason):  # answered late once this address keeps failing
                 address = host_of(request.transport.get_extra_info("peername") if request.transport else None)
                 await asyncio.sleep(self.registry.throttle.failed(address, "http"))

@@ -177,6 +177,11 @@ def test_curl_upload_cut_then_resumed_with_the_offset_head_gives(
     done = curl("-C", str(offset), "-T", str(disk), url)
     assert done.returncode == 0, done.stderr
     assert f"upload complete: {upload.size} bytes" in done.stdout
+    # its token still names the upload: more bytes are told it is complete, not that the link is unknown
+    status, _, body = send(
+        gw, "PUT", path_of(url), b"x", Content_Range=f"bytes {upload.size}-{upload.size}/{upload.size}"
+    )
+    assert status == 409 and b"this upload is complete" in body
     assert_imported(upload, disk)
     log = gw.log_text()
     assert re.search(rf"link={upload.link['id']} proto=http client=\S+ file=disk.qcow2 bytes=\d+ status=aborted", log)
