@@ -24,6 +24,7 @@ from cli.main import (
     pretty_json,
     print_table,
     server_path,
+    whole_number,
 )
 from core.catalog.errors import Invalid
 from core.catalog.reader import open_sqlite_reader
@@ -242,7 +243,9 @@ def _add_import(image: Any, common: argparse.ArgumentParser) -> None:
         help="with --upload: the exact size of the file in bytes (`stat -c %%s FILE`, `ls -l FILE`,"
         " PowerShell `(Get-Item FILE).Length`)",
     )
-    p.add_argument("--ttl", type=int, metavar="SECONDS", help="with --upload: the link's lifetime (default 24 h)")
+    p.add_argument(
+        "--ttl", type=whole_number, metavar="SECONDS", help="with --upload: the link's lifetime (default 24 h)"
+    )
     p.add_argument("--tenant", help="tenant of the image (platform admins)")
     p.add_argument("--wait", action="store_true", help="show progress and return when the import has ended")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -261,7 +264,10 @@ def _add_download_link(image: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("id", metavar="ID")
     p.add_argument("--format", choices=["raw", "qcow2"], default="raw")
     p.add_argument(
-        "--ttl", type=int, metavar="SECONDS", help="lifetime in seconds (default and maximum: links.ttl_seconds)"
+        "--ttl",
+        type=whole_number,
+        metavar="SECONDS",
+        help="lifetime in seconds (default and maximum: links.ttl_seconds)",
     )
     p.add_argument("--no-wait", action="store_true", help="return at once while an export or checksum is prepared")
     p.add_argument("--json", action="store_true", help="print one JSON document")

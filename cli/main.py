@@ -159,6 +159,15 @@ def via_ssh_door() -> bool:
     return os.environ.get(VIA_SSH_ENV) == "1"
 
 
+def whole_number(value: str) -> int:
+    """An argparse type: ASCII digits only (int() also takes "1_000" and other scripts' digits)."""
+    text = value.strip()
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 20:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}")
+    return int(text)
+
+
 def server_path(value: str) -> Path:
     """A command argument naming a file on this server (docs/security.md L6): refused over the SSH door, with
     the same answer whether or not it exists."""

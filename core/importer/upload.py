@@ -28,12 +28,12 @@ from core.rules.access import Actor
 def check_bytes(catalog: Catalog, value: object, size_gb: int) -> int:
     """The upload's exact size in bytes: at least 1, at most what a source for the target may be,
     and not more than the tenant's staging quota."""
-    try:
-        size = int(str(value).strip())
-    except ValueError:
-        raise Invalid(
-            "--bytes must be the exact size of the file in bytes (e.g. the output of `stat -c %s FILE`)"
-        ) from None
+    text = str(value).strip()
+    if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+        raise Invalid("--bytes must be at least 1")
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:  # int() also takes "1_000" and "١٢٣"
+        raise Invalid("--bytes must be the exact size of the file in bytes (e.g. the output of `stat -c %s FILE`)")
+    size = int(text)
     if size < 1:
         raise Invalid("--bytes must be at least 1")
     cap = size_cap(size_gb * GIB)

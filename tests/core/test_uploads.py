@@ -101,6 +101,10 @@ def test_an_upload_link_is_made_like_a_download_link_and_its_import_waits(catalo
         (0, "--bytes must be at least 1"),
         (-5, "--bytes must be at least 1"),
         ("12k", "--bytes must be the exact size of the file in bytes"),
+        ("1_000", "--bytes must be the exact size of the file in bytes"),
+        ("١٢٣", "--bytes must be the exact size of the file in bytes"),
+        ("1e3", "--bytes must be the exact size of the file in bytes"),
+        ("", "--bytes must be the exact size of the file in bytes"),
         (22 * GIB, "is more than a source for a 20 GB image may be"),
     ],
 )
