@@ -258,6 +258,7 @@ class GatewayFTPHandler(FTPHandler):
     username: str  # pyftpdlib's: the name the client gave to USER
     _restart_position: int  # pyftpdlib's: the offset of a pending REST
     loop: FtpLoop  # set on the per-loop subclass the session was made from
+    _received_seen = 0  # an upload's data channel bytes at the last poll
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
         self.served: Served | None = None
@@ -542,7 +543,13 @@ class GatewayFTPHandler(FTPHandler):
             if sent > transfer.bytes:
                 transfer.add(sent - transfer.bytes)
         if self.link_conn is not None and channel is not None:
-            self.link_conn.touch()
+            if self.receiving is None:
+                self.link_conn.touch()
+            else:  # an upload is active while bytes arrive: a stalled one gives way and is cut when idle
+                received = int(getattr(channel, "tot_bytes_received", 0))
+                if received != self._received_seen:
+                    self._received_seen = received
+                    self.link_conn.touch()
         if self.cut_reason is not None and not self._closed:
             kind = "upload" if self.receiving is not None else "download"
             with contextlib.suppress(Exception):

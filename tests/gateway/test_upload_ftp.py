@@ -278,6 +278,36 @@ def test_one_writer_at_a_time(gw: Gateway, disk: Path, session: list[ftplib.FTP]
     finish_with_curl(gw, upload, disk)  # its sha256 is the file's: none of the second writer's bytes landed
 
 
+def test_a_stalled_writer_gives_way_to_a_new_one(gw: Gateway, disk: Path, session: list[ftplib.FTP]) -> None:
+    """A STOR whose data connection went quiet (the client's network dropped, say) does not hold the
+    upload: a new session takes it over within seconds and finishes it."""
+    data = disk.read_bytes()
+    upload = create_upload(gw, disk)
+    first = login(gw, upload.token)
+    session.append(first)
+    first.voidcmd("TYPE I")
+    stalled = first.transfercmd(f"STOR {NAME}")
+    try:
+        stalled.sendall(data[: 3 << 20])
+        upload.wait_received(2 << 20)
+        second = login(gw, upload.token)
+        session.append(second)
+        deadline = time.monotonic() + 20
+        while True:  # refused (450) while the first still counts as sending, then taken over
+            second.voidcmd("TYPE I")
+            offset = second.size(NAME)
+            try:
+                reply = send(second, f"APPE {NAME}", data[offset:])
+                break
+            except ftplib.Error as exc:  # 450: still sending; 553: its last bytes landed meanwhile
+                assert str(exc)[:3] in ("450", "553") and time.monotonic() < deadline, exc
+                time.sleep(0.5)
+    finally:
+        stalled.close()
+    assert reply.startswith("226") and "Upload complete" in reply
+    upload.assert_imported(disk)
+
+
 @pytest.mark.parametrize("ending", ["revoked", "expired"])
 def test_revoked_and_expired_uploads_are_cut_and_refused(gw: Gateway, disk: Path, ending: str) -> None:
     upload = create_upload(gw, disk)
