@@ -144,6 +144,9 @@ class Uploads:
             return await asyncio.to_thread(self.registry.validate_upload, token, "http", peer_of(request))
         except Refused as exc:
             if exc.reason == LinkState.UPLOADED:  # a valid token: its holder may know the upload is done
+                if request.method == "HEAD" and exc.size is not None:  # a client resuming after the last reply
+                    done = {"Upload-Offset": str(exc.size), "Upload-Length": str(exc.size)}
+                    raise Answer(200, "", done) from None
                 raise Answer(409, "this upload is complete: every byte has arrived, it takes no more") from None
             if counts_as_failed_login(exc.reason):  # answered late once this address keeps failing
                 address = host_of(request.transport.get_extra_info("peername") if request.transport else None)

@@ -76,9 +76,10 @@ SERVED_STATES = (ACTIVE, PREPARING)
 class Refused(Exception):
     """A token or file request that is refused. `reason` is for logs and metrics only."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, size: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.size = size  # a complete upload's size (`uploaded`): its offset, for a client that asks
 
     def __str__(self) -> str:
         return REFUSAL_MESSAGE
@@ -491,7 +492,7 @@ def _check(catalog: Catalog, session: Session, link: Link, now: datetime) -> Ver
     """What the gateway serves or receives for `link`, or Refused with the link's state as the reason."""
     verdict = link_state(catalog, session, link, now)
     if verdict.served is None and verdict.receiving is None:
-        raise Refused(verdict.state)
+        raise Refused(verdict.state, link.size if verdict.state == UPLOADED else None)
     return verdict
 
 

@@ -182,6 +182,10 @@ def test_curl_upload_cut_then_resumed_with_the_offset_head_gives(
         gw, "PUT", path_of(url), b"x", Content_Range=f"bytes {upload.size}-{upload.size}/{upload.size}"
     )
     assert status == 409 and b"this upload is complete" in body
+    # and a client that lost the last reply learns from HEAD that every byte is in (tus clients resume so)
+    for path in (path_of(url), path_of(upload.link["tus"])):
+        status, headers, _ = send(gw, "HEAD", path, Tus_Resumable="1.0.0")
+        assert status == 200 and headers["upload-offset"] == headers["upload-length"] == str(upload.size)
     assert_imported(upload, disk)
     log = gw.log_text()
     assert re.search(rf"link={upload.link['id']} proto=http client=\S+ file=disk.qcow2 bytes=\d+ status=aborted", log)
