@@ -152,6 +152,7 @@ class Conn:
     last_active: float = field(default_factory=time.monotonic)
     cut_reason: str | None = None
     limited: bool = True
+    upload: bool = False  # writes an upload: cut when idle on every protocol (HTTP downloads are not)
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
@@ -227,6 +228,8 @@ class Registry:
         another writer has it. Its bytes count on `transfer`."""
         transfer.upload = True
         conn = transfer.conn
+        if conn is not None:
+            conn.upload = True
 
         def release() -> None:  # a new writer asked for this quiet writer's upload
             if conn is not None and conn.cut_reason is None:
@@ -320,7 +323,7 @@ class Registry:
         now = time.monotonic()
         for conn in conns:
             reason = verdicts.get(conn.link_id)
-            if reason is None and idle and conn.protocol != "http" and now - conn.last_active > idle:
+            if reason is None and idle and (conn.protocol != "http" or conn.upload) and now - conn.last_active > idle:
                 reason = "idle"
             if reason is not None and conn.cut_reason is None:
                 conn.cut_reason = reason
