@@ -155,6 +155,7 @@ class UploadFile:
         self._queue: queue.Queue[tuple[int, bytearray] | None] = queue.Queue(self.PENDING)
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._begin = receiver.mark()  # a transfer that passes the upload's size is dropped whole
 
     @property
     def complete(self) -> bool:
@@ -229,6 +230,9 @@ class UploadFile:
             if self._thread is not None:
                 self._queue.put(None)
                 self._thread.join()
+            if self.passed_size:  # it is another (longer) file: none of it is a valid start
+                with contextlib.suppress(OSError):
+                    self.receiver.rollback(self._begin)
             self.receiver.close()
 
 

@@ -413,6 +413,7 @@ class Uploads:
         loop = asyncio.get_running_loop()
         hasher = CHECKSUMS[body.checksum[0]]() if body.checksum else None
         mark = receiver.mark() if body.checksum else None
+        begin = mark or receiver.mark()
         batch = bytearray()
         read = 0
         inflight: asyncio.Future[int] | None = None
@@ -441,6 +442,7 @@ class Uploads:
                 read += len(chunk)
                 conn.touch()  # a writer that receives nothing for a while may be asked to give way
                 if read > missing:
+                    mark = begin  # a body that passes the upload is dropped whole: it is another file
                     raise Answer(413, f"this upload takes exactly {receiver.size} bytes (--bytes); the body passes it")
                 if hasher is not None:
                     hasher.update(chunk)
