@@ -30,6 +30,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -85,6 +86,31 @@ class Servers:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def start_sshd(servers: Any, work: Path, port: int) -> subprocess.Popen[bytes]:
+    """OpenSSH's sshd with internal-sftp only, on 127.0.0.1:`port`, started by `servers` (anything
+    with `start(cmd, log)`); the current user logs in with `work/client_key`."""
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
+    (work / "authorized_keys").write_text((work / "client_key.pub").read_text())
+    (work / "sshd_config").write_text(
+        textwrap.dedent(f"""
+        Port {port}
+        ListenAddress 127.0.0.1
+        HostKey {work}/host_key
+        PidFile {work}/sshd.pid
+        AuthorizedKeysFile {work}/authorized_keys
+        StrictModes no
+        UsePAM no
+        PasswordAuthentication no
+        PermitRootLogin prohibit-password
+        Subsystem sftp internal-sftp
+        ForceCommand internal-sftp
+        """).lstrip()
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
+    return servers.start(["/usr/sbin/sshd", "-D", "-e", "-f", str(work / "sshd_config")], work / "sshd.log")
 
 
 def make_file(path: Path, size: int) -> None:
@@ -286,26 +312,7 @@ def run(args: argparse.Namespace, work: Path, servers: Servers) -> int:
 
     # OpenSSH sshd with internal-sftp, key login for the current user.
     ssh_port = free_port()
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_key")], check=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "client_key")], check=True)
-    (work / "authorized_keys").write_text((work / "client_key.pub").read_text())
-    (work / "sshd_config").write_text(
-        textwrap.dedent(f"""
-        Port {ssh_port}
-        ListenAddress 127.0.0.1
-        HostKey {work}/host_key
-        PidFile {work}/sshd.pid
-        AuthorizedKeysFile {work}/authorized_keys
-        StrictModes no
-        UsePAM no
-        PasswordAuthentication no
-        PermitRootLogin prohibit-password
-        Subsystem sftp internal-sftp
-        ForceCommand internal-sftp
-        """).lstrip()
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
-    sshd = servers.start(["/usr/sbin/sshd", "-D", "-e", "-f", str(work / "sshd_config")], work / "sshd.log")
+    sshd = start_sshd(servers, work, ssh_port)
     for port in (nginx_port, ftp_port, ssh_port):
         wait_port(port)
 

@@ -300,26 +300,7 @@ def start_reference(work: Path, procs: Processes) -> Reference:
     )
     vsftpd = procs.start(["vsftpd", str(work / "vsftpd.conf")], work / "vsftpd.log")
 
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
-    (work / "authorized_keys").write_text((work / "client_key.pub").read_text())
-    (work / "sshd_config").write_text(
-        textwrap.dedent(f"""
-        Port {ports["sftp"]}
-        ListenAddress 127.0.0.1
-        HostKey {work}/host_key
-        PidFile {work}/sshd.pid
-        AuthorizedKeysFile {work}/authorized_keys
-        StrictModes no
-        UsePAM no
-        PasswordAuthentication no
-        PermitRootLogin prohibit-password
-        Subsystem sftp internal-sftp
-        ForceCommand internal-sftp
-        """).lstrip()
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
-    sshd = procs.start(["/usr/sbin/sshd", "-D", "-e", "-f", str(work / "sshd_config")], work / "sshd.log")
+    sshd = bench_gateway.start_sshd(procs, work, ports["sftp"])
     for port in ports.values():
         wait_port(port)
     user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()

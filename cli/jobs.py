@@ -94,6 +94,21 @@ def wait_for_job(ctx: Context, job_id: int, stream: TextIO = sys.stderr) -> Job 
         progress.close()
 
 
+def _image_fields(a: Any) -> dict[str, Any]:
+    """What every import is given besides its source, as the command line has it."""
+    return {
+        "name": a.name,
+        "description": a.description,
+        "os_type": a.os_type,
+        "arch": a.arch,
+        "platform": a.platform,
+        "os_version": a.os_version,
+        "size_gb": a.size_gb,
+        "sha256": a.sha256,
+        "tenant": a.tenant,
+    }
+
+
 def cmd_image_import(ctx: Context) -> int:
     a = ctx.args
     if a.upload:
@@ -101,21 +116,7 @@ def cmd_image_import(ctx: Context) -> int:
     if a.bytes is not None or a.ttl is not None:
         raise Invalid("--bytes and --ttl go with --upload")
     url = sys.stdin.readline().strip() if a.url == "-" else a.url  # keeps credentials off the command line
-    image = submit_import(
-        ctx.catalog,
-        ctx.actor,
-        name=a.name,
-        description=a.description,
-        file=a.file,
-        url=url,
-        os_type=a.os_type,
-        arch=a.arch,
-        platform=a.platform,
-        os_version=a.os_version,
-        size_gb=a.size_gb,
-        sha256=a.sha256,
-        tenant=a.tenant,
-    )
+    image = submit_import(ctx.catalog, ctx.actor, file=a.file, url=url, **_image_fields(a))
     return report_image_job(ctx, image, what="import", queued_as=f"importing (job {image['job_id']})")
 
 
@@ -134,21 +135,7 @@ def _upload(ctx: Context) -> int:
     a = ctx.args
     if a.bytes is None:
         raise Invalid("--upload needs --bytes N: the exact size of the file in bytes (`stat -c %s FILE`)")
-    image = submit_upload(
-        ctx.catalog,
-        ctx.actor,
-        name=a.name,
-        description=a.description,
-        size_bytes=a.bytes,
-        os_type=a.os_type,
-        arch=a.arch,
-        platform=a.platform,
-        os_version=a.os_version,
-        size_gb=a.size_gb,
-        sha256=a.sha256,
-        ttl=a.ttl,
-        tenant=a.tenant,
-    )
+    image = submit_upload(ctx.catalog, ctx.actor, size_bytes=a.bytes, ttl=a.ttl, **_image_fields(a))
     upload = image["upload"]
     if not a.json:
         print(

@@ -64,7 +64,7 @@ class UploadRefused(Exception):
 # oldest are dropped past PAUSED_MAX (their next writer hashes the bytes on disk again).
 PAUSED_MAX = 10_000
 _paused: dict[str, tuple[int, Any]] = {}
-_paused_lock = threading.Lock()
+_state_lock = threading.Lock()  # guards _paused and _holders
 # The uploads this process writes (link id -> its writer), for release requests.
 _holders: dict[str, Receiver] = {}
 
@@ -130,10 +130,10 @@ class Receiver:
             raise
         self._fd = fd
         self.last_active = time.monotonic()
-        with _paused_lock:
+        with _state_lock:
             _holders[self.receiving.link_id] = self
         self.offset = self.started_at = os.fstat(fd).st_size
-        with _paused_lock:
+        with _state_lock:
             paused = _paused.pop(self.receiving.link_id, None)
         if paused is not None and paused[0] == self.offset:
             self._hasher = paused[1]
@@ -166,7 +166,7 @@ class Receiver:
     def _request_release(self) -> bool:
         """Ask the upload's writer to let go; False when it is in this process and will not (it is
         sending). One in another process is asked through a file its gateway looks for each second."""
-        with _paused_lock:
+        with _state_lock:
             holder = _holders.get(self.receiving.link_id)
         if holder is not None and holder is not self:
             return holder.release_if_quiet()
@@ -315,13 +315,13 @@ class Receiver:
                 with contextlib.suppress(Exception):  # the catalog may be away: the bytes are on disk
                     self._record_audit()
                     self._record_progress()
-                with _paused_lock:
+                with _state_lock:
                     if not self._broken:
                         _paused[self.receiving.link_id] = (self.offset, self._hasher)
                     while len(_paused) > PAUSED_MAX:
                         del _paused[next(iter(_paused))]
         finally:
-            with _paused_lock:
+            with _state_lock:
                 if _holders.get(self.receiving.link_id) is self:
                     del _holders[self.receiving.link_id]
             os.close(self._fd)
@@ -331,7 +331,7 @@ class Receiver:
 def poll_release_requests() -> int:
     """Cut this process's quiet writers whose upload another writer asked for (run about once a
     second by the gateway); how many were asked to let go."""
-    with _paused_lock:
+    with _state_lock:
         holders = list(_holders.values())
     released = 0
     for holder in holders:

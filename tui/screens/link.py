@@ -59,7 +59,19 @@ class CopyField(Static, can_focus=True):
         self.app.notify(_("{what} copied to the clipboard.").format(what=self.label), timeout=3)
 
 
-class LinkScreen(BaseScreen):
+class CopyFieldsScreen(BaseScreen):
+    """A screen of CopyFields: `copy('key')` copies the one named, `back` closes it."""
+
+    def action_copy(self, key: str) -> None:
+        fields = [f for f in self.query(CopyField) if f.key == key]
+        if fields:
+            fields[0].action_copy()
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+
+class LinkScreen(CopyFieldsScreen):
     DEFAULT_CSS = """
     LinkScreen #choose { height: auto; padding: 1 1 0 1; }
     LinkScreen #choose > Label { padding: 0 1 0 0; }
@@ -182,11 +194,3 @@ class LinkScreen(BaseScreen):
                 field.set_value(view.get("sha256"), view.get("sha256") or _("being computed…"))
             else:
                 field.set_value(view.get(field.key))
-
-    def action_copy(self, key: str) -> None:
-        fields = [f for f in self.query(CopyField) if f.key == key]
-        if fields:
-            fields[0].action_copy()
-
-    def action_back(self) -> None:
-        self.dismiss(None)

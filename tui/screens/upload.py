@@ -23,8 +23,7 @@ from core.catalog.errors import ImagehubError
 from core.catalog.models import Status
 from core.catalog.vocabulary import LinkState
 from tui.i18n import N_, _, tr
-from tui.screens.base import BaseScreen
-from tui.screens.link import CopyField
+from tui.screens.link import CopyField, CopyFieldsScreen
 from tui.widgets.format import (
     STATUS_STYLES,
     human_size,
@@ -48,7 +47,7 @@ COMMANDS = (
 )
 
 
-class UploadScreen(BaseScreen):
+class UploadScreen(CopyFieldsScreen):
     """Shows the upload link of `image` (the view core.importer.upload.submit_upload returns)."""
 
     DEFAULT_CSS = """
@@ -167,11 +166,3 @@ class UploadScreen(BaseScreen):
         elif image.get("progress"):
             line.append(" · " + progress_line(image["progress"]))
         return line
-
-    def action_copy(self, key: str) -> None:
-        fields = [f for f in self.query(CopyField) if f.key == key]
-        if fields:
-            fields[0].action_copy()
-
-    def action_back(self) -> None:
-        self.dismiss(None)

@@ -16,12 +16,11 @@ from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
 from tui.i18n import N_, _
-from tui.screens.base import BaseScreen
-from tui.screens.link import FIELDS, CopyField
+from tui.screens.link import FIELDS, CopyField, CopyFieldsScreen
 from tui.widgets.format import human_size, short_time
 
 
-class WorkbookLinkScreen(BaseScreen):
+class WorkbookLinkScreen(CopyFieldsScreen):
     DEFAULT_CSS = """
     WorkbookLinkScreen #link-state { padding: 1 1 0 1; height: auto; }
     WorkbookLinkScreen #link-hint { padding: 0 1 1 1; height: auto; }
@@ -63,11 +62,3 @@ class WorkbookLinkScreen(BaseScreen):
         fields = list(self.query(CopyField))
         if fields:
             fields[0].focus()
-
-    def action_copy(self, key: str) -> None:
-        fields = [f for f in self.query(CopyField) if f.key == key]
-        if fields:
-            fields[0].action_copy()
-
-    def action_back(self) -> None:
-        self.dismiss(None)
