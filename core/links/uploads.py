@@ -70,12 +70,21 @@ def import_job(session: Session, image_id: str | None) -> Job | None:
     ).first()
 
 
+def arrived(job: Job | None) -> bool:
+    """Whether every byte of the upload arrived: its job left `waiting` for the queue. A worker claims
+    only queued jobs, so a failed job that was claimed (`attempts`) failed in the import, after the
+    upload; one never claimed was cancelled or expired while it waited."""
+    if job is None or job.state == jobs.WAITING:
+        return False
+    return job.state not in (jobs.FAILED, jobs.CANCELLED) or job.attempts > 0
+
+
 def state_of(link: Link, image: Image | None, job: Job | None, now: datetime) -> str:
     """An upload link's state, before the checks it shares with download links (tenant, maker).
 
     `uploaded` once every byte is in (whatever the import makes of them); `expired` or `revoked`
     before that; `image_unavailable` when the import ended otherwise (failed, cancelled)."""
-    if job is not None and job.state != jobs.WAITING and job.state not in (jobs.FAILED, jobs.CANCELLED):
+    if arrived(job):
         return LinkState.UPLOADED
     if link.revoked_at is not None:
         return LinkState.REVOKED
@@ -105,7 +114,7 @@ def bytes_received(catalog: Catalog, link: Link, job: Job | None) -> int:
             return (catalog.store.import_staging(link.image_id) / SOURCE_NAME).stat().st_size
         except OSError:
             return 0
-    if job is not None and job.state not in (jobs.FAILED, jobs.CANCELLED):
+    if arrived(job):
         return int(link.size or 0)
     return int(job.bytes_done or 0) if job is not None else 0
 

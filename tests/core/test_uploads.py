@@ -323,6 +323,9 @@ def test_a_hostile_file_uploaded_is_refused_as_one_given_by_url(
     assert image.status == Status.IMPORT_FAILED
     assert image.error is not None and "backing file" in image.error
     assert leftovers(catalog) == []
+    # the upload itself did finish: its link says so, whatever the import made of the bytes
+    shown = links.get_link(catalog, people.owner, view["upload"]["id"])
+    assert (shown["state"], shown["bytes_received"]) == (LinkState.UPLOADED, len(data))
 
 
 def test_a_wrong_sha256_ends_the_import_failed(catalog: Catalog, people: People) -> None:
