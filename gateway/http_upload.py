@@ -409,11 +409,11 @@ class Uploads:
 
     async def _copy(self, request: web.Request, receiver: Receiver, body: Body, missing: int, conn: Conn) -> str:
         """Read the body into batches, each written from a worker thread while the next is read (one
-        batch in flight: receiving overlaps hashing and writing); the transfer's status."""
+        batch in flight: receiving overlaps writing); the transfer's status."""
         loop = asyncio.get_running_loop()
         hasher = CHECKSUMS[body.checksum[0]]() if body.checksum else None
-        mark = receiver.mark() if body.checksum else None
-        begin = mark or receiver.mark()
+        begin = receiver.mark()
+        mark = begin if body.checksum else None
         batch = bytearray()
         read = 0
         inflight: asyncio.Future[int] | None = None
@@ -478,7 +478,7 @@ class Uploads:
         return "201" if receiver.complete else "200"
 
     @staticmethod
-    def _drop(receiver: Receiver, mark: tuple[int, Any] | None) -> None:
+    def _drop(receiver: Receiver, mark: int | None) -> None:
         """A checked (tus) chunk that did not arrive whole and right leaves nothing behind."""
         if mark is not None:
             with contextlib.suppress(OSError):

@@ -176,6 +176,11 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
     size = int(summary["size"])
 
     # verifying
+    if summary.get("sha256") is None:  # an upload: hashed here, once, now that every byte is in
+        summary["sha256"] = _hash_file(ctx, source_file, size)
+        partial = work / "received.json.tmp"
+        partial.write_text(json.dumps(summary))
+        os.replace(partial, received)
     ctx.progress(Phase.VERIFYING, size, size, force=True)
     expected = params.get("sha256")
     if expected and expected != summary["sha256"]:
@@ -251,12 +256,14 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
 
 
 def _read_summary(path: Path) -> dict[str, Any] | None:
-    """What a finished download recorded (its SHA-256 and size), if anything."""
+    """What a finished transfer recorded (its size, and its SHA-256 but for an upload not yet
+    hashed), if anything."""
     try:
         summary = json.loads(path.read_text())
         int(summary["size"])
-        str(summary["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
+        if not isinstance(summary.get("sha256", ""), str):
+            raise TypeError("sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return dict(summary)
 
@@ -268,14 +275,20 @@ def _staged_intact(ctx: JobContext, path: Path, summary: dict[str, Any]) -> bool
     total = int(summary["size"])
     if not path.exists() or path.stat().st_size != total:
         return False
+    return summary.get("sha256") is None or _hash_file(ctx, path, total) == summary["sha256"]
+
+
+def _hash_file(ctx: JobContext, path: Path, total: int) -> str:
+    """The SHA-256 of a staged file, with the job's progress in `verifying`."""
     digest = hashlib.sha256()
+    buffer = memoryview(bytearray(4 << 20))
     done = 0
     with open(path, "rb", buffering=0) as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            done += len(chunk)
+        while n := handle.readinto(buffer):
+            digest.update(buffer[:n])
+            done += n
             ctx.progress(Phase.VERIFYING, done, total)
-    return bool(digest.hexdigest() == summary["sha256"])
+    return digest.hexdigest()
 
 
 def _record_available(ctx: JobContext, image_id: str, disk_format: str, virtual_size: int, sha256: str) -> None:

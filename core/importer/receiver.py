@@ -2,10 +2,10 @@
 
 The upload's offset is the size of its staged source: the bytes that reached the disk, whatever
 connection, process or node brought them. A write must start exactly there (no gaps, no overwriting
-of what has arrived) and may not pass the upload's size. The bytes are hashed as they arrive; the
-hash state of an upload that pauses stays in this process, so a client that comes back to it goes on
-at once, and any other process (after a restart, or on another node) hashes the bytes on disk once
-before taking more.
+of what has arrived) and may not pass the upload's size. Nothing here hashes them: a writer that
+comes back (to this process, after a restart, or on another node) goes on at once, and the bytes
+cost the gateway one copy each. The import job hashes the staged source once every byte is in
+(its `verifying` phase), from the page cache the writes just filled, and checks `--sha256` there.
 
 One writer at a time: the writer holds an exclusive `flock` on the staged file (released by the
 kernel if its process dies); a second writer, from any connection of any process on a host sharing
@@ -25,14 +25,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from core.catalog import audit, db
 from core.catalog.catalog import Catalog
@@ -47,8 +44,6 @@ PROGRESS_EVERY = 1.0  # seconds between progress records in the catalog
 QUIET_SECONDS = 3.0  # a writer that received nothing for this long gives way to a new one
 TAKEOVER_WAIT = 3.0  # how long a new writer waits for a quiet one to let go
 RELEASE_NAME = "release"  # beside the staged source: a new writer asks the holder to let go
-CONCURRENT_HASH = 256 << 10  # writes at least this long are hashed in another thread while written
-_hashing = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="upload-hash")
 
 
 class UploadRefused(Exception):
@@ -60,11 +55,7 @@ class UploadRefused(Exception):
         self.offset = offset
 
 
-# An upload's hash state, kept while no writer has it (link id -> bytes hashed, hash object); the
-# oldest are dropped past PAUSED_MAX (their next writer hashes the bytes on disk again).
-PAUSED_MAX = 10_000
-_paused: dict[str, tuple[int, Any]] = {}
-_state_lock = threading.Lock()  # guards _paused and _holders
+_state_lock = threading.Lock()  # guards _holders
 # The uploads this process writes (link id -> its writer), for release requests.
 _holders: dict[str, Receiver] = {}
 
@@ -104,7 +95,6 @@ class Receiver:
         self.complete = False
         self._fd = -1
         self._broken = False
-        self._hasher: Any = None
         self._recorded_at = 0.0
         self._quota = StagingQuota(catalog, receiving.tenant_id, catalog.settings.import_.staging_quota_gb)
 
@@ -112,9 +102,8 @@ class Receiver:
     def size(self) -> int:
         return self.receiving.size
 
-    def open(self, rehash: Callable[[int], None] | None = None) -> int:
-        """Take the upload (UploadRefused if another writer has it); its offset. The bytes on disk are
-        hashed first unless this process still holds their hash."""
+    def open(self) -> int:
+        """Take the upload (UploadRefused if another writer has it); its offset."""
         folder_existed = self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -133,12 +122,6 @@ class Receiver:
         with _state_lock:
             _holders[self.receiving.link_id] = self
         self.offset = self.started_at = os.fstat(fd).st_size
-        with _state_lock:
-            paused = _paused.pop(self.receiving.link_id, None)
-        if paused is not None and paused[0] == self.offset:
-            self._hasher = paused[1]
-        else:
-            self._hasher = self._hash_on_disk(rehash)
         return self.offset
 
     def _lock(self, fd: int) -> None:
@@ -183,21 +166,6 @@ class Receiver:
         self.on_release()
         return True
 
-    def _hash_on_disk(self, rehash: Callable[[int], None] | None) -> Any:
-        hasher = hashlib.sha256()
-        buf = bytearray(4 << 20)
-        view = memoryview(buf)
-        done = 0
-        while done < self.offset:
-            n = os.preadv(self._fd, [view[: min(len(buf), self.offset - done)]], done)
-            if not n:
-                break
-            hasher.update(view[:n])
-            done += n
-            if rehash is not None:
-                rehash(done)
-        return hasher
-
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Add `data` at `offset`, which must be the upload's offset; the new offset."""
         if self._fd < 0 or self._broken:
@@ -228,18 +196,11 @@ class Receiver:
             self._quota.check()
         except Failed as exc:
             raise UploadRefused(str(exc), self.offset) from None
-        # hashing (another thread: hashlib lets go of the GIL) and writing overlap: max(hash, write)
-        hashed = _hashing.submit(self._hasher.update, view) if n >= CONCURRENT_HASH else None
         try:
             self._put(view)
         except BaseException:
-            self._broken = True  # the hash may hold bytes the file does not: the next writer rehashes
+            self._broken = True  # part of it may be on disk: the next writer starts from the file's size
             raise
-        finally:
-            if hashed is not None:
-                hashed.result()
-        if hashed is None:
-            self._hasher.update(view)
         self.offset += n
         self.last_active = time.monotonic()
         if self.on_bytes is not None:
@@ -266,25 +227,23 @@ class Receiver:
                     done += os.pwrite(self._fd, piece[done:], self.offset + position + done)
             position = end
 
-    def mark(self) -> tuple[int, Any]:
+    def mark(self) -> int:
         """Where the upload is now, for `rollback` (tus's checksum: a chunk that fails it is dropped)."""
-        return self.offset, self._hasher.copy()
+        return self.offset
 
-    def rollback(self, mark: tuple[int, Any]) -> None:
-        offset, hasher = mark
-        if self.complete or offset > self.offset:
+    def rollback(self, mark: int) -> None:
+        if self.complete or mark > self.offset:
             return
-        os.ftruncate(self._fd, offset)
-        self.offset, self._hasher = offset, hasher
+        os.ftruncate(self._fd, mark)
+        self.offset = mark
 
     def _record_progress(self) -> None:
         self._recorded_at = time.monotonic()
         uploads.record_progress(self.catalog, self.receiving.job_id, self.offset, self.size)
 
     def _finish(self) -> None:
-        digest = self._hasher.hexdigest()
         self._record_audit()
-        if not uploads.complete(self.catalog, self.receiving, digest, self.protocol, self.peer):
+        if not uploads.complete(self.catalog, self.receiving, self.protocol, self.peer):
             raise UploadRefused(Msg("this upload was cancelled or has expired"), self.offset)
         self.complete = True
 
@@ -307,7 +266,7 @@ class Receiver:
         self.started_at = self.offset
 
     def close(self) -> None:
-        """Let go of the upload (idempotent): progress recorded, hash state kept for the next writer."""
+        """Let go of the upload (idempotent), its progress recorded."""
         if self._fd < 0:
             return
         try:
@@ -315,11 +274,6 @@ class Receiver:
                 with contextlib.suppress(Exception):  # the catalog may be away: the bytes are on disk
                     self._record_audit()
                     self._record_progress()
-                with _state_lock:
-                    if not self._broken:
-                        _paused[self.receiving.link_id] = (self.offset, self._hasher)
-                    while len(_paused) > PAUSED_MAX:
-                        del _paused[next(iter(_paused))]
         finally:
             with _state_lock:
                 if _holders.get(self.receiving.link_id) is self:

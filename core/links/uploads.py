@@ -135,8 +135,8 @@ def record_progress(catalog: Catalog, job_id: int, received: int, size: int) -> 
         session.add(job)
 
 
-def complete(catalog: Catalog, receiving: Receiving, sha256: str, protocol: str, peer: str) -> bool:
-    """Every byte is in: record it for the import job and queue the job. False when the upload may no
+def complete(catalog: Catalog, receiving: Receiving, protocol: str, peer: str) -> bool:
+    """Every byte is in: record it for the import job (which hashes it) and queue the job. False when the upload may no
     longer end this way (revoked, expired or cancelled meanwhile); its bytes are then left to
     the path that ended it."""
     folder = catalog.store.import_staging(receiving.image_id)
@@ -148,7 +148,7 @@ def complete(catalog: Catalog, receiving: Receiving, sha256: str, protocol: str,
         if link is None or job is None or state_of(link, image, job, utcnow()) != LinkState.ACTIVE:
             return False
         partial = folder / (SUMMARY_NAME + ".tmp")
-        partial.write_text(json.dumps({"sha256": sha256, "size": receiving.size}))
+        partial.write_text(json.dumps({"size": receiving.size}))
         os.replace(partial, summary)
         job.state = jobs.QUEUED
         job.phase = Phase.VERIFYING
@@ -164,7 +164,6 @@ def complete(catalog: Catalog, receiving: Receiving, sha256: str, protocol: str,
             protocol=protocol,
             peer=peer,
             bytes=receiving.size,
-            sha256=sha256,
         )
     return True
 

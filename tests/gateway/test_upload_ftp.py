@@ -8,10 +8,12 @@ are spoken with ftplib. Every test ends with the upload imported: `available`, i
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ftplib
 import http.client
 import importlib.util
 import json
+import os
 import re
 import socket
 import subprocess
@@ -333,32 +335,35 @@ def test_revoked_and_expired_uploads_are_cut_and_refused(gw: Gateway, disk: Path
     assert upload.received() < upload.size
 
 
-def test_a_slow_rehash_does_not_stall_the_loop(tmp_path: Path) -> None:
-    """A Receiver that hashes the bytes already on disk (here: an upload staged by another process)
-    is opened in a thread: a session on the same loop is answered meanwhile, the STOR after it, and
-    what the writer sent meanwhile after that, in order."""
+def test_waiting_for_another_writer_does_not_stall_the_loop(tmp_path: Path) -> None:
+    """A Receiver waits (up to TAKEOVER_WAIT) for a writer in another process to let go of the
+    upload; it is opened in a thread: a session on the same loop is answered meanwhile, the STOR
+    once the other writer let go, and what the writer sent meanwhile after that, in order."""
     with embedded_ftp(tmp_path / "gw") as (gw, ftp, _registry):
-        staged = 1536 << 20  # sparse: hashing it takes a second or so, reading it next to nothing
         source = tmp_path / "big.img"
         source.touch()
-        upload = create_upload(gw, source, size=2 * staged)
+        upload = create_upload(gw, source, size=4 << 20)
         upload.staged().parent.mkdir(parents=True, exist_ok=True)
-        with upload.staged().open("wb") as handle:
-            handle.truncate(staged)
+        other_process = os.open(upload.staged(), os.O_RDWR | os.O_CREAT, 0o600)  # its writer's lock
+        fcntl.flock(other_process, fcntl.LOCK_EX)
         writer, other, third = (login(gw, upload.token) for _ in range(3))
         try:
             assert [len(loop.sessions) for loop in ftp.loops] == [2, 1]  # writer and third share loop 0
             writer.voidcmd("TYPE I")
-            writer.sendcmd(f"REST {staged}")
             writer.putcmd(f"STOR {NAME}")
             writer.putcmd("NOOP")
             assert third.voidcmd("NOOP").startswith("200")
             writer.sock.setblocking(False)
-            with pytest.raises(BlockingIOError):  # the STOR is not answered yet: its Receiver still hashes
+            with pytest.raises(BlockingIOError):  # the STOR is not answered yet: its Receiver still waits
                 writer.sock.recv(1, socket.MSG_PEEK)
             writer.sock.setblocking(True)
+            assert (upload.staged().parent / "release").exists()  # the other writer was asked to let go
+            os.close(other_process)  # it lets go
+            other_process = -1
             assert writer.getresp().startswith("150")
             assert writer.getresp().startswith("200")
         finally:
+            if other_process >= 0:
+                os.close(other_process)
             for client in (writer, other, third):
                 client.close()
