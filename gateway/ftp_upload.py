@@ -1,11 +1,13 @@
 """FTP uploads: what an upload session sees and writes through (gateway/ftp.py drives the session).
 
 An upload token's session sees a root holding one writable file: whatever plain name the client
-uses is the upload, its size the bytes received so far. The data channel writes into an
-`UploadFile`, which batches pyftpdlib's 64 KiB reads into `BATCH` bytes for `Receiver.write` (the
-one writer of core.importer.receiver: offset rule, size rule, hashing). A write the Receiver
-refuses aborts the data connection with the Receiver's message: 552 for bytes beyond the upload's
-size, 550 otherwise.
+uses is the upload, its size the bytes received so far. Its data goes into an `UploadFile`, in
+`BATCH` bytes at a time, through `Receiver.write` (the one writer of core.importer.receiver: offset
+rule, size rule). A plain (not TLS) data connection is taken off the session's loop and read by a
+thread of its own straight into one buffer (`UploadFile.receive_from`): the loop's per-read
+dispatch and copies cost more than the bytes' own copies. A TLS one is read by the loop, as
+pyftpdlib does, and batched. A write the Receiver refuses aborts the data connection with the
+Receiver's message: 552 for bytes beyond the upload's size, 550 otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import logging
 import os
 import queue
+import socket
 import stat
 import sys
 import threading
@@ -27,7 +30,7 @@ from core.importer.receiver import Receiver, UploadRefused
 
 log = logging.getLogger("imagehub.gateway.ftp")
 
-BATCH = 1 << 20  # bytes handed to Receiver.write at once (pyftpdlib reads 64 KiB at a time)
+BATCH = 1 << 20  # bytes handed to Receiver.write at once
 UPLOAD_ROOT = "/upload"  # the virtual root of an upload session's file system: nothing on disk
 UPLOAD_PERMS = "elaw"  # shown in MLSD/MLST facts: list, append, write
 DEFAULT_NAME = "upload"  # the name listings show before the client names the file
@@ -210,7 +213,31 @@ class UploadFile:
         self._queue.join()
         self._raise_failure()
 
-    def _write(self, offset: int, data: bytes | bytearray) -> None:
+    def receive_from(self, sock: socket.socket, received: Callable[[int], None]) -> None:
+        """In a thread of its own: read a plain data connection until it ends (EOF, a reset, or its
+        `shutdown` by the loop) into one buffer of `BATCH` bytes, writing what each read brought
+        through the Receiver (reading until the buffer is full instead starves TCP's window: half
+        the speed); `received` counts every read. Raises the Receiver's refusal, or the disk's error."""
+        sock.setblocking(True)  # the loop no longer watches it; its `shutdown` ends a blocked read
+        view = memoryview(bytearray(BATCH))
+        while True:
+            try:
+                n = sock.recv_into(view)
+            except OSError:  # a reset: what arrived before it is a valid start, as at EOF
+                return
+            if not n:
+                return
+            received(n)
+            self.write_now(view[:n])
+
+    def write_now(self, data: memoryview) -> None:
+        """Write `data` at the end of what arrived, from the calling thread (the data connection's)."""
+        if self._next + len(data) > self.receiver.size:
+            self.passed_size = True
+        self._write(self._next, data)
+        self._next += len(data)
+
+    def _write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         try:
             self.receiver.write(offset, data)
         except UploadRefused as exc:
@@ -237,27 +264,83 @@ class UploadFile:
 
 
 class UploadDTPMixin:
-    """Put before pyftpdlib's DTPHandler (or TLS_DTPHandler): a data channel writing into an
-    UploadFile flushes it before it answers, and a write the Receiver refuses aborts the transfer
-    with the Receiver's message instead of pyftpdlib's "426 Internal error"."""
+    """Put before pyftpdlib's DTPHandler (or TLS_DTPHandler): a plain data connection receiving an
+    upload is read by a thread of its own (`UploadFile.receive_from`), off the loop, which hears of
+    its end through the session's `loop.call_soon`; any data channel writing into an UploadFile
+    flushes it before it answers; a write the Receiver refuses aborts the transfer with the
+    Receiver's message instead of pyftpdlib's "426 Internal error"."""
 
     _closed: bool
     _resp: tuple[str, Any]
+    _fileno: int
     file_obj: Any
     transfer_finished: bool
+    tot_bytes_received: int
+    socket: Any
+    ioloop: Any
+    cmd_channel: Any
+    _reader: threading.Thread | None = None
+
+    def enable_receiving(self, type: str, cmd: str) -> None:
+        super().enable_receiving(type, cmd)  # type: ignore[misc]
+        upload = self.file_obj
+        if isinstance(upload, UploadFile) and type == "i" and isinstance(self.socket, socket.socket):
+            self.ioloop.unregister(self._fileno)  # read by the thread below, not by the loop
+            self._reader = threading.Thread(target=self._read_upload, args=(upload,), name="ftp-upload", daemon=True)
+            self._reader.start()
+
+    def _count(self, n: int) -> None:
+        self.tot_bytes_received += n  # the loop's data timeout and activity watch it
+
+    def _read_upload(self, upload: UploadFile) -> None:
+        outcome: BaseException | None = None
+        try:
+            upload.receive_from(self.socket, self._count)
+        except BaseException as exc:
+            outcome = exc
+        self.cmd_channel.loop.call_soon(lambda: self._upload_read(outcome))  # a closed loop closed us too
+
+    def _upload_read(self, outcome: BaseException | None) -> None:
+        """In the loop: the reading thread ended (the connection ended, or a write failed)."""
+        if self._closed:
+            return
+        if outcome is None:
+            self.handle_close()  # type: ignore[attr-defined]  # the client's EOF: 226 (or what close makes of it)
+        elif isinstance(outcome, UploadRefused):
+            self._refuse(outcome)
+        else:
+            if not isinstance(outcome, OSError):
+                log.error("an FTP upload's reading thread failed", exc_info=outcome)
+            self._resp = ("451 The upload could not be written here; try again later.", log.warning)
+            self.transfer_finished = False
+            self.close()
+
+    def _refuse(self, error: UploadRefused) -> None:
+        upload = self.file_obj
+        code = "552" if isinstance(upload, UploadFile) and upload.passed_size else "550"
+        self._resp = (f"{code} {error}; transfer aborted.", log.info)
+        self.transfer_finished = False
+        self.close()
 
     def handle_error(self) -> None:
         error = sys.exc_info()[1]
-        upload = self.file_obj
-        if isinstance(error, UploadRefused) and isinstance(upload, UploadFile):
-            code = "552" if upload.passed_size else "550"
-            self._resp = (f"{code} {error}; transfer aborted.", log.info)
-            self.transfer_finished = False
-            self.close()
+        if isinstance(error, UploadRefused) and isinstance(self.file_obj, UploadFile):
+            self._refuse(error)
             return
         super().handle_error()  # type: ignore[misc]
 
+    def _stop_reader(self) -> None:
+        """Before the channel closes: its reading thread (if any) has ended, what it read written."""
+        reader = self._reader
+        if reader is None or reader is threading.current_thread():
+            return
+        if reader.is_alive():
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RD)  # its blocked read returns: the end
+            reader.join()
+
     def close(self) -> None:
+        self._stop_reader()
         upload = self.file_obj
         if not self._closed and isinstance(upload, UploadFile) and not upload.closed:
             try:

@@ -58,7 +58,7 @@ def _gib(size: float) -> str:
 class StagingQuota:
     """`check()` raises Failed once the tenant's staging passes the quota (0: no quota)."""
 
-    EVERY = 16  # calls: the writer calls once per 1 MiB chunk
+    EVERY = 16 << 20  # bytes written between two counts
 
     def __init__(self, catalog: Catalog, tenant_id: int, quota_gb: float, interval: float = 1.0) -> None:
         self.catalog = catalog
@@ -66,17 +66,19 @@ class StagingQuota:
         self.quota = int(quota_gb * GIB)
         self.interval = interval
         self._checked = float("-inf")
-        self._calls = 0
+        self._unchecked = 0
 
-    def check(self, *, now: bool = False) -> None:
-        """Count the tenant's staging every `EVERY` calls or `interval` seconds (at once if `now`)."""
+    def check(self, *, now: bool = False, coming: int = 1 << 20) -> None:
+        """Before `coming` more bytes are written: count the tenant's staging once `EVERY` bytes or
+        `interval` seconds passed since the last count (at once if `now`)."""
         if self.quota <= 0:
             return
-        self._calls += 1
+        self._unchecked += coming
         moment = time.monotonic()
-        if not now and self._calls % self.EVERY and moment - self._checked < self.interval:
+        if not now and self._unchecked < self.EVERY and moment - self._checked < self.interval:
             return
         self._checked = moment
+        self._unchecked = 0
         used = tenant_usage(self.catalog, self.tenant_id)
         if used > self.quota:
             raise Failed(

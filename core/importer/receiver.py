@@ -193,7 +193,7 @@ class Receiver:
                 self.offset,
             )
         try:
-            self._quota.check()
+            self._quota.check(coming=n)
         except Failed as exc:
             raise UploadRefused(str(exc), self.offset) from None
         try:

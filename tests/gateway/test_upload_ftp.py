@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -307,6 +308,48 @@ def test_a_stalled_writer_gives_way_to_a_new_one(gw: Gateway, disk: Path, sessio
         stalled.close()
     assert reply.startswith("226") and "Upload complete" in reply
     upload.assert_imported(disk)
+
+
+def test_abor_mid_transfer_keeps_what_arrived_and_the_upload_resumes(
+    gw: Gateway, disk: Path, session: list[ftplib.FTP]
+) -> None:
+    """ABOR while the data connection is being read (by its own thread, off the loop): the transfer
+    ends at once, what arrived stays, and curl -C - finishes the upload with the file's checksum."""
+    data = disk.read_bytes()
+    upload = create_upload(gw, disk)
+    client = login(gw, upload.token)
+    session.append(client)
+    client.voidcmd("TYPE I")
+    conn = client.transfercmd(f"STOR {NAME}")
+    try:
+        conn.sendall(data[: 3 << 20])
+        upload.wait_received(2 << 20)
+        assert client.abort().startswith("426")  # the transfer, aborted
+        assert client.getresp().startswith("226")  # the ABOR, done
+    finally:
+        conn.close()
+    assert 2 << 20 <= upload.received() <= 3 << 20
+    assert client.size(NAME) == upload.received()  # the session goes on after the abort
+    finish_with_curl(gw, upload, disk)
+
+
+def test_a_reset_data_connection_keeps_what_arrived(gw: Gateway, disk: Path, session: list[ftplib.FTP]) -> None:
+    """A data connection reset by the client (RST, not FIN): the bytes before it are a valid start."""
+    data = disk.read_bytes()
+    upload = create_upload(gw, disk)
+    client = login(gw, upload.token)
+    session.append(client)
+    client.voidcmd("TYPE I")
+    conn = client.transfercmd(f"STOR {NAME}")
+    conn.sendall(data[: 3 << 20])
+    upload.wait_received(2 << 20)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()  # RST
+    reply = client.getresp()  # the transfer ended short of the upload: answered, not hung
+    assert reply[:3] in ("226", "426"), reply
+    assert 2 << 20 <= upload.received() <= 3 << 20
+    assert data[: upload.received()] == upload.staged().read_bytes()
+    finish_with_curl(gw, upload, disk)
 
 
 @pytest.mark.parametrize("ending", ["revoked", "expired"])
