@@ -99,13 +99,14 @@ from datetime import datetime
 from openpyxl import Workbook
 rows = sqlite3.connect(sys.argv[1]).execute(
     "SELECT i.name, i.id, i.os_type, i.platform || ' ' || i.os_version || ' ' || i.arch, i.status,"
-    " i.description, i.created_at, t.name FROM image i JOIN tenant t ON t.id = i.tenant_id"
+    " i.virtual_size, i.description, i.created_at, t.name FROM image i JOIN tenant t ON t.id = i.tenant_id"
     " WHERE i.status != 'deleted' ORDER BY i.created_at DESC, i.id DESC")
 workbook = Workbook(write_only=True)
 sheet = workbook.create_sheet("Images")
-sheet.append(("Name", "ID", "System type", "OS", "Status", "Description", "Created", "Tenant"))
-for name, id, os_type, os_name, status, description, created, tenant in rows:
-    sheet.append((name, id, os_type, os_name, status, description, datetime.fromisoformat(created[:19]), tenant))
+sheet.append(("Name", "ID", "System type", "OS", "Status", "Size (GB)", "Description", "Created", "Tenant"))
+for name, id, os_type, os_name, status, size, description, created, tenant in rows:
+    sheet.append((name, id, os_type, os_name, status, None if size is None else round(size / 2**30, 2), description,
+                  datetime.fromisoformat(created[:19]), tenant))
 workbook.save(sys.argv[2])
 """
 

@@ -29,28 +29,40 @@ from cli.main import (
 from core.catalog.errors import Invalid
 from core.catalog.reader import open_sqlite_reader
 from core.images.query import SORTABLE, ImageQuery, read_views
-from core.rules.actor import find_actor
+from core.rules.actor import Actor, find_actor
 
 if TYPE_CHECKING:
     from core.images.images import BatchResult
 
 
-def listed_images(ctx: Context, query: ImageQuery) -> Iterator[dict[str, Any]]:
-    """The images `image list` shows. An up-to-date SQLite catalog is read through sqlite3, which spares
-    the command SQLAlchemy's import (most of its start-up); any other catalog through core.images. The
-    same query (core.images.query) either way; anything unusual (no catalog, an older schema) takes
-    the full path, which reports or migrates."""
+def visible_images(ctx: Context, query: ImageQuery) -> tuple[Actor, Iterator[dict[str, Any]]]:
+    """The caller, and the images it sees (`image list`, `image export-xlsx`). An up-to-date SQLite
+    catalog is read through sqlite3, which spares the command SQLAlchemy's import (most of its
+    start-up); any other catalog through core.images. The same query (core.images.query) either way;
+    anything unusual (no catalog, an older schema) takes the full path, which reports or migrates."""
     settings = ctx.settings
     reader = open_sqlite_reader(settings.database_url, settings.database.busy_timeout_seconds)
     if reader is None:
         from core.images.images import iter_images
 
-        yield from iter_images(ctx.catalog, ctx.actor, query)
-        return
+        return ctx.actor, iter_images(ctx.catalog, ctx.actor, query)
     try:
-        yield from read_views(reader, find_actor(reader.rows, ctx.account_name), query)
-    finally:
+        actor = find_actor(reader.rows, ctx.account_name)
+    except BaseException:
         reader.close()
+        raise
+
+    def views() -> Iterator[dict[str, Any]]:
+        try:
+            yield from read_views(reader, actor, query)
+        finally:
+            reader.close()
+
+    return actor, views()
+
+
+def listed_images(ctx: Context, query: ImageQuery) -> Iterator[dict[str, Any]]:
+    return visible_images(ctx, query)[1]
 
 
 def cmd_image_list(ctx: Context) -> int:
@@ -160,7 +172,7 @@ def cmd_image_destroy(ctx: Context) -> int:
 
 
 def cmd_image_export_xlsx(ctx: Context) -> int:
-    from core.images.export_xlsx import export_stream, export_xlsx
+    from core.images.workbook import check_target, checked_first, write_file, write_stream
 
     a = ctx.args
     query = ImageQuery(tenant=a.tenant, status=a.status, text=a.filter)
@@ -170,10 +182,11 @@ def cmd_image_export_xlsx(ctx: Context) -> int:
         if sys.stdout.isatty():
             raise Invalid("standard output is a terminal; redirect it to a file (> images.xlsx)")
         sys.stdout.flush()
-        export_stream(ctx.catalog, ctx.actor, sys.stdout.buffer, query)
+        write_stream(checked_first(visible_images(ctx, query)[1]), sys.stdout.buffer)
         return 0
     given = server_path(a.path)
-    count = export_xlsx(ctx.catalog, ctx.actor, given, query)
+    actor, views = visible_images(ctx, query)
+    count = write_file(check_target(ctx.settings, actor, str(given)), checked_first(views))
     path = given.resolve()
     if a.json:
         emit_json({"path": str(path), "rows": count})

@@ -65,7 +65,8 @@ def create_workbook_link(
     status_label: dict[str, str] | None = None,
 ) -> Created:
     """Write the images `actor` may see (filtered by `query`) to a workbook and record a link to it."""
-    from core.images.export_xlsx import HEADERS, write_workbook
+    from core.images.export_xlsx import write_workbook
+    from core.images.workbook import HEADERS
 
     try:
         ttl = links.check_ttl(catalog, None)

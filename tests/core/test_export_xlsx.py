@@ -11,8 +11,9 @@ from openpyxl import load_workbook
 from core.catalog.catalog import Catalog
 from core.catalog.errors import Forbidden, Invalid
 from core.catalog.models import Status
-from core.images.export_xlsx import HEADERS, export_xlsx
+from core.images.export_xlsx import export_xlsx
 from core.images.images import ImageQuery
+from core.images.workbook import HEADERS
 from tests.conftest import BACKENDS, People
 from tests.factories import make_image
 
@@ -20,7 +21,10 @@ pytestmark = BACKENDS
 
 
 def test_export_reads_back(catalog: Catalog, people: People, tmp_path: Path):
-    mine = {make_image(catalog, people.owner, s, name=f"acme-{s}") for s in (Status.AVAILABLE, Status.IMPORTING)}
+    mine = {
+        make_image(catalog, people.owner, Status.AVAILABLE, name="acme-ready", with_file=True, size_gb=20),
+        make_image(catalog, people.owner, Status.IMPORTING, name="acme-coming"),
+    }
     make_image(catalog, people.owner, Status.DELETED, name="acme-bin")
     make_image(catalog, people.other_owner, Status.AVAILABLE, name="globex-secret")
     path = catalog.store.exports_dir / "images.xlsx"  # a non-admin writes only there (L6)
@@ -30,16 +34,20 @@ def test_export_reads_back(catalog: Catalog, people: People, tmp_path: Path):
     assert rows[0] == HEADERS
     assert all(cell.font.b for cell in sheet[1])
     assert sheet.freeze_panes == "A2"
-    assert sheet.auto_filter.ref == "A1:H3"
+    assert sheet.auto_filter.ref == "A1:I3"
     assert sheet.column_dimensions["A"].width > 10
     body = rows[1:]
     assert {r[1] for r in body} == mine
     assert not any("globex" in str(cell) for row in body for cell in row)
+    sizes = {}
     for row in body:
         assert row[2] == "Linux" and row[3] == "CentOS 7.9 x86_64"
-        assert isinstance(row[6], datetime)
-        assert row[7] == "acme"
-        assert abs((datetime.utcnow() - row[6]).total_seconds()) < 600
+        sizes[row[4]] = row[5]
+        assert isinstance(row[7], datetime)
+        assert row[8] == "acme"
+        assert abs((datetime.utcnow() - row[7]).total_seconds()) < 600
+    # Size (GB): the disk's virtual size, a number Excel sums and sorts; none yet while importing
+    assert sizes == {"available": 20, "importing": None}
     assert not list(catalog.store.exports_dir.glob(".*.tmp"))
 
 
@@ -49,7 +57,7 @@ def test_an_admin_export_names_each_image_s_tenant(catalog: Catalog, people: Peo
     path = tmp_path / "all.xlsx"
     assert export_xlsx(catalog, people.admin, path) == 2
     rows = list(load_workbook(path).active.iter_rows(min_row=2, values_only=True))
-    assert {(r[0], r[7]) for r in rows} == {("acme-web", "acme"), ("globex-web", "globex")}
+    assert {(r[0], r[8]) for r in rows} == {("acme-web", "acme"), ("globex-web", "globex")}
 
 
 def test_export_of_the_recycle_bin_and_a_filter(catalog: Catalog, people: People, tmp_path: Path):
@@ -97,7 +105,7 @@ def test_user_text_never_becomes_a_formula(catalog: Catalog, people: People, tmp
     export_xlsx(catalog, people.owner, path)
     row = load_workbook(path).active[2]
     assert (row[0].value, row[0].data_type) == ('=HYPERLINK("http://evil","x")', "s")
-    assert (row[5].value, row[5].data_type) == ("=1+1", "s")
+    assert (row[6].value, row[6].data_type) == ("=1+1", "s")
 
 
 def test_refusals_leave_no_file_and_no_noise(catalog: Catalog, people: People, tmp_path: Path, capfd):
@@ -155,7 +163,7 @@ def _reference_workbook(views: list[dict], target: Path, status_label: dict[str,
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
 
-    from core.images.export_xlsx import DATE_FORMAT, WIDTHS
+    from core.images.workbook import DATE_FORMAT, WIDTHS
 
     def text(sheet: object, value: str) -> object:
         if value.startswith("="):
@@ -181,7 +189,9 @@ def _reference_workbook(views: list[dict], target: Path, status_label: dict[str,
         status = image["status"]
         sheet.append([
             text(sheet, image["name"]), image["id"], image["os_type"], image["os_name"],
-            status_label.get(status, status) if status_label else status, text(sheet, image["description"]),
+            status_label.get(status, status) if status_label else status,
+            None if image["virtual_size"] is None else round(image["virtual_size"] / (1 << 30), 2),
+            text(sheet, image["description"]),
             created, image["tenant"],
         ])  # fmt: skip
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(HEADERS))}{len(views) + 1}"
@@ -216,8 +226,8 @@ def test_workbook_cells_types_and_styles_are_those_of_the_reference_writer(
         assert _cells(new) == _cells(old)
         sheet, reference = load_workbook(new).active, load_workbook(old).active
         assert (sheet.freeze_panes, sheet.auto_filter.ref) == (reference.freeze_panes, reference.auto_filter.ref)
-        widths = [sheet.column_dimensions[c].width for c in "ABCDEFGH"]
-        assert widths == [reference.column_dimensions[c].width for c in "ABCDEFGH"]
+        widths = [sheet.column_dimensions[c].width for c in "ABCDEFGHI"]
+        assert widths == [reference.column_dimensions[c].width for c in "ABCDEFGHI"]
 
 
 def test_owasp_leading_characters_stay_text(catalog: Catalog, people: People):
@@ -231,4 +241,4 @@ def test_owasp_leading_characters_stay_text(catalog: Catalog, people: People):
     assert export_xlsx(catalog, people.owner, path) == len(values)
     rows = list(load_workbook(path).active.iter_rows(min_row=2))
     assert sorted((row[0].value, row[0].data_type) for row in rows) == sorted((v, "s") for v in values)
-    assert sorted((row[5].value, row[5].data_type) for row in rows) == sorted((v, "s") for v in values)
+    assert sorted((row[6].value, row[6].data_type) for row in rows) == sorted((v, "s") for v in values)

@@ -315,3 +315,17 @@ def test_image_list_imports_neither_alembic_nor_textual(config_path: Path) -> No
         out, loaded, status = _loaded_after(config_path, argv)
         assert (loaded, status) == ([], 0), argv
         assert out.strip() == "[]" if "--json" in argv else out
+
+
+def test_image_export_xlsx_on_sqlite_imports_only_the_excel_writer(config_path: Path, tmp_path: Path) -> None:
+    """`image export-xlsx` reads an up-to-date SQLite catalog as `image list` does (no SQLAlchemy, no
+    SQLModel, no ORM): of NOT_FOR_IMAGE_LIST it loads only openpyxl, and the workbook is written."""
+    from openpyxl import load_workbook
+
+    initialise(load_settings(config_path))
+    target = tmp_path / "images.xlsx"
+    out, loaded, status = _loaded_after(config_path, ["image", "export-xlsx", str(target)])
+    assert (loaded, status) == (["openpyxl"], 0)
+    assert out.startswith("wrote 0 images to ")
+    rows = list(load_workbook(target).active.iter_rows(values_only=True))
+    assert rows[0][:6] == ("Name", "ID", "System type", "OS", "Status", "Size (GB)") and len(rows) == 1

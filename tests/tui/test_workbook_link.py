@@ -116,7 +116,7 @@ async def test_l6_x_gives_a_workbook_link_that_curl_downloads(gateway: Gateway):
 async def test_l6_an_admins_workbook_lists_every_tenant_and_only_admins_see_its_link(gateway: Gateway):
     view = await export_with_x(gateway.catalog, "admin")
     rows = workbook_rows(curl("-f", view["http"]).stdout)
-    assert {r[7] for r in rows[1:]} == {"acme", "globex"}
+    assert {r[8] for r in rows[1:]} == {"acme", "globex"}
     owner_view = [r["id"] for r in json.loads(gateway.cli("link", "list", "--json", account="acme-owner").stdout)]
     assert view["id"] not in owner_view
     admin_view = [r["id"] for r in json.loads(gateway.cli("link", "list", "--json", account="admin").stdout)]
