@@ -88,8 +88,10 @@ def _row_batches(catalog: Catalog, actor: Actor, query: ImageQuery | None) -> It
     with db.read_session(catalog.engine) as session:
         connection = session.connection()
         sql, params = listing_sql(connection.dialect.name, db.rows_in(session), actor, query or ImageQuery())
-        statement = sqlalchemy.text(sql).execution_options(yield_per=BATCH, stream_results=True)
-        yield from connection.execute(statement, params).partitions()
+        statement = sqlalchemy.text(sql).execution_options(stream_results=True)  # PostgreSQL: a server-side cursor
+        # the size given here: a Core result ignores the yield_per execution option and partitions() would
+        # then fetch every row at once (1.4 GB at 1,000,000 images)
+        yield from connection.execute(statement, params).partitions(BATCH)
 
 
 def count_images(catalog: Catalog, actor: Actor, query: ImageQuery | None = None) -> int:
