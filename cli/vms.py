@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 from typing import Any
 
 from cli.jobs import report_image_job
@@ -30,13 +31,18 @@ def _read_password(args: argparse.Namespace) -> str:
     raise Invalid("password is required: give --password P or --password-stdin")
 
 
+def shown_status(vm: dict[str, Any]) -> str:
+    """A VM's status in text output: one that nothing runs says so."""
+    return "defined (no compute driver)" if vm["status"] == vms.DEFINED else str(vm["status"])
+
+
 def cmd_vm_create(ctx: Context) -> int:
     a = ctx.args
     vm = vms.create_vm(ctx.catalog, ctx.actor, a.image, a.name, _read_password(a), start=not a.no_start)
     if a.json:
         emit_json(vm)
     else:
-        print(f"created {vm['id']} from {vm['image_id']} ({vm['status']})")
+        print(f"created {vm['id']} from {vm['image_id']} ({shown_status(vm)})")
     return 0
 
 
@@ -46,7 +52,7 @@ def cmd_vm_list(ctx: Context) -> int:
         emit_json(rows)
         return 0
     print_table(
-        [(v["id"], v["name"], v["image_id"], v["status"], v["driver"], v["created_at"]) for v in rows],
+        [(v["id"], v["name"], v["image_id"], shown_status(v), v["driver"], v["created_at"]) for v in rows],
         ("ID", "NAME", "IMAGE", "STATUS", "DRIVER", "CREATED"),
     )
     return 0
@@ -58,7 +64,8 @@ def cmd_vm_show(ctx: Context) -> int:
         emit_json(vm)
         return 0
     for key in ("id", "name", "image_id", "status", "tenant", "driver", "arch", "created_by", "created_at"):
-        print(f"{key + ':':12}{'-' if vm[key] in (None, '') else vm[key]}")
+        value = shown_status(vm) if key == "status" else vm[key]
+        print(f"{key + ':':12}{'-' if value in (None, '') else value}")
     return 0
 
 
@@ -78,6 +85,30 @@ def cmd_vm_stop(ctx: Context) -> int:
         emit_json(vm)
     else:
         print(f"{vm['id']}: {vm['status']}")
+    return 0
+
+
+FOLLOW_EVERY = 0.5  # seconds between reads of a followed console
+
+
+def cmd_vm_console(ctx: Context) -> int:
+    """The VM's serial console log on standard output; --follow keeps printing what comes until the
+    VM stops (or Ctrl-C)."""
+    console = vms.open_console(ctx.catalog, ctx.actor, ctx.args.id)
+    out = sys.stdout.buffer
+    offset = 0
+    while True:
+        while chunk := console.read(offset):
+            out.write(chunk)
+            offset += len(chunk)
+        out.flush()
+        if not ctx.args.follow or not console.live():
+            break
+        time.sleep(FOLLOW_EVERY)
+    while chunk := console.read(offset):  # what it printed while stopping
+        out.write(chunk)
+        offset += len(chunk)
+    out.flush()
     return 0
 
 
@@ -128,6 +159,12 @@ def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
     p = add_command(vm, common, "list", cmd_vm_list, "list the VMs you may see")
     p.add_argument("--image", metavar="ID", help="only the VMs made from this image")
     add_command(vm, common, "show", cmd_vm_show, "show one VM").add_argument("id")
+    p = add_command(
+        vm, common, "console", cmd_vm_console, "print a VM's serial console log (boot messages, login prompt)",
+        json_flag=False,
+    )  # fmt: skip
+    p.add_argument("id")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing what comes until the VM stops")
     add_command(vm, common, "start", cmd_vm_start, "start a stopped VM").add_argument("id")
     p = add_command(vm, common, "stop", cmd_vm_stop, "power a VM off (ACPI, then a hard stop after --timeout)")
     p.add_argument("id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,7 +47,8 @@ def write_config(folder: Path, extra: str = "") -> Path:
         f'[images]\nos_matrix = "{REPO / "config" / "os_matrix.toml"}"\n'
         "[import]\nallow_private_networks = true\nstall_timeout_seconds = 600\n"
         # fixtures are made in the test's folder: local imports are allowed from there (data_dir excepted)
-        'local_roots = ["."]\n' + extra
+        'local_roots = ["."]\n' + ("" if "[compute]" in extra else '[compute]\ndriver = "none"\n') + extra
+        # VMs are only recorded unless a test asks for qemu: a test's dummy disks boot nothing
     )
     return path
 
@@ -54,6 +56,23 @@ def write_config(folder: Path, extra: str = "") -> Path:
 @pytest.fixture
 def config_path(tmp_path: Path) -> Path:
     return write_config(tmp_path)
+
+
+@pytest.fixture
+def qemu_catalog(catalog: Catalog) -> Iterator[Catalog]:
+    """`catalog` whose VMs really run: qemu under TCG, 128 MiB, 1 s for ACPI (the test disks boot
+    nothing, so stop falls back to QMP quit). Every qemu the test left running is killed after it."""
+    from core.catalog.settings import ComputeSettings
+    from tests.vmdata import needs_qemu_system, qemu_pids
+
+    if not needs_qemu_system:
+        pytest.skip("qemu-system-x86_64 is not installed (.ci/run installs it)")
+    before = qemu_pids()
+    catalog.settings.compute = ComputeSettings(driver="qemu", accel="tcg", memory_mb=128, stop_timeout_seconds=1)
+    yield catalog
+    for pid in qemu_pids() - before:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

@@ -54,6 +54,33 @@ def make_base_image(
     return image_id
 
 
+SERIAL_GREETING = b"imagehub serial says hello\r\n"
+
+
+def serial_greeting_sector() -> bytes:
+    """A boot sector (real-mode x86) that writes SERIAL_GREETING to COM1 (port 0x3f8), then halts:
+    the smallest guest whose console shows something."""
+    code = bytes.fromhex(
+        "fa"  # cli
+        "31c0 8ed8"  # xor ax,ax; mov ds,ax
+        "be167c"  # mov si,0x7c16 (the text, right after this code)
+        "baf803"  # mov dx,0x3f8
+        "ac 84c0 7403 ee ebf8"  # next: lodsb; test al,al; jz done; out dx,al; jmp next
+        "f4 ebfd"  # done: hlt; jmp done
+    )
+    assert len(code) == 0x16
+    body = code + SERIAL_GREETING + b"\0"
+    return body + bytes(510 - len(body)) + b"\x55\xaa"
+
+
+def make_greeting_image(catalog: Catalog, actor: Actor, name: str = "hello") -> str:
+    """An available image whose disk boots `serial_greeting_sector`."""
+    image_id = make_base_image(catalog, actor, name=name)
+    with catalog.store.image_path(image_id, "raw").open("r+b") as disk:
+        disk.write(serial_greeting_sector())
+    return image_id
+
+
 def qemu_io(path: Path, fmt: str, command: str) -> str:
     done = subprocess.run(
         ["qemu-io", "-f", fmt, "-c", command, str(path)], capture_output=True, text=True, check=False, timeout=60

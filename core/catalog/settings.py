@@ -193,8 +193,10 @@ class ImportSettings(BaseModel):
 class ComputeSettings(BaseModel):
     """VMs made from images (`imagehub vm ...`).
 
-    driver: "none" records VMs without running them (hosts without qemu-system); "qemu" runs them
-        with qemu-system-x86_64 / qemu-system-aarch64, driven through a QMP socket.
+    driver: "auto" runs each VM with qemu when qemu-system for the image's architecture is
+        installed, else only records it ("none"); "qemu" runs them with qemu-system-x86_64 /
+        qemu-system-aarch64, driven through a QMP socket; "none" records VMs without running them
+        (they are `defined`, never `running`).
     accel: qemu accelerator: "auto" (KVM when /dev/kvm is usable for the VM's architecture, else
         TCG), "kvm" or "tcg".
     memory_mb, cpus: memory and virtual CPUs of each VM.
@@ -203,7 +205,7 @@ class ComputeSettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    driver: Literal["none", "qemu"] = "none"
+    driver: Literal["auto", "none", "qemu"] = "auto"
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     memory_mb: int = Field(default=1024, ge=64)
     cpus: int = Field(default=1, ge=1)

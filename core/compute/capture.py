@@ -23,7 +23,6 @@ from core.catalog.errors import Conflict, Failed, ImagehubError, Msg
 from core.catalog.models import Image, Job, Phase, Status, Tenant, Vm
 from core.catalog.stored_errors import detail_of
 from core.compute import vms
-from core.compute.drivers import STOPPED
 from core.disk import convert, qemu
 from core.disk.convert import Limits
 from core.images.images import GIB, image_view, new_image
@@ -60,7 +59,7 @@ def submit_capture(
             access.require_manage(actor, vm.tenant_id, Msg("vm {vm_id}", vm_id=vm_id))
         # The VM must really be stopped: ask its driver, not only the catalog.
         vms.refresh_status(catalog, vm)
-        if vm.status != STOPPED:
+        if not vms.at_rest(vm):
             raise Conflict(
                 "vm {vm_id} is {vm_status}; stop it before capturing an image from it", vm_id=vm_id, vm_status=vm.status
             )
@@ -69,7 +68,7 @@ def submit_capture(
             raise Failed("vm {vm_id} has no disk ({overlay_name} is missing)", vm_id=vm_id, overlay_name=overlay.name)
         with db.write_session(catalog.engine) as session:
             vm = access.load_visible(session, actor, Vm, vm_id)  # deleted meanwhile: not found
-            if vm.status != STOPPED:
+            if not vms.at_rest(vm):
                 raise Conflict(
                     "vm {vm_id} is {vm_status}; stop it before capturing an image from it",
                     vm_id=vm_id,

@@ -1,8 +1,10 @@
 """Compute drivers: what runs a VM. `none` only records VMs; `qemu` runs them with qemu-system.
 
 A driver works on a `MachineSpec` (the VM's folder, disk, seed and architecture) and answers
-`start`, `stop` and `status` ("running", "paused" or "stopped"). The driver of each VM is recorded on
-the VM when it is made (config `compute.driver`), so changing the config later does not orphan it.
+`start`, `stop` and `status` ("running", "paused" or "stopped"; a `none` VM is "defined": nothing
+runs it). The driver of each VM is chosen when it is made (config `compute.driver`; `auto`: qemu
+when qemu-system for the image's architecture is installed, else none, `driver_for`) and recorded
+on the VM, so changing the config later does not orphan it.
 
 The `qemu` driver runs `qemu-system-x86_64` or `qemu-system-aarch64` by the image's architecture,
 with KVM when `/dev/kvm` is usable and the host has the same architecture (falling back to TCG if
@@ -20,6 +22,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,9 +35,11 @@ from core.catalog.errors import Failed, Invalid
 from core.catalog.settings import ComputeSettings
 
 RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
+DEFINED = "defined"  # a VM of the `none` driver: recorded, its disk and seed made, never run
 QMP_SOCKET = "qmp.sock"
 PID_FILE = "qemu.pid"
 CONSOLE_LOG = "console.log"
+CONSOLE_SOCKET = "console.sock"  # the serial console, for a person or a test to type into
 DISK_FILE = "disk.qcow2"
 SEED_FILE = "seed.iso"
 QEMU_BINARY = {"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64"}
@@ -86,7 +91,8 @@ class Driver(Protocol):
 
 
 class NoneDriver:
-    """Records VMs without running them (hosts without qemu-system): start/stop only flip the status."""
+    """Records VMs without running them (hosts without qemu-system): they are `defined`; starting
+    one is refused by core.compute.vms, and stopping or deleting one has nothing to stop."""
 
     name = "none"
 
@@ -97,7 +103,16 @@ class NoneDriver:
         return None
 
     def status(self, spec: MachineSpec) -> str:
-        return spec.recorded_status
+        return DEFINED
+
+
+def driver_for(settings: ComputeSettings, arch: str) -> str:
+    """The driver a new VM of `arch` gets: the configured one, or for `auto` qemu when its
+    qemu-system is installed, else none."""
+    if settings.driver != "auto":
+        return settings.driver
+    binary = QEMU_BINARY.get(arch)
+    return "qemu" if binary is not None and shutil.which(binary) else "none"
 
 
 # ---- QMP ------------------------------------------------------------------------------------
@@ -275,8 +290,11 @@ class QemuDriver:
             "user,model=virtio-net-pci",
             "-display",
             "none",
+            # The serial console: logged to console.log (`vm console`), and a socket to type into.
+            "-chardev",
+            f"socket,id=serial0,path={CONSOLE_SOCKET},server=on,wait=off,logfile={CONSOLE_LOG},logappend=on",
             "-serial",
-            f"file:{spec.folder / CONSOLE_LOG}",
+            "chardev:serial0",
             # Relative to the folder (qemu's working directory): sockaddr_un paths are short.
             "-qmp",
             f"unix:{QMP_SOCKET},server=on,wait=off",
@@ -299,6 +317,7 @@ class QemuDriver:
         command = self.command(spec)
         spec.qmp_socket.unlink(missing_ok=True)
         spec.pid_file.unlink(missing_ok=True)
+        (spec.folder / CONSOLE_SOCKET).unlink(missing_ok=True)
         try:
             done = subprocess.run(
                 command,
@@ -386,6 +405,7 @@ class QemuDriver:
     def _cleanup(spec: MachineSpec) -> None:
         spec.qmp_socket.unlink(missing_ok=True)
         spec.pid_file.unlink(missing_ok=True)
+        (spec.folder / CONSOLE_SOCKET).unlink(missing_ok=True)
 
 
 def get_driver(name: str, settings: ComputeSettings) -> Driver:
@@ -393,4 +413,4 @@ def get_driver(name: str, settings: ComputeSettings) -> Driver:
         return NoneDriver()
     if name == "qemu":
         return QemuDriver(settings)
-    raise Invalid("compute driver {name} is unknown; choose none or qemu", name=name)
+    raise Invalid("compute driver {name} is unknown; choose auto, none or qemu", name=name)

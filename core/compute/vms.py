@@ -23,7 +23,8 @@ from core.catalog.clock import iso, utcnow
 from core.catalog.errors import Conflict, Failed, ImagehubError, Msg, NotFound
 from core.catalog.ids import issue_id
 from core.catalog.models import Image, Status, Tenant, Vm
-from core.compute.drivers import RUNNING, STOPPED, Driver, MachineSpec, get_driver
+from core.compute.drivers import CONSOLE_LOG, RUNNING, STOPPED, Driver, MachineSpec, driver_for, get_driver
+from core.compute.drivers import DEFINED as DEFINED
 from core.compute.seed import check_password, hostname_for, seed_data, write_seed_iso
 from core.disk import qemu
 from core.images.images import GIB, load_for
@@ -36,12 +37,13 @@ log = logging.getLogger("imagehub.vms")
 
 
 def vm_view(vm: Vm, tenant_name: str = "") -> dict[str, Any]:
-    """The VM as the contract's JSON object."""
+    """The VM as the contract's JSON object. A VM of the `none` driver is `defined`, whatever an
+    older version recorded: nothing runs it."""
     return {
         "id": vm.id,
         "name": vm.name,
         "image_id": vm.image_id,
-        "status": vm.status,
+        "status": DEFINED if vm.driver == "none" else vm.status,
         "tenant": tenant_name,
         "driver": vm.driver,
         "arch": vm.arch,
@@ -111,8 +113,8 @@ def create_vm(
     """Make a VM from an available image the caller may manage, with a new admin password.
 
     Returns the VM's view (id, name, image_id, status, created_at...). With `start`, the VM is
-    started (qemu driver: really; none driver: recorded as running); if it cannot start, nothing
-    is left behind and Failed says why.
+    started (qemu driver; under the none driver it is `defined`: nothing runs it); if it cannot
+    start, nothing is left behind and Failed says why.
     """
     folder: Path | None = None
     vm_id = None
@@ -125,7 +127,7 @@ def create_vm(
                     "image {image_id} is an ISO (installation media); a VM boots from a disk image", image_id=image_id
                 )
             check_password(password, image.os_type)
-            driver = catalog.settings.compute.driver
+            driver = driver_for(catalog.settings.compute, image.arch)
             vm_id = issue_id(session, "vm")
             folder = _make_disk_and_seed(catalog, image, vm_id, hostname_for(name, vm_id), password)
             vm = Vm(
@@ -133,7 +135,7 @@ def create_vm(
                 name=name,
                 tenant_id=image.tenant_id,
                 image_id=image.id,
-                status=STOPPED,
+                status=DEFINED if driver == "none" else STOPPED,
                 driver=driver,
                 arch=image.arch,
                 created_by=actor.name,
@@ -151,8 +153,8 @@ def create_vm(
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
         raise
-    log.info("vm %s created from %s by %s", vm_id, image_id, actor.name)
-    if not start:
+    log.info("vm %s created from %s by %s (driver %s)", vm_id, image_id, actor.name, driver)
+    if not start or driver == "none":  # nothing can run it here: it stays defined
         return view
     try:
         return start_vm(catalog, actor, view["id"])
@@ -197,9 +199,25 @@ def get_vm(catalog: Catalog, actor: Actor, vm_id: str) -> dict[str, Any]:
     return vm_view(vm, tenant_name)
 
 
+def at_rest(vm: Vm) -> bool:
+    """Nothing runs the VM's disk (stopped, or only defined): it may be captured."""
+    return vm.driver == "none" or vm.status == STOPPED
+
+
+def refuse_undriven(vm: Vm) -> None:
+    """A VM of the `none` driver can be neither started nor stopped: nothing runs it here."""
+    if vm.driver == "none":
+        raise Conflict(
+            "vm {vm_id} is only defined: no compute driver runs it (compute.driver was none, or qemu-system"
+            " was not installed, when it was created); create it again where qemu runs",
+            vm_id=vm.id,
+        )
+
+
 def refresh_status(catalog: Catalog, vm: Vm) -> None:
     """Bring the recorded status in line with the driver's (e.g. the guest powered itself off)."""
     if vm.driver == "none":
+        vm.status = DEFINED
         return
     try:
         actual = driver_of(catalog, vm).status(machine_spec(catalog, vm))
@@ -214,6 +232,44 @@ def refresh_status(catalog: Catalog, vm: Vm) -> None:
             row.updated_at = utcnow()
             session.add(row)
     vm.status = actual
+
+
+# ---- console --------------------------------------------------------------------------------
+
+CONSOLE_CHUNK = 1 << 20  # bytes of the console log read at once
+
+
+class Console:
+    """A VM's serial console log (what the guest printed: boot messages, the login prompt), read
+    from any offset; `live` says whether the VM still runs (so more may come)."""
+
+    def __init__(self, catalog: Catalog, vm: Vm) -> None:
+        self.catalog = catalog
+        self.vm = vm
+        self.path = vm_folder(catalog, vm.id) / CONSOLE_LOG
+
+    def read(self, offset: int = 0, limit: int = CONSOLE_CHUNK) -> bytes:
+        """At most `limit` bytes from `offset` (none past the end, or before the VM first ran)."""
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(max(0, offset))
+                return handle.read(max(0, min(limit, CONSOLE_CHUNK)))
+        except FileNotFoundError:
+            return b""
+
+    def live(self) -> bool:
+        refresh_status(self.catalog, self.vm)
+        return self.vm.status == RUNNING
+
+
+def open_console(catalog: Catalog, actor: Actor, vm_id: str) -> Console:
+    """The console of a VM the caller may manage (it may show what was typed at it: viewers may not)."""
+    with db.read_session(catalog.engine) as session:
+        vm = _load(session, actor, vm_id)
+        access.require_manage(actor, vm.tenant_id, Msg("vm {vm_id}", vm_id=vm_id))
+    if vm.driver == "none":
+        raise Conflict("vm {vm_id} is only defined: it has never run, so it has no console", vm_id=vm_id)
+    return Console(catalog, vm)
 
 
 # ---- start / stop / delete ------------------------------------------------------------------
@@ -232,6 +288,7 @@ def start_vm(catalog: Catalog, actor: Actor, vm_id: str) -> dict[str, Any]:
                 vm_id=vm_id,
                 capturing=capturing,
             )
+        refuse_undriven(vm)
         refresh_status(catalog, vm)
         if vm.status != STOPPED:
             raise Conflict("vm {vm_id} is already {vm_status}", vm_id=vm_id, vm_status=vm.status)
@@ -262,6 +319,7 @@ def stop_vm(
             vm = _load(session, actor, vm_id)
             access.require_manage(actor, vm.tenant_id, Msg("vm {vm_id}", vm_id=vm_id))
             tenant_name = _tenant_name(session, vm.tenant_id)
+        refuse_undriven(vm)
         refresh_status(catalog, vm)
         if vm.status == STOPPED:
             raise Conflict("vm {vm_id} is already stopped", vm_id=vm_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,26 @@ import pytest
 from core.catalog.catalog import Catalog
 from core.catalog.models import Status
 from tests.conftest import IMAGEHUB, People
-from tests.vmdata import MIB, make_base_image, needs_qemu_system, qemu_io, qemu_pids, read_at
+from tests.vmdata import (
+    MIB,
+    SERIAL_GREETING,
+    make_base_image,
+    make_greeting_image,
+    needs_qemu_system,
+    qemu_io,
+    qemu_pids,
+    read_at,
+)
 
 PASSWORD = "Tr1cky-Pass!"
+
+
+QEMU_TCG = '[compute]\ndriver = "qemu"\naccel = "tcg"\nmemory_mb = 128\nstop_timeout_seconds = 1\n'
+
+
+def run_vms_with_qemu(config_path: Path) -> None:
+    """The commands' VMs really run from now on (qemu under TCG; the tests' disks boot nothing)."""
+    config_path.write_text(config_path.read_text().replace('[compute]\ndriver = "none"\n', "") + QEMU_TCG)
 
 
 def create(cli: Any, image_id: str, *extra: str, account: str = "acme-owner") -> Any:
@@ -27,25 +45,31 @@ def test_vm_create_list_show_delete_json(cli: Any, catalog: Catalog, people: Peo
     assert made.code == 0, made.err
     vm = made.json()
     assert {"id", "name", "image_id", "status", "created_at"} <= set(vm)
-    assert (vm["name"], vm["image_id"], vm["status"]) == ("web-1", image_id, "running")
+    # the tests' config has no compute driver: the VM is recorded, never shown as running
+    assert (vm["name"], vm["image_id"], vm["status"], vm["driver"]) == ("web-1", image_id, "defined", "none")
     assert vm["id"].startswith("vm-")
     assert PASSWORD not in made.out + made.err
 
     listed = cli("vm", "list", "--json", account="acme-viewer")
     assert listed.code == 0, listed.err
     assert [(v["id"], v["name"], v["image_id"], v["status"]) for v in listed.json()] == [
-        (vm["id"], "web-1", image_id, "running")
+        (vm["id"], "web-1", image_id, "defined")
     ]
     assert listed.json()[0]["created_at"] == vm["created_at"]
     assert cli("vm", "list", "--image", image_id, "--json").json()[0]["id"] == vm["id"]
     assert cli("vm", "list", "--json", account="globex-owner").json() == []
     text = cli("vm", "list", account="acme-owner")
-    assert text.code == 0 and vm["id"] in text.out and "running" in text.out
+    assert text.code == 0 and vm["id"] in text.out and "defined (no compute driver)" in text.out
+    assert "running" not in text.out
+    assert "defined (no compute driver)" in cli("vm", "show", vm["id"]).out
     assert cli("vm", "show", vm["id"], "--json").json()["id"] == vm["id"]
+    again = create(cli, image_id)
+    assert again.out.startswith("created vm-") and f"from {image_id} (defined (no compute driver))" in again.out
+    assert cli("vm", "delete", again.out.split()[1], account="acme-owner").code == 0
 
-    stopped = cli("vm", "stop", vm["id"], "--json", account="acme-owner")
-    assert stopped.code == 0 and stopped.json()["status"] == "stopped"
-    assert cli("vm", "start", vm["id"], account="acme-owner").out == f"{vm['id']}: running\n"
+    for action in ("stop", "start"):
+        refused = cli("vm", action, vm["id"], account="acme-owner")
+        assert refused.code == 5 and f"vm {vm['id']} is only defined" in refused.err, refused.err
 
     deleted = cli("vm", "delete", vm["id"], account="acme-owner")
     assert (deleted.code, deleted.out) == (0, f"{vm['id']}: deleted\n")
@@ -128,7 +152,9 @@ def test_vm_create_reads_the_password_from_stdin(cli: Any, catalog: Catalog, peo
     assert done.stdout.count("vm-") == 1 and PASSWORD not in done.stdout
 
 
-def test_image_capture_with_wait(cli: Any, catalog: Catalog, people: People) -> None:
+@pytest.mark.skipif(not needs_qemu_system, reason="qemu-system-x86_64 is not installed (.ci/run installs it)")
+def test_image_capture_with_wait(cli: Any, catalog: Catalog, people: People, config_path: Path) -> None:
+    run_vms_with_qemu(config_path)
     image_id = make_base_image(catalog, people.owner)
     vm = create(cli, image_id, "--json").json()
 
@@ -167,10 +193,7 @@ def test_image_capture_with_wait(cli: Any, catalog: Catalog, people: People) -> 
 
 @pytest.mark.skipif(not needs_qemu_system, reason="qemu-system-x86_64 is not installed (.ci/run installs it)")
 def test_qemu_driver_from_the_command_line(cli: Any, catalog: Catalog, people: People, config_path: Path) -> None:
-    config_path.write_text(
-        config_path.read_text()
-        + '[compute]\ndriver = "qemu"\naccel = "tcg"\nmemory_mb = 128\nstop_timeout_seconds = 1\n'
-    )
+    run_vms_with_qemu(config_path)
     image_id = make_base_image(catalog, people.owner)
     before = qemu_pids()
     made = create(cli, image_id, "--json")
@@ -190,3 +213,32 @@ def test_qemu_driver_from_the_command_line(cli: Any, catalog: Catalog, people: P
         deleted = cli("vm", "delete", vm["id"], account="acme-owner")
     assert deleted.code == 0, deleted.err
     assert qemu_pids() == before
+
+
+@pytest.mark.skipif(not needs_qemu_system, reason="qemu-system-x86_64 is not installed (.ci/run installs it)")
+def test_vm_console_prints_the_log_and_follows_it_until_the_vm_stops(
+    cli: Any, catalog: Catalog, people: People, config_path: Path
+) -> None:
+    run_vms_with_qemu(config_path)
+    vm = create(cli, make_greeting_image(catalog, people.owner), "--json").json()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEHUB_")}
+    env |= {"IMAGEHUB_CONFIG": str(config_path), "IMAGEHUB_ACCOUNT": "acme-owner"}
+    follow = subprocess.Popen([*IMAGEHUB, "vm", "console", vm["id"], "--follow"], stdout=subprocess.PIPE, env=env)
+    try:
+        assert follow.stdout is not None
+        seen = b""
+        while SERIAL_GREETING not in seen:  # printed as the guest writes it, before the VM stops
+            line = follow.stdout.readline()
+            assert line, f"the console ended before the greeting: {seen!r}"
+            seen += line
+        assert cli("vm", "stop", vm["id"], "--force", account="acme-owner").code == 0
+        assert follow.wait(timeout=30) == 0  # --follow ends with the VM
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+        cli("vm", "delete", vm["id"], account="acme-owner")
+    whole = cli("vm", "console", vm["id"], account="acme-owner")
+    assert whole.code == 3 and f"vm {vm['id']} not found" in whole.err  # deleted: gone with its folder
+    viewer = cli("vm", "console", "vm-nothere0", account="acme-viewer")
+    assert viewer.code == 3

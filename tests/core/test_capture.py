@@ -121,7 +121,8 @@ def test_capture_prefills_the_os_fields_from_the_vms_image_and_checks_overrides(
     assert images.get_image(catalog, people.owner, image["id"])["virtual_size"] == 30 * GIB
 
 
-def test_capture_refused_while_the_vm_is_running(catalog: Catalog, people: People) -> None:
+def test_capture_refused_while_the_vm_is_running(qemu_catalog: Catalog, people: People) -> None:
+    catalog = qemu_catalog
     source_id = make_base_image(catalog, people.owner)
     vm = vms.create_vm(catalog, people.owner, source_id, "app01", PASSWORD)
     assert vm["status"] == "running"
@@ -146,7 +147,10 @@ def test_capture_refusals_for_other_tenants_and_viewers(catalog: Catalog, people
 
 
 @BACKENDS
-def test_vm_cannot_be_started_deleted_or_captured_again_while_a_capture_runs(catalog: Catalog, people: People) -> None:
+def test_vm_cannot_be_started_deleted_or_captured_again_while_a_capture_runs(
+    qemu_catalog: Catalog, people: People
+) -> None:
+    catalog = qemu_catalog
     source_id = make_base_image(catalog, people.owner)
     vm = stopped_vm(catalog, people, source_id)
     image = capture.submit_capture(catalog, people.owner, vm["id"], "snap")
@@ -159,6 +163,7 @@ def test_vm_cannot_be_started_deleted_or_captured_again_while_a_capture_runs(cat
         capture.submit_capture(catalog, people.owner, vm["id"], "again")
     assert run_job(catalog, image["job_id"]).state == jobs.DONE
     assert vms.start_vm(catalog, people.owner, vm["id"])["status"] == "running"
+    vms.delete_vm(catalog, people.owner, vm["id"])
 
 
 @BACKENDS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +25,7 @@ from core.disk import qemu
 from core.images import images
 from core.images.images import GIB
 from tests.conftest import BACKENDS, People
-from tests.vmdata import make_base_image, needs_qemu_system, qemu_pids
+from tests.vmdata import SERIAL_GREETING, make_base_image, make_greeting_image, needs_qemu_system, qemu_pids
 
 PASSWORD = "Tr1cky-Pass!"
 
@@ -188,8 +189,8 @@ def test_other_tenants_image_is_not_found_and_viewers_may_not_create(catalog: Ca
     assert vm_rows(catalog) == []
     assert vm_folders(catalog) == []
     # The manager and an admin may.
-    assert vms.create_vm(catalog, people.manager, image_id, "a", PASSWORD)["status"] == "running"
-    assert vms.create_vm(catalog, people.admin, image_id, "b", PASSWORD)["status"] == "running"
+    assert vms.create_vm(catalog, people.manager, image_id, "a", PASSWORD)["status"] == "defined"
+    assert vms.create_vm(catalog, people.admin, image_id, "b", PASSWORD)["status"] == "defined"
 
 
 @BACKENDS
@@ -217,8 +218,7 @@ def test_vms_are_listed_per_tenant_and_per_image(catalog: Catalog, people: Peopl
 @BACKENDS
 def test_image_delete_refused_while_a_vm_exists_and_allowed_after_vm_delete(catalog: Catalog, people: People) -> None:
     image_id = make_base_image(catalog, people.owner)
-    vm = vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
-    vms.stop_vm(catalog, people.owner, vm["id"])  # stopped or running, it keeps the image in use
+    vm = vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)  # defined, running or stopped: in use
 
     [refused] = images.delete_images(catalog, people.owner, [image_id])
     assert not refused.ok
@@ -237,23 +237,41 @@ def test_image_delete_refused_while_a_vm_exists_and_allowed_after_vm_delete(cata
 
 
 @BACKENDS
-def test_none_driver_records_vms_without_running_them(catalog: Catalog, people: People) -> None:
-    assert catalog.settings.compute.driver == "none"
+def test_none_driver_records_vms_as_defined_never_running(catalog: Catalog, people: People) -> None:
+    assert catalog.settings.compute.driver == "none"  # the tests' config (the shipped default is auto)
     assert isinstance(get_driver("none", catalog.settings.compute), NoneDriver)
     image_id = make_base_image(catalog, people.owner)
     before = qemu_pids()
 
     vm = vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
-    assert vm["driver"] == "none" and vm["status"] == "running"
+    assert vm["driver"] == "none" and vm["status"] == "defined"  # nothing runs it: never "running"
     assert qemu_pids() == before
-    assert vms.stop_vm(catalog, people.owner, vm["id"])["status"] == "stopped"
-    with pytest.raises(Conflict, match=f"vm {vm['id']} is already stopped"):
-        vms.stop_vm(catalog, people.owner, vm["id"])
-    assert vms.start_vm(catalog, people.owner, vm["id"])["status"] == "running"
-    with pytest.raises(Conflict, match=f"vm {vm['id']} is already running"):
-        vms.start_vm(catalog, people.owner, vm["id"])
-    stopped = vms.create_vm(catalog, people.owner, image_id, "cold", PASSWORD, start=False)
-    assert stopped["status"] == "stopped"
+    for action in (vms.start_vm, vms.stop_vm):
+        with pytest.raises(Conflict, match=f"vm {vm['id']} is only defined: no compute driver runs it"):
+            action(catalog, people.owner, vm["id"])
+    assert [v["status"] for v in vms.list_vms(catalog, people.owner)] == ["defined"]
+    assert vms.get_vm(catalog, people.owner, vm["id"])["status"] == "defined"
+    # a row an older version recorded as running under none is shown as what it is
+    with db.write_session(catalog.engine) as session:
+        row = session.get(Vm, vm["id"])
+        assert row is not None
+        row.status = "running"
+        session.add(row)
+    assert vms.get_vm(catalog, people.owner, vm["id"])["status"] == "defined"
+    vms.delete_vm(catalog, people.owner, vm["id"])
+    assert vms.list_vms(catalog, people.owner) == []
+
+
+def test_auto_driver_is_qemu_where_its_qemu_system_is_installed_else_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = ComputeSettings()
+    assert settings.driver == "auto"
+    installed = shutil.which("qemu-system-x86_64") is not None
+    assert compute.driver_for(settings, "x86_64") == ("qemu" if installed else "none")
+    monkeypatch.setitem(compute.QEMU_BINARY, "x86_64", "qemu-system-imagehub-absent")
+    assert compute.driver_for(settings, "x86_64") == "none"
+    assert compute.driver_for(settings, "ppc64") == "none"  # no qemu this driver would run
+    assert compute.driver_for(ComputeSettings(driver="qemu"), "x86_64") == "qemu"  # configured: as is
+    assert compute.driver_for(ComputeSettings(driver="none"), "x86_64") == "none"
 
 
 @pytest.mark.skipif(not needs_qemu_system, reason="qemu-system-x86_64 is not installed (.ci/run installs it)")
@@ -369,3 +387,43 @@ def test_qemu_driver_auto_uses_kvm_only_when_usable(catalog: Catalog, people: Pe
             assert kvm["enabled"] is False
     finally:
         vms.delete_vm(catalog, people.owner, vm["id"])
+
+
+# ---- console ---------------------------------------------------------------------------------
+
+
+def wait_for_console(console: vms.Console, text: bytes, timeout: float = 60) -> bytes:
+    """The console log once `text` is in it (the guest writes it to its serial port)."""
+    deadline = time.monotonic() + timeout
+    while text not in (seen := console.read()):
+        assert time.monotonic() < deadline, f"{text!r} never reached the console: {seen!r}"
+        time.sleep(0.1)
+    return seen
+
+
+def test_the_console_log_shows_what_the_guest_printed_to_its_managers_only(
+    qemu_catalog: Catalog, people: People
+) -> None:
+    catalog = qemu_catalog
+    vm = vms.create_vm(catalog, people.owner, make_greeting_image(catalog, people.owner), "hello", PASSWORD)
+    try:
+        console = vms.open_console(catalog, people.owner, vm["id"])
+        assert console.live()
+        log = wait_for_console(console, SERIAL_GREETING)
+        assert console.read(log.index(SERIAL_GREETING)).startswith(SERIAL_GREETING)  # from any offset
+        assert console.read(10**9) == b""
+        with pytest.raises(Forbidden, match=f"account acme-viewer may view but not change vm {vm['id']}"):
+            vms.open_console(catalog, people.viewer, vm["id"])
+        with pytest.raises(NotFound, match=f"vm {vm['id']} not found"):
+            vms.open_console(catalog, people.other_owner, vm["id"])
+        vms.stop_vm(catalog, people.owner, vm["id"], force=True)
+        assert not console.live()
+        assert SERIAL_GREETING in vms.open_console(catalog, people.owner, vm["id"]).read()  # kept after a stop
+    finally:
+        vms.delete_vm(catalog, people.owner, vm["id"])
+
+
+def test_a_vm_that_never_ran_has_no_console(catalog: Catalog, people: People) -> None:
+    vm = vms.create_vm(catalog, people.owner, make_base_image(catalog, people.owner), "idle", PASSWORD)
+    with pytest.raises(Conflict, match=f"vm {vm['id']} is only defined: it has never run, so it has no console"):
+        vms.open_console(catalog, people.owner, vm["id"])

@@ -308,7 +308,10 @@ class ImagesScreen(BaseScreen):
         from tui.screens.vm_create import VmCreateScreen
 
         def created(vm: dict[str, Any] | None) -> None:
-            if vm:
+            if vm and vm.get("status") == "defined":  # the none driver: nothing runs it here
+                message = _("Created VM {name} ({id}): defined (no compute driver), it does not run here.")
+                self.app.notify(message.format(name=vm.get("name"), id=vm.get("id")))
+            elif vm:
                 self.app.notify(_("Created VM {name} ({id}).").format(name=vm.get("name"), id=vm.get("id")))
             self.image_list.reload()
 
