@@ -10,6 +10,7 @@ from cli.main import Context, Group, add_command, emit_json
 
 def cmd_init(ctx: Context) -> int:
     from core.catalog import db
+    from core.compute.drivers import describe_driver, driver_for, host_arch
     from core.setup.bootstrap import initialise
     from core.setup.demo import seed_demo
 
@@ -24,6 +25,7 @@ def cmd_init(ctx: Context) -> int:
                 "migrated_from": report.migrated_from,
                 "demo_images": demo_ids,
                 "changed": report.changed or bool(demo_ids),
+                "compute_driver": driver_for(ctx.settings.compute, host_arch()),
             }
         )
         return 0
@@ -35,6 +37,7 @@ def cmd_init(ctx: Context) -> int:
         print(f"created demo tenant with {len(demo_ids)} images")
     if not report.changed and not demo_ids:
         print(f"already initialised in {report.data_dir}; nothing changed")
+    print(describe_driver(ctx.settings.compute))
     return 0
 
 

@@ -106,6 +106,20 @@ class NoneDriver:
         return DEFINED
 
 
+def describe_driver(settings: ComputeSettings, arch: str | None = None) -> str:
+    """One line for people: what runs new VMs of `arch` (this host's by default) here, and how."""
+    arch = arch or host_arch()
+    name = driver_for(settings, arch)
+    if name == "none":
+        why = "compute.driver is none" if settings.driver == "none" else f"no {QEMU_BINARY.get(arch, 'qemu')} here"
+        return f"VMs ({arch}) are only recorded, not run: {why}"
+    try:
+        accel = QemuDriver(settings).accelerators(arch)[0]
+    except Failed as exc:
+        return f"VMs ({arch}) cannot run: {exc}"
+    return f"VMs ({arch}) run with qemu ({'KVM' if accel == 'kvm' else 'TCG, no KVM'})"
+
+
 def driver_for(settings: ComputeSettings, arch: str) -> str:
     """The driver a new VM of `arch` gets: the configured one, or for `auto` qemu when its
     qemu-system is installed, else none."""
@@ -208,7 +222,7 @@ class QmpClient:
 # ---- qemu -----------------------------------------------------------------------------------
 
 
-def _host_arch() -> str:
+def host_arch() -> str:
     machine = platform.machine().lower()
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
@@ -247,7 +261,7 @@ class QemuDriver:
         wanted = self.settings.accel
         if wanted == "tcg":
             return ["tcg"]
-        native = arch == _host_arch() and kvm_usable()
+        native = arch == host_arch() and kvm_usable()
         if wanted == "kvm":
             if not native:
                 raise Failed("KVM is not usable for {arch} on this host (compute.accel = kvm)", arch=arch)

@@ -11,6 +11,7 @@ import pytest
 
 from core.catalog.catalog import Catalog
 from core.catalog.models import Status
+from core.compute.drivers import QEMU_BINARY, host_arch
 from tests.conftest import IMAGEHUB, People
 from tests.vmdata import (
     MIB,
@@ -242,3 +243,18 @@ def test_vm_console_prints_the_log_and_follows_it_until_the_vm_stops(
     assert whole.code == 3 and f"vm {vm['id']} not found" in whole.err  # deleted: gone with its folder
     viewer = cli("vm", "console", "vm-nothere0", account="acme-viewer")
     assert viewer.code == 3
+
+
+def test_init_says_what_runs_vms_here(cli: Any) -> None:
+    """`init` (run by `make run`) names the compute driver new VMs get on this host, and why."""
+    arch = host_arch()
+    pinned = cli("init")
+    assert pinned.code == 0 and f"VMs ({arch}) are only recorded, not run: compute.driver is none" in pinned.out
+    assert cli("init", "--json").json()["compute_driver"] == "none"
+    auto = {"IMAGEHUB_COMPUTE__DRIVER": "auto"}
+    absent = cli("init", env=auto | {"PATH": "/nonexistent"})  # a host without qemu-system
+    assert f"VMs ({arch}) are only recorded, not run: no {QEMU_BINARY[arch]} here" in absent.out
+    if needs_qemu_system:
+        tcg = cli("init", env=auto | {"IMAGEHUB_COMPUTE__ACCEL": "tcg"})
+        assert f"VMs ({arch}) run with qemu (TCG, no KVM)" in tcg.out
+        assert cli("init", "--json", env=auto).json()["compute_driver"] == "qemu"

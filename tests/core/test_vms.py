@@ -343,7 +343,7 @@ def test_qemu_command_picks_the_binary_by_arch_and_kvm_only_when_usable(
 ) -> None:
     spec_x86 = compute.MachineSpec("vm-aaaaaaaa", "x86_64", tmp_path)
     spec_arm = compute.MachineSpec("vm-bbbbbbbb", "aarch64", tmp_path)
-    monkeypatch.setattr(compute, "_host_arch", lambda: "x86_64")
+    monkeypatch.setattr(compute, "host_arch", lambda: "x86_64")
 
     def accels(command: list[str]) -> list[str]:
         return [command[i + 1] for i, arg in enumerate(command) if arg == "-accel"]
@@ -361,11 +361,11 @@ def test_qemu_command_picks_the_binary_by_arch_and_kvm_only_when_usable(
 
     arm_tcg = auto.command(spec_arm)
     assert arm_tcg[arm_tcg.index("-cpu") + 1] == "max"
-    monkeypatch.setattr(compute, "_host_arch", lambda: "aarch64")
+    monkeypatch.setattr(compute, "host_arch", lambda: "aarch64")
     arm_kvm = auto.command(spec_arm)
     assert accels(arm_kvm) == ["kvm"] and arm_kvm[arm_kvm.index("-cpu") + 1] == "host"
 
-    monkeypatch.setattr(compute, "_host_arch", lambda: "x86_64")
+    monkeypatch.setattr(compute, "host_arch", lambda: "x86_64")
     monkeypatch.setattr(compute, "kvm_usable", lambda: False)
     assert accels(auto.command(spec_x86)) == ["tcg"]
     with pytest.raises(Failed, match="KVM is not usable for x86_64 on this host"):
