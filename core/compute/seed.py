@@ -5,10 +5,22 @@ names) holding `meta-data` (instance id and host name) and `user-data`:
 
 - Linux images (cloud-init): `#cloud-config` with `chpasswd` setting the password of `root` from a
   SHA-512 crypt hash (`$6$rounds=...$salt$hash`), so the clear password is not on the seed.
-- Windows images (cloudbase-init, NoCloudConfigDriveService + UserDataPlugin): `#cloud-config`
-  with a `users` entry for `Administrator` carrying `passwd`; cloudbase-init sets the password of
-  an existing user from it. Windows cannot take a crypt hash, so this seed holds the password in
-  clear: it is written owner-only (0600) inside the VM's folder (0700) and nowhere else.
+- Windows images (cloudbase-init): the same volume carries what both of cloudbase-init's drive
+  services read, so the password arrives whichever of them the image enables:
+  - NoCloudConfigDriveService: `meta-data` and `user-data`, a `#cloud-config` with a `users`
+    entry for `Administrator` carrying `passwd` (UserDataPlugin's users plugin sets the password
+    of an existing user from it, in clear). NoCloud metadata has no admin password key.
+  - ConfigDriveService (in cloudbase-init's default `metadata_services`):
+    `openstack/latest/meta_data.json` with `uuid`, `hostname`, `admin_pass` (what
+    SetUserPasswordPlugin sets when `inject_user_password` is true) and `meta.admin_username`
+    `Administrator` (whom CreateUserPlugin and so SetUserPasswordPlugin target), and
+    `openstack/latest/user_data`, the same cloud-config.
+  cloudbase-init checks the label (`config-2` for ConfigDriveService, `cidata` for NoCloud) only
+  on CD-ROM drives, vfat drives and mounted volumes; a disk holding a raw ISO 9660 image, which
+  is how the seed is attached (`if=virtio`), it extracts with bsdtar whatever the label, so one
+  `cidata` volume serves both services.
+  Windows cannot take a crypt hash, so this seed holds the password in clear: it is written
+  owner-only (0600) inside the VM's folder (0700) and nowhere else.
 
 The password itself is never stored in the catalog or written to a log.
 SHA-512 crypt is implemented here (Drepper's specification, as glibc's `crypt(3)` `$6$`), since
@@ -168,10 +180,24 @@ def hostname_for(name: str, fallback: str) -> str:
     return label or fallback
 
 
+CONFIG_DRIVE_DIR = "openstack/latest"
+
+
 @dataclass(frozen=True)
 class SeedData:
     meta_data: str
     user_data: str
+    # cloudbase-init's ConfigDriveService `openstack/latest/meta_data.json` (Windows seeds only);
+    # `openstack/latest/user_data` then repeats `user_data`.
+    config_drive_meta_data: str | None = None
+
+    def files(self) -> dict[str, str]:
+        """The seed's files by their path on the volume."""
+        found = {"meta-data": self.meta_data, "user-data": self.user_data}
+        if self.config_drive_meta_data is not None:
+            found[f"{CONFIG_DRIVE_DIR}/meta_data.json"] = self.config_drive_meta_data
+            found[f"{CONFIG_DRIVE_DIR}/user_data"] = self.user_data
+        return found
 
 
 def seed_data(instance_id: str, hostname: str, password: str, os_type: str) -> SeedData:
@@ -186,6 +212,7 @@ def seed_data(instance_id: str, hostname: str, password: str, os_type: str) -> S
             f"    passwd: {json.dumps(password)}\n"
             "    groups: Administrators\n"
         )
+        config_drive = config_drive_meta_data(instance_id, hostname, password)
     else:
         hashed = sha512_crypt(password)
         user = (
@@ -203,21 +230,50 @@ def seed_data(instance_id: str, hostname: str, password: str, os_type: str) -> S
             "  list: |\n"
             f"    root:{hashed}\n"
         )
-    return SeedData(meta, user)
+        config_drive = None
+    return SeedData(meta, user, config_drive)
+
+
+def config_drive_meta_data(instance_id: str, hostname: str, password: str) -> str:
+    """cloudbase-init ConfigDriveService's `meta_data.json`: what BaseOpenStackService reads."""
+    meta = {
+        "uuid": instance_id,
+        "hostname": hostname,
+        "admin_pass": password,
+        "meta": {"admin_username": "Administrator"},
+    }
+    return json.dumps(meta, indent=2) + "\n"
+
+
+def _iso9660_dir(name: str) -> str:
+    """A level-3 ISO 9660 directory name (guests read the Rock Ridge or Joliet one)."""
+    return name.upper().replace("-", "")
+
+
+def _iso9660_file(name: str) -> str:
+    """A level-3 ISO 9660 file name: `meta-data` -> `METADATA.;1`, `meta_data.json` -> `META_DATA.JSON;1`."""
+    stem, _dot, ext = _iso9660_dir(name).partition(".")
+    return f"{stem}.{ext};1"
 
 
 def write_seed_iso(path: Path, data: SeedData) -> None:
-    """Write the NoCloud seed ISO (label `cidata`) owner-only; replaces nothing half-written."""
+    """Write the seed ISO (label `cidata`) owner-only; replaces nothing half-written."""
     import pycdlib
 
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, vol_ident=SEED_LABEL, joliet=3, rock_ridge="1.09")
-    for iso_name, name, text in (
-        ("METADATA.;1", "meta-data", data.meta_data),
-        ("USERDATA.;1", "user-data", data.user_data),
-    ):
+    made_dirs: set[str] = set()
+    for name, text in data.files().items():
+        *dirs, base = name.split("/")
+        for depth in range(1, len(dirs) + 1):
+            folder = "/".join(dirs[:depth])
+            if folder not in made_dirs:
+                iso_folder = "/".join(_iso9660_dir(part) for part in dirs[:depth])
+                iso.add_directory(f"/{iso_folder}", rr_name=dirs[depth - 1], joliet_path=f"/{folder}")
+                made_dirs.add(folder)
+        iso_path = "/".join([*(_iso9660_dir(part) for part in dirs), _iso9660_file(base)])
         body = text.encode("utf-8")
-        iso.add_fp(io.BytesIO(body), len(body), f"/{iso_name}", rr_name=name, joliet_path=f"/{name}")
+        iso.add_fp(io.BytesIO(body), len(body), f"/{iso_path}", rr_name=base, joliet_path=f"/{name}")
     staged = path.with_name(path.name + ".part")
     fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -232,17 +288,20 @@ def write_seed_iso(path: Path, data: SeedData) -> None:
 
 
 def read_seed_iso(path: Path) -> dict[str, str]:
-    """The files of a seed ISO by their Rock Ridge names, plus its volume label under `label`."""
+    """Every file of a seed ISO by its Rock Ridge path (`meta-data`,
+    `openstack/latest/meta_data.json`), plus its volume label under `label`."""
     import pycdlib
 
     iso = pycdlib.PyCdlib()
     iso.open(str(path))
     try:
         found = {"label": iso.pvd.volume_identifier.decode("ascii").strip()}
-        for name in ("meta-data", "user-data"):
-            out = io.BytesIO()
-            iso.get_file_from_iso_fp(out, rr_path=f"/{name}")
-            found[name] = out.getvalue().decode("utf-8")
+        for folder, _dirs, names in iso.walk(rr_path="/"):
+            for name in names:
+                rr_path = f"{folder.rstrip('/')}/{name}"
+                out = io.BytesIO()
+                iso.get_file_from_iso_fp(out, rr_path=rr_path)
+                found[rr_path.lstrip("/")] = out.getvalue().decode("utf-8")
         return found
     finally:
         iso.close()

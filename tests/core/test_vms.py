@@ -50,6 +50,8 @@ def test_seed_iso_read_back_has_label_metadata_and_a_hash_of_the_password(catalo
     seed = read_seed_iso(catalog.store.vms_dir / vm["id"] / "seed.iso")
 
     assert seed["label"] == "cidata"
+    # A Linux seed carries the NoCloud pair only: no ConfigDrive tree, so nothing in clear.
+    assert set(seed) == {"label", "meta-data", "user-data"}
     assert seed["meta-data"] == f"instance-id: {vm['id']}\nlocal-hostname: web-server-01\n"
     user_data = seed["user-data"]
     assert user_data.startswith("#cloud-config\n")
@@ -83,16 +85,39 @@ def test_password_is_nowhere_in_the_catalog(catalog: Catalog, people: People) ->
 
 def test_windows_seed_sets_the_administrator_password_for_cloudbase_init(catalog: Catalog, people: People) -> None:
     image_id = make_base_image(catalog, people.owner, os_type="Windows")
-    vm = vms.create_vm(catalog, people.owner, image_id, "win", PASSWORD)
+    vm = vms.create_vm(catalog, people.owner, image_id, "Win Server", PASSWORD)
 
     folder = catalog.store.vms_dir / vm["id"]
     seed = read_seed_iso(folder / "seed.iso")
 
+    assert set(seed) == {
+        "label",
+        "meta-data",
+        "user-data",
+        "openstack/latest/meta_data.json",
+        "openstack/latest/user_data",
+    }
+    # cloudbase-init extracts a raw ISO 9660 disk whatever its label; `cidata` is what NoCloud
+    # wants where it does check (CD-ROM, vfat).
     assert seed["label"] == "cidata"
-    assert f"instance-id: {vm['id']}" in seed["meta-data"]
-    assert seed["user-data"].startswith("#cloud-config\n")
-    assert "  - name: Administrator\n" in seed["user-data"]
-    assert f"    passwd: {json.dumps(PASSWORD)}\n" in seed["user-data"]
+    # NoCloudConfigDriveService: meta-data (YAML) and user-data, whose users plugin sets `passwd` in clear.
+    assert seed["meta-data"] == f"instance-id: {vm['id']}\nlocal-hostname: win-server\n"
+    user_data = seed["user-data"]
+    assert user_data.startswith("#cloud-config\n")
+    assert "set_hostname: win-server\n" in user_data
+    assert "  - name: Administrator\n" in user_data
+    assert f"    passwd: {json.dumps(PASSWORD)}\n" in user_data
+    # ConfigDriveService: openstack/latest/meta_data.json, read by BaseOpenStackService: `uuid`,
+    # `hostname`, `admin_pass` (SetUserPasswordPlugin) and `meta.admin_username` (CreateUserPlugin,
+    # which hands the user to SetUserPasswordPlugin); user_data is the same cloud-config.
+    meta_data = json.loads(seed["openstack/latest/meta_data.json"])
+    assert meta_data == {
+        "uuid": vm["id"],
+        "hostname": "win-server",
+        "admin_pass": PASSWORD,
+        "meta": {"admin_username": "Administrator"},
+    }
+    assert seed["openstack/latest/user_data"] == user_data
     # Windows takes no crypt hash: the seed is the one place the password is, readable by its owner only.
     assert (folder / "seed.iso").stat().st_mode & 0o777 == 0o600
     assert folder.stat().st_mode & 0o777 == 0o700
