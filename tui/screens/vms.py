@@ -1,0 +1,343 @@
+"""The VMs the account may see, live: start, stop, delete, and the serial console.
+
+Core decides what is allowed and says why not (a VM of the `none` driver is only defined: it can be
+neither started nor stopped and has no console); every refusal shows as a notification with its reason.
+Core calls run in thread workers: a stop may wait for the guest's ACPI shutdown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Static
+
+from core.compute.vms import Console, delete_vm, list_vms, open_console, start_vm, stop_vm
+from core.rules.display import visible
+from tui.i18n import N_, _
+from tui.screens.base import BaseScreen, report_error
+from tui.screens.confirm import ConfirmScreen
+from tui.widgets.format import fit, plain, short_time
+
+WIDE = 118  # from this many columns on, every column shows (as in the image list)
+
+# column key -> (title, width narrow, width wide); width 0 hides the column
+COLUMNS: tuple[tuple[str, str, int, int], ...] = (
+    ("name", N_("Name"), 14, 20),
+    ("id", N_("ID"), 11, 12),
+    ("image", N_("Image"), 12, 12),
+    ("status", N_("Status"), 27, 28),
+    ("driver", N_("Driver"), 0, 6),
+    ("created", N_("Created"), 0, 16),
+)
+
+# The driver's words (core.compute.drivers) as users say them; `_()` at use.
+VM_STATUS_LABELS: dict[str, str] = {
+    "running": N_("running"),
+    "paused": N_("paused"),
+    "stopped": N_("stopped"),
+    "defined": N_("defined (no compute driver)"),
+}
+VM_STATUS_STYLES: dict[str, str] = {
+    "running": "bold green",
+    "paused": "yellow",
+    "stopped": "",
+    "defined": "dim",
+}
+
+
+def vm_status_label(status: str) -> str:
+    return _(VM_STATUS_LABELS.get(status, status))
+
+
+def vm_status_cell(status: str) -> Text:
+    return Text(vm_status_label(status), style=VM_STATUS_STYLES.get(status, ""))
+
+
+class VmsScreen(BaseScreen):
+    """The VM list, refreshed every `refresh_seconds` (0: only after an action or ctrl+r)."""
+
+    DEFAULT_CSS = """
+    VmsScreen DataTable { height: 1fr; }
+    VmsScreen #vms-status { height: 1; padding: 0 1; background: $panel; color: $text-muted; }
+    VmsScreen #vms-detail { height: 2; padding: 0 1; }
+    """
+
+    BINDINGS = [
+        Binding("s", "start", N_("Start"), id="vms.start", tooltip=N_("Start the VM")),
+        Binding("o", "stop", N_("Stop"), id="vms.stop", tooltip=N_("Power the VM off (ACPI, then hard)")),
+        Binding("d", "delete", N_("Delete"), id="vms.delete", tooltip=N_("Delete the VM, its disk and its console")),
+        Binding("c", "console", N_("Console"), id="vms.console", tooltip=N_("Read the VM's serial console")),
+        Binding("ctrl+r", "reload", N_("Refresh"), id="vms.refresh", tooltip=N_("Reload the list"), show=False),
+        Binding("escape,q", "back", N_("Back"), id="vms.back", tooltip=N_("Back to the images")),
+    ]
+
+    def __init__(self, refresh_seconds: float = 2.0) -> None:
+        super().__init__()
+        self.refresh_seconds = refresh_seconds
+        self.rows: list[dict[str, Any]] = []
+        self.loading = False
+        self._wide: bool | None = None
+        self._closed = False
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="▣")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="vms-table")
+        yield Static("", id="vms-status")
+        yield Static("", id="vms-detail")
+        yield Footer(compact=True)
+
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one("#vms-table", DataTable)
+
+    def on_mount(self) -> None:
+        app: Any = self.app
+        self.title = "imagehub"
+        self.sub_title = _("VMs · account {account}").format(account=app.actor.name)
+        self._setup_columns()
+        self.table.focus()
+        self.reload()
+        if self.refresh_seconds:
+            self.set_interval(self.refresh_seconds, self._tick)
+
+    def on_unmount(self) -> None:
+        self._closed = True
+
+    def on_resize(self) -> None:
+        if (self.size.width >= WIDE) != self._wide:
+            self._setup_columns()
+            self._render_rows(self.rows, force=True)
+
+    # ---- the table ------------------------------------------------------------------------
+
+    def _columns(self) -> list[tuple[str, str, int]]:
+        chosen = [(key, title, wide if self._wide else narrow) for key, title, narrow, wide in COLUMNS]
+        return [column for column in chosen if column[2]]
+
+    def _setup_columns(self) -> None:
+        self._wide = self.size.width >= WIDE if self.size.width else False
+        self.table.clear(columns=True)
+        for key, title, width in self._columns():
+            self.table.add_column(_(title), width=width, key=key)
+
+    def _cells(self, vm: dict[str, Any]) -> list[Any]:
+        values = {
+            "name": lambda width: plain(fit(visible(vm["name"]), width)),
+            "id": lambda width: plain(vm["id"]),
+            "image": lambda width: plain(vm["image_id"]),
+            "status": lambda width: vm_status_cell(vm["status"]),
+            "driver": lambda width: plain(vm["driver"]),
+            "created": lambda width: plain(short_time(vm["created_at"])),
+        }
+        return [values[key](width) for key, _title, width in self._columns()]
+
+    def _render_rows(self, rows: list[dict[str, Any]], *, force: bool = False) -> None:
+        table = self.table
+        keys = [vm["id"] for vm in rows]
+        if not force and keys == [vm["id"] for vm in self.rows] and table.row_count == len(keys):
+            column_keys = [key for key, _title, _width in self._columns()]
+            for old, new in zip(self.rows, rows, strict=True):
+                if old != new:
+                    for key, cell in zip(column_keys, self._cells(new), strict=True):
+                        table.update_cell(new["id"], key, cell)
+        else:
+            current = self.current_id()
+            previous_row = table.cursor_row
+            table.clear()
+            for vm in rows:
+                table.add_row(*self._cells(vm), key=vm["id"])
+            if rows:
+                row = keys.index(current) if current in keys else min(previous_row, len(rows) - 1)
+                table.move_cursor(row=max(0, row), animate=False)
+        self.rows = rows
+        self._update_status()
+        self._update_detail()
+
+    def _update_status(self) -> None:
+        line = _("{n} VM(s)").format(n=len(self.rows)) if self.rows else _("no VMs: create one from an image (c)")
+        self.query_one("#vms-status", Static).update(plain(line))
+
+    def _update_detail(self) -> None:
+        vm = self.current()
+        detail = self.query_one("#vms-detail", Static)
+        if vm is None:
+            detail.update("")
+            return
+        first = Text.assemble(
+            (visible(vm["name"]), "bold"),
+            " · ",
+            visible(vm["id"]),
+            " · ",
+            _("image {image}").format(image=visible(vm["image_id"])),
+        )
+        second = plain(
+            " · ".join(
+                (
+                    vm_status_label(vm["status"]),
+                    _("driver {driver}").format(driver=vm["driver"]),
+                    vm["arch"],
+                    _("tenant {tenant}").format(tenant=vm["tenant"]),
+                    _("created {time}").format(time=short_time(vm["created_at"])),
+                )
+            )
+        )
+        joined = Text("\n").join([first, second])
+        joined.no_wrap = True
+        joined.overflow = "ellipsis"
+        detail.update(joined)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self._update_detail()
+
+    @on(DataTable.RowSelected)
+    def _selected(self) -> None:
+        self.action_console()
+
+    def current_id(self) -> str | None:
+        row = self.table.cursor_row
+        return self.rows[row]["id"] if self.table.row_count and 0 <= row < len(self.rows) else None
+
+    def current(self) -> dict[str, Any] | None:
+        vm_id = self.current_id()
+        return next((vm for vm in self.rows if vm["id"] == vm_id), None)
+
+    # ---- loading --------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        self.loading = True
+        self._load()
+
+    def _tick(self) -> None:
+        if self.is_current and not self.loading:
+            self.reload()
+
+    @work(thread=True, exclusive=True, group="vm-list", exit_on_error=False)
+    def _load(self) -> None:
+        app: Any = self.app
+        try:
+            rows = list_vms(app.catalog, app.actor)
+        except Exception as exc:
+            app.call_from_thread(self._load_failed, exc)
+            return
+        app.call_from_thread(self._loaded, rows)
+
+    def _loaded(self, rows: list[dict[str, Any]]) -> None:
+        self.loading = False
+        if not self._closed:
+            self._render_rows(rows)
+
+    def _load_failed(self, exc: Exception) -> None:
+        self.loading = False
+        if not self._closed:
+            report_error(self, exc, _("VMs"))
+
+    # ---- actions --------------------------------------------------------------------------
+
+    def _current_or_warn(self) -> dict[str, Any] | None:
+        vm = self.current()
+        if vm is None:
+            self.app.notify(_("No VM here."), severity="warning")
+        return vm
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def action_start(self) -> None:
+        vm = self._current_or_warn()
+        if vm is not None:
+            self.app.notify(_("Starting {name}…").format(name=vm["name"]), timeout=3)
+            self._start(vm)
+
+    @work(thread=True, group="vm-action", exit_on_error=False)
+    def _start(self, vm: dict[str, Any]) -> None:
+        app: Any = self.app
+        try:
+            start_vm(app.catalog, app.actor, vm["id"])
+        except Exception as exc:
+            app.call_from_thread(self._action_failed, exc, _("Start VM"))
+            return
+        app.call_from_thread(self._action_done, _("{name} is running.").format(name=vm["name"]))
+
+    def action_stop(self) -> None:
+        vm = self._current_or_warn()
+        if vm is not None:
+            self.app.notify(_("Stopping {name} (ACPI, then hard)…").format(name=vm["name"]), timeout=5)
+            self._stop(vm)
+
+    @work(thread=True, group="vm-action", exit_on_error=False)
+    def _stop(self, vm: dict[str, Any]) -> None:
+        app: Any = self.app
+        try:
+            stop_vm(app.catalog, app.actor, vm["id"])
+        except Exception as exc:
+            app.call_from_thread(self._action_failed, exc, _("Stop VM"))
+            return
+        app.call_from_thread(self._action_done, _("{name} is stopped.").format(name=vm["name"]))
+
+    def action_delete(self) -> None:
+        vm = self._current_or_warn()
+        if vm is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._delete(vm)
+
+        self.app.push_screen(
+            ConfirmScreen(
+                _("Delete VM {name}?").format(name=vm["name"]),
+                [f"{vm['name']} ({vm['id']})"],
+                question=_("A running VM is powered off; its disk and console log are removed."),
+                yes=_("Delete"),
+            ),
+            answered,
+        )
+
+    @work(thread=True, group="vm-action", exit_on_error=False)
+    def _delete(self, vm: dict[str, Any]) -> None:
+        app: Any = self.app
+        try:
+            delete_vm(app.catalog, app.actor, vm["id"])
+        except Exception as exc:
+            app.call_from_thread(self._action_failed, exc, _("Delete VM"))
+            return
+        app.call_from_thread(self._action_done, _("Deleted VM {name}.").format(name=vm["name"]))
+
+    def _action_done(self, message: str) -> None:
+        self.app.notify(message)  # also when the admin has left the screen meanwhile
+        if not self._closed:
+            self.reload()
+
+    def _action_failed(self, exc: Exception, doing: str) -> None:
+        report_error(self, exc, doing)
+        if not self._closed:
+            self.reload()
+
+    def action_console(self) -> None:
+        vm = self._current_or_warn()
+        if vm is not None:
+            self._open_console(vm)
+
+    @work(thread=True, exclusive=True, group="vm-console", exit_on_error=False)
+    def _open_console(self, vm: dict[str, Any]) -> None:
+        app: Any = self.app
+        try:
+            console = open_console(app.catalog, app.actor, vm["id"])
+        except Exception as exc:
+            app.call_from_thread(report_error, self, exc, _("Console"))
+            return
+        app.call_from_thread(self._show_console, vm, console)
+
+    def _show_console(self, vm: dict[str, Any], console: Console) -> None:
+        from tui.screens.console import ConsoleScreen
+
+        if self.is_current:  # not if the admin has moved on meanwhile
+            self.app.push_screen(ConsoleScreen(vm, console), lambda _result: self.reload())
