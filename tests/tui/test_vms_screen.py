@@ -184,3 +184,13 @@ async def test_the_images_footer_offers_the_vms_screen_at_80x24(images: Catalog,
             keys = list(app.screen.query(FooterKey))
             assert label in [str(key.description) for key in keys]
             assert all(key.region.width > 0 and key.region.right <= 80 for key in keys), language
+
+
+async def test_the_list_is_live(images: Catalog, people: People) -> None:
+    app = make_app(images, people.owner, refresh_seconds=0.2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_vms(pilot)
+        assert shown_rows(app) == []
+        vm = create_vm(images, people.owner, "img-acme0001", "app01", PASSWORD)  # by someone else, say
+        await until(pilot, lambda: bool(shown_rows(app)), "the new VM in the list", timeout=10)
+        assert shown_rows(app)[0][:2] == ["app01", vm["id"]]
