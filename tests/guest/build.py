@@ -49,7 +49,7 @@ if __package__ in (None, ""):
 from core.compute.seed import sha512_crypt
 
 OLD_PASSWORD = "Old-Passw0rd!"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 IMAGE_NAME = "debian-guest.qcow2"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -103,6 +103,13 @@ Type=ether
 DHCP=ipv4
 """
 
+# cloud-config.service (set-passwords) is not ordered before logins upstream, cloud-init.service is:
+# without this, `login:` could show while root still has the image's old password.
+LOGINS_AFTER_CLOUD_CONFIG = """\
+[Unit]
+After=cloud-config.service
+"""
+
 FSTAB = """\
 /dev/vda2 / ext4 rw,errors=remount-ro 0 1
 """
@@ -152,6 +159,9 @@ def build_guest(cache: Path | None = None) -> Path:
     with _locked(cache / f"{key}.lock"):
         if image.is_file():
             return image
+        for stale in cache.glob(f".build-{key}-*"):  # a killed build's; the lock says no build runs
+            log(f"removing {stale}")
+            shutil.rmtree(stale)
         with tempfile.TemporaryDirectory(prefix=f".build-{key}-", dir=cache) as work:
             os.chmod(work, 0o755)  # apt downloads as _apt into the root file system
             built = _build(Path(work))
@@ -221,6 +231,7 @@ def _customize(rootfs: Path) -> None:
     _set_root_password(rootfs, OLD_PASSWORD)
     _write(rootfs / "etc/cloud/cloud.cfg.d/90-imagehub.cfg", CLOUD_CFG)
     _write(rootfs / "etc/systemd/network/80-dhcp.network", NETWORK_CFG)
+    _write(rootfs / "etc/systemd/system/systemd-user-sessions.service.d/imagehub.conf", LOGINS_AFTER_CLOUD_CONFIG)
     _write(rootfs / "etc/fstab", FSTAB)
     _write(rootfs / "etc/hostname", GUEST_HOSTNAME + "\n")
     _write(rootfs / "etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {GUEST_HOSTNAME}\n")
