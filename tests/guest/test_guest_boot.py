@@ -73,7 +73,8 @@ def test_a_vm_boots_with_the_new_password_and_its_capture_boots_again(tmp_path: 
     before = qemu_pids()
     image = imagehub(
         config, "image", "import", "--file", str(guest), "--name", "debian", "--os-type", "Linux",
-        "--platform", "Debian", "--os-version", "12", "--arch", "x86_64", "--size-gb", "20", "--tenant", "lab", "--wait", "--json",
+        "--platform", "Debian", "--os-version", "12", "--arch", "x86_64", "--size-gb", "20", "--tenant", "lab",
+        "--wait", "--json",
     )  # fmt: skip
     assert image["status"] == "available", image
     made: list[str] = []
