@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,7 @@ from tests.guest.console import SerialConsole  # noqa: E402
 
 TARGET = 1.1
 PASSWORD = "Bench-Passw0rd#1"
-BOOT_TIMEOUT = 600.0
+BOOT_TIMEOUT = 300.0
 OS_MATRIX = '[platforms.Debian]\nos_type = "Linux"\n[platforms.Debian.versions]\nx86_64 = ["12"]\n'
 
 
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--only", help="tcg or kvm")
     options = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`/kill: the VMs are still stopped
     guest = build_guest()
     accels = ["tcg"] + (["kvm"] if kvm_usable() else [])
     if options.only:
