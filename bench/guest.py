@@ -41,7 +41,7 @@ from core.jobs.worker import Worker  # noqa: E402
 from core.rules.access import Actor, resolve_actor  # noqa: E402
 from core.setup.bootstrap import initialise  # noqa: E402
 from tests.guest.build import build_guest  # noqa: E402
-from tests.guest.console import SerialConsole  # noqa: E402
+from tests.guest.console import ConsoleTimeout, SerialConsole  # noqa: E402
 
 TARGET = 1.1
 PASSWORD = "Bench-Passw0rd#1"
@@ -133,8 +133,12 @@ def main() -> None:
         print(f"guest: {guest} ({os.path.getsize(guest) >> 20} MiB), imported as {image['id']}")
         print(f"{'case':24}{'to login: (s)':>15}{'to shell (s)':>14}{'ratio':>8}{'target':>8}")
         for accel in accels:
-            ours = best(functools.partial(imagehub_boot, folder, accel, image["id"]), options.repeat)
-            plain = best(functools.partial(plain_boot, folder, accel, base), options.repeat)
+            try:
+                ours = best(functools.partial(imagehub_boot, folder, accel, image["id"]), options.repeat)
+                plain = best(functools.partial(plain_boot, folder, accel, base), options.repeat)
+            except ConsoleTimeout as exc:  # e.g. a nested KVM that stops the guest with an emulation failure
+                print(f"{accel}: the guest never reached its login prompt: {str(exc).splitlines()[0]}")
+                continue
             for label, (prompt, shell) in ((f"imagehub, {accel}", ours), (f"plain qemu, {accel}", plain)):
                 print(f"{label:24}{prompt:15.1f}{shell:14.1f}")
             ratio = ours[1] / plain[1]
