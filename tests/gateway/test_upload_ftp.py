@@ -395,12 +395,16 @@ def test_waiting_for_another_writer_does_not_stall_the_loop(tmp_path: Path) -> N
             writer.voidcmd("TYPE I")
             writer.putcmd(f"STOR {NAME}")
             writer.putcmd("NOOP")
-            assert third.voidcmd("NOOP").startswith("200")
+            release = upload.staged().parent / "release"
+            deadline = time.monotonic() + 2
+            while not release.exists():  # the other writer is asked to let go (within TAKEOVER_WAIT)
+                assert time.monotonic() < deadline, "no release request"
+                time.sleep(0.02)
+            assert third.voidcmd("NOOP").startswith("200")  # the loop answers meanwhile
             writer.sock.setblocking(False)
             with pytest.raises(BlockingIOError):  # the STOR is not answered yet: its Receiver still waits
                 writer.sock.recv(1, socket.MSG_PEEK)
             writer.sock.setblocking(True)
-            assert (upload.staged().parent / "release").exists()  # the other writer was asked to let go
             os.close(other_process)  # it lets go
             other_process = -1
             assert writer.getresp().startswith("150")

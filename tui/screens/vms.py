@@ -15,6 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
+from core.compute.drivers import DEFINED, PAUSED, RUNNING, STOPPED
 from core.compute.vms import Console, delete_vm, list_vms, open_console, start_vm, stop_vm
 from core.rules.display import visible
 from tui.i18n import N_, _
@@ -36,16 +37,16 @@ COLUMNS: tuple[tuple[str, str, int, int], ...] = (
 
 # The driver's words (core.compute.drivers) as users say them; `_()` at use.
 VM_STATUS_LABELS: dict[str, str] = {
-    "running": N_("running"),
-    "paused": N_("paused"),
-    "stopped": N_("stopped"),
-    "defined": N_("defined (no compute driver)"),
+    RUNNING: N_("running"),
+    PAUSED: N_("paused"),
+    STOPPED: N_("stopped"),
+    DEFINED: N_("defined (no compute driver)"),
 }
 VM_STATUS_STYLES: dict[str, str] = {
-    "running": "bold green",
-    "paused": "yellow",
-    "stopped": "",
-    "defined": "dim",
+    RUNNING: "bold green",
+    PAUSED: "yellow",
+    STOPPED: "",
+    DEFINED: "dim",
 }
 
 
