@@ -21,7 +21,7 @@ install: $(STAMP)
 # gateway's own data_dir/serve.pid is what tells the TUI it runs).
 run: install
 	$(BIN)/imagehub init --demo
-	@$(BIN)/imagehub serve > var/serve.log 2>&1 & serve=$$!; \
+	@$(BIN)/imagehub serve >> var/serve.log 2>&1 & serve=$$!; \
 	$(BIN)/imagehub tui; status=$$?; \
 	kill $$serve 2>/dev/null; wait $$serve 2>/dev/null; \
 	exit $$status

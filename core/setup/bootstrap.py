@@ -71,6 +71,10 @@ def initialise(settings: Settings) -> tuple[Catalog, InitReport]:
         if not path.exists():
             _write_private(path, _host_key_pem())
             report.created.append(f"SSH host key {path}")
+    incoming = settings.tui.import_root  # the import wizard's file browser starts there
+    if not incoming.exists() and incoming.resolve().is_relative_to(data_dir.resolve()):
+        incoming.mkdir(parents=True, exist_ok=True)
+        report.created.append(f"import folder {incoming}")
     with db.write_session(catalog.engine) as session:
         if session.exec(select(Account).where(Account.name == "admin")).first() is None:
             session.add(Account(name="admin", role=Role.ADMIN))

@@ -23,6 +23,7 @@ def test_init_creates_everything_and_a_second_run_changes_nothing(tmp_path: Path
     assert settings.data_dir == data
     assert any("catalog" in item for item in report.created)
     assert "account admin" in report.created
+    assert (data / "incoming").is_dir() and f"import folder {data / 'incoming'}" in report.created
     secret = data / "secret.key"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_bytes().strip()) == 64
     assert stat.S_IMODE((data / "ssh_host_ed25519_key").stat().st_mode) == 0o600
