@@ -11,6 +11,7 @@ overwrite the store's files or learn from the answer whether a server file exist
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -89,19 +90,25 @@ def checked_first(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     return itertools.chain([first] if first else [], rows)
 
 
+@contextlib.contextmanager
+def _staged(
+    rows: Iterable[dict[str, Any]], headers: Sequence[str], status_label: dict[str, str] | None
+) -> Iterator[tuple[Path, int]]:
+    """The workbook written to a temporary file (a zip is written with seeks), and its row count."""
+    with tempfile.TemporaryDirectory(prefix="imagehub-xlsx-") as folder:
+        staged = Path(folder) / "images.xlsx"
+        yield staged, write_rows(staged, rows, headers, status_label)
+
+
 def write_stream(
     rows: Iterable[dict[str, Any]],
     out: IO[bytes],
     headers: Sequence[str] = HEADERS,
     status_label: dict[str, str] | None = None,
 ) -> int:
-    """Write the workbook to a stream (standard output): staged in a temporary file (a zip is written
-    with seeks), then copied; the row count."""
-    with tempfile.TemporaryDirectory(prefix="imagehub-xlsx-") as folder:
-        staged = Path(folder) / "images.xlsx"
-        count = write_rows(staged, rows, headers, status_label)
-        with staged.open("rb") as handle:
-            shutil.copyfileobj(handle, out, 1024 * 1024)
+    """Write the workbook to a stream (standard output); the row count."""
+    with _staged(rows, headers, status_label) as (staged, count), staged.open("rb") as handle:
+        shutil.copyfileobj(handle, out, 1024 * 1024)
     out.flush()
     return count
 
@@ -113,9 +120,7 @@ def write_file(
     status_label: dict[str, str] | None = None,
 ) -> int:
     """Write the workbook to `path`, checked by `check_target` already (atomically); the row count."""
-    with tempfile.TemporaryDirectory(prefix="imagehub-xlsx-") as folder:
-        staged = Path(folder) / "images.xlsx"
-        count = write_rows(staged, rows, headers, status_label)
+    with _staged(rows, headers, status_label) as (staged, count):
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             shutil.copyfile(staged, temporary)

@@ -280,18 +280,24 @@ def test_one_writer_at_a_time(gw: Gateway, disk: Path, session: list[ftplib.FTP]
     finish_with_curl(gw, upload, disk)  # its sha256 is the file's: none of the second writer's bytes landed
 
 
+def stor_under_way(gw: Gateway, disk: Path, session: list[ftplib.FTP]) -> tuple[Upload, ftplib.FTP, socket.socket]:
+    """A new upload, a session STORing it and its data connection, once 2 of the 3 MiB sent have arrived."""
+    upload = create_upload(gw, disk)
+    client = login(gw, upload.token)
+    session.append(client)
+    client.voidcmd("TYPE I")
+    conn = client.transfercmd(f"STOR {NAME}")
+    conn.sendall(disk.read_bytes()[: 3 << 20])
+    upload.wait_received(2 << 20)
+    return upload, client, conn
+
+
 def test_a_stalled_writer_gives_way_to_a_new_one(gw: Gateway, disk: Path, session: list[ftplib.FTP]) -> None:
     """A STOR whose data connection went quiet (the client's network dropped, say) does not hold the
     upload: a new session takes it over within seconds and finishes it."""
     data = disk.read_bytes()
-    upload = create_upload(gw, disk)
-    first = login(gw, upload.token)
-    session.append(first)
-    first.voidcmd("TYPE I")
-    stalled = first.transfercmd(f"STOR {NAME}")
+    upload, _first, stalled = stor_under_way(gw, disk, session)
     try:
-        stalled.sendall(data[: 3 << 20])
-        upload.wait_received(2 << 20)
         second = login(gw, upload.token)
         session.append(second)
         deadline = time.monotonic() + 20
@@ -315,15 +321,8 @@ def test_abor_mid_transfer_keeps_what_arrived_and_the_upload_resumes(
 ) -> None:
     """ABOR while the data connection is being read (by its own thread, off the loop): the transfer
     ends at once, what arrived stays, and curl -C - finishes the upload with the file's checksum."""
-    data = disk.read_bytes()
-    upload = create_upload(gw, disk)
-    client = login(gw, upload.token)
-    session.append(client)
-    client.voidcmd("TYPE I")
-    conn = client.transfercmd(f"STOR {NAME}")
+    upload, client, conn = stor_under_way(gw, disk, session)
     try:
-        conn.sendall(data[: 3 << 20])
-        upload.wait_received(2 << 20)
         assert client.abort().startswith("426")  # the transfer, aborted
         assert client.getresp().startswith("226")  # the ABOR, done
     finally:
@@ -335,20 +334,13 @@ def test_abor_mid_transfer_keeps_what_arrived_and_the_upload_resumes(
 
 def test_a_reset_data_connection_keeps_what_arrived(gw: Gateway, disk: Path, session: list[ftplib.FTP]) -> None:
     """A data connection reset by the client (RST, not FIN): the bytes before it are a valid start."""
-    data = disk.read_bytes()
-    upload = create_upload(gw, disk)
-    client = login(gw, upload.token)
-    session.append(client)
-    client.voidcmd("TYPE I")
-    conn = client.transfercmd(f"STOR {NAME}")
-    conn.sendall(data[: 3 << 20])
-    upload.wait_received(2 << 20)
+    upload, client, conn = stor_under_way(gw, disk, session)
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()  # RST
     reply = client.getresp()  # the transfer ended short of the upload: answered, not hung
     assert reply[:3] in ("226", "426"), reply
     assert 2 << 20 <= upload.received() <= 3 << 20
-    assert data[: upload.received()] == upload.staged().read_bytes()
+    assert disk.read_bytes()[: upload.received()] == upload.staged().read_bytes()
     finish_with_curl(gw, upload, disk)
 
 

@@ -7,6 +7,7 @@ Core calls run in thread workers: a stop may wait for the guest's ACPI shutdown.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
@@ -255,33 +256,13 @@ class VmsScreen(BaseScreen):
         vm = self._current_or_warn()
         if vm is not None:
             self.app.notify(_("Starting {name}…").format(name=vm["name"]), timeout=3)
-            self._start(vm)
-
-    @work(thread=True, group="vm-action", exit_on_error=False)
-    def _start(self, vm: dict[str, Any]) -> None:
-        app: Any = self.app
-        try:
-            start_vm(app.catalog, app.actor, vm["id"])
-        except Exception as exc:
-            app.call_from_thread(self._action_failed, exc, _("Start VM"))
-            return
-        app.call_from_thread(self._action_done, _("{name} is running.").format(name=vm["name"]))
+            self._run(start_vm, vm, _("Start VM"), _("{name} is running."))
 
     def action_stop(self) -> None:
         vm = self._current_or_warn()
         if vm is not None:
             self.app.notify(_("Stopping {name} (ACPI, then hard)…").format(name=vm["name"]), timeout=5)
-            self._stop(vm)
-
-    @work(thread=True, group="vm-action", exit_on_error=False)
-    def _stop(self, vm: dict[str, Any]) -> None:
-        app: Any = self.app
-        try:
-            stop_vm(app.catalog, app.actor, vm["id"])
-        except Exception as exc:
-            app.call_from_thread(self._action_failed, exc, _("Stop VM"))
-            return
-        app.call_from_thread(self._action_done, _("{name} is stopped.").format(name=vm["name"]))
+            self._run(stop_vm, vm, _("Stop VM"), _("{name} is stopped."))
 
     def action_delete(self) -> None:
         vm = self._current_or_warn()
@@ -290,7 +271,7 @@ class VmsScreen(BaseScreen):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._delete(vm)
+                self._run(delete_vm, vm, _("Delete VM"), _("Deleted VM {name}."))
 
         self.app.push_screen(
             ConfirmScreen(
@@ -303,14 +284,16 @@ class VmsScreen(BaseScreen):
         )
 
     @work(thread=True, group="vm-action", exit_on_error=False)
-    def _delete(self, vm: dict[str, Any]) -> None:
+    def _run(self, action: Callable[..., object], vm: dict[str, Any], doing: str, done: str) -> None:
+        """`action(catalog, actor, vm_id)` of core off the UI thread (a stop waits for the guest);
+        `done` (with `{name}`) is the notification when it worked."""
         app: Any = self.app
         try:
-            delete_vm(app.catalog, app.actor, vm["id"])
+            action(app.catalog, app.actor, vm["id"])
         except Exception as exc:
-            app.call_from_thread(self._action_failed, exc, _("Delete VM"))
+            app.call_from_thread(self._action_failed, exc, doing)
             return
-        app.call_from_thread(self._action_done, _("Deleted VM {name}.").format(name=vm["name"]))
+        app.call_from_thread(self._action_done, done.format(name=vm["name"]))
 
     def _action_done(self, message: str) -> None:
         self.app.notify(message)  # also when the admin has left the screen meanwhile
