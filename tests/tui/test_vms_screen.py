@@ -8,11 +8,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable, Log
+from textual.widgets import DataTable, Input, Log
 from textual.widgets._footer import FooterKey
 
 from core.catalog.catalog import Catalog
+from core.catalog.models import Status
 from core.compute.vms import create_vm, list_vms
+from core.images.images import list_images
 from tests.conftest import People
 from tests.tui.conftest import make_app, settle
 from tests.vmdata import SERIAL_GREETING, make_greeting_image
@@ -194,3 +196,73 @@ async def test_the_list_is_live(images: Catalog, people: People) -> None:
         vm = create_vm(images, people.owner, "img-acme0001", "app01", PASSWORD)  # by someone else, say
         await until(pilot, lambda: bool(shown_rows(app)), "the new VM in the list", timeout=10)
         assert shown_rows(app)[0][:2] == ["app01", vm["id"]]
+
+
+async def test_new_vm_from_the_vms_screen_picks_an_available_image(images: Catalog, people: People) -> None:
+    app = make_app(images, people.owner)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await open_vms(pilot)
+        assert "create one with n" in str(app.screen.query_one("#vms-status").render())
+        await pilot.press("n")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ChooseScreen"
+        offered = [option.id for option in app.screen.query_one("OptionList")._options]  # type: ignore[attr-defined]
+        available = [i["id"] for i in list_images(images, people.owner) if i["status"] == Status.AVAILABLE]
+        assert offered and sorted(offered) == sorted(available)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "VmCreateScreen"
+        chosen = app.screen.image["id"]  # type: ignore[attr-defined]
+        for field, value in (("#vm-name", "web01"), ("#password", PASSWORD), ("#password2", PASSWORD)):
+            app.screen.query_one(field, Input).value = value
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "VmsScreen"
+        vms = list_vms(images, people.owner)
+        assert [(vm["name"], vm["image_id"]) for vm in vms] == [("web01", chosen)]
+        assert shown_rows(app)[0][0] == "web01"
+        assert f"Created VM web01 ({vms[0]['id']})." in notes(app)
+
+
+async def test_new_vm_with_no_available_image_says_so(catalog: Catalog, people: People) -> None:
+    app = make_app(catalog, people.owner)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await open_vms(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "VmsScreen"
+        assert "No available image to create a VM from." in notes(app)
+
+
+async def test_capture_a_vm_into_an_image_then_a_second_capture_is_refused(images: Catalog, people: People) -> None:
+    vm = create_vm(images, people.owner, "img-acme0001", "app01", PASSWORD)
+    app = make_app(images, people.owner)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await open_vms(pilot)
+        await pilot.press("i")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "CaptureScreen"
+        name_box = app.screen.query_one("#capture-name", Input)
+        assert name_box.value == "app01-capture"
+        name_box.value = ""
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "CaptureScreen"  # an empty name is refused in place
+        assert str(app.screen.query_one("#capture-name-message").render()).strip()
+        await pilot.press(*"golden-app01", "ctrl+s")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "VmsScreen"
+        made = [i for i in list_images(images, people.owner) if i["name"] == "golden-app01"]
+        assert len(made) == 1 and made[0]["status"] == Status.CREATING
+        assert any(f"into image golden-app01 ({made[0]['id']})" in note for note in notes(app))
+        app.clear_notifications()
+        await pilot.press("i")
+        await settle(pilot)
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "CaptureScreen"
+        assert any(f"vm {vm['id']} is already being captured into {made[0]['id']}" in n for n in notes(app))
+        await pilot.press("escape")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "VmsScreen"
+        assert len([i for i in list_images(images, people.owner) if i["name"].startswith("golden")]) == 1

@@ -16,14 +16,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
+from core.catalog.models import Status
 from core.compute.drivers import DEFINED, PAUSED, RUNNING, STOPPED
 from core.compute.vms import Console, delete_vm, list_vms, open_console, start_vm, stop_vm
 from core.rules.display import visible
 from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error
-from tui.screens.confirm import ConfirmScreen
+from tui.screens.confirm import ChooseScreen, ConfirmScreen
 from tui.widgets.format import fit, plain, short_time
 
+CHOICES = 200  # images offered by "new VM" (the newest first; more are reached from the image list's c)
 WIDE = 118  # from this many columns on, every column shows (as in the image list)
 
 # column key -> (title, width narrow, width wide); width 0 hides the column
@@ -69,10 +71,12 @@ class VmsScreen(BaseScreen):
     """
 
     BINDINGS = [
+        Binding("n", "new", N_("New"), id="vms.new", tooltip=N_("Create a VM from an available image")),
         Binding("s", "start", N_("Start"), id="vms.start", tooltip=N_("Start the VM")),
         Binding("o", "stop", N_("Stop"), id="vms.stop", tooltip=N_("Power the VM off (ACPI, then hard)")),
         Binding("d", "delete", N_("Delete"), id="vms.delete", tooltip=N_("Delete the VM, its disk and its console")),
         Binding("c", "console", N_("Console"), id="vms.console", tooltip=N_("Read the VM's serial console")),
+        Binding("i", "capture", N_("Capture"), id="vms.capture", tooltip=N_("Capture the stopped VM into an image")),
         Binding("ctrl+r", "reload", N_("Refresh"), id="vms.refresh", tooltip=N_("Reload the list"), show=False),
         Binding("escape,q", "back", N_("Back"), id="vms.back", tooltip=N_("Back to the images")),
     ]
@@ -160,7 +164,7 @@ class VmsScreen(BaseScreen):
         self._update_detail()
 
     def _update_status(self) -> None:
-        line = _("{n} VM(s)").format(n=len(self.rows)) if self.rows else _("no VMs: create one from an image (c)")
+        line = _("{n} VM(s)").format(n=len(self.rows)) if self.rows else _("no VMs: create one with n")
         self.query_one("#vms-status", Static).update(plain(line))
 
     def _update_detail(self) -> None:
@@ -282,6 +286,60 @@ class VmsScreen(BaseScreen):
             ),
             answered,
         )
+
+    def action_new(self) -> None:
+        self._choose_image()
+
+    @work(thread=True, exclusive=True, group="vm-new", exit_on_error=False)
+    def _choose_image(self) -> None:
+        """The images a VM can be made from (core's listing, `available` only), then the create form."""
+        from core.images.images import ImageQuery, list_images
+
+        app: Any = self.app
+        try:
+            images = list_images(app.catalog, app.actor, ImageQuery(status=Status.AVAILABLE, limit=CHOICES))
+        except Exception as exc:
+            app.call_from_thread(report_error, self, exc, _("New VM"))
+            return
+        app.call_from_thread(self._show_choices, images)
+
+    def _show_choices(self, images: list[dict[str, Any]]) -> None:
+        if not self.is_current:
+            return
+        if not images:
+            self.app.notify(_("No available image to create a VM from."), severity="warning")
+            return
+        by_id = {image["id"]: image for image in images}
+        choices = [(image["id"], f"{visible(image['name'])}  {image['id']} · {image['os_name']}") for image in images]
+
+        def chosen(image_id: str | None) -> None:
+            if image_id:
+                self._create_from(by_id[image_id])
+
+        self.app.push_screen(ChooseScreen(_("Create a VM from which image?"), choices), chosen)
+
+    def _create_from(self, image: dict[str, Any]) -> None:
+        from tui.screens.vm_create import VmCreateScreen
+
+        def created(vm: dict[str, Any] | None) -> None:
+            if vm:
+                self.app.notify(_("Created VM {name} ({id}).").format(name=vm.get("name"), id=vm.get("id")))
+            self.reload()
+
+        self.app.push_screen(VmCreateScreen(image), created)
+
+    def action_capture(self) -> None:
+        vm = self._current_or_warn()
+        if vm is None:
+            return
+        from tui.screens.vm_capture import CaptureScreen
+
+        def captured(image: dict[str, Any] | None) -> None:
+            if image:
+                message = _("Capturing {vm} into image {name} ({id}); follow it in the image list.")
+                self.app.notify(message.format(vm=vm["name"], name=image.get("name"), id=image.get("id")))
+
+        self.app.push_screen(CaptureScreen(vm), captured)
 
     @work(thread=True, group="vm-action", exit_on_error=False)
     def _run(self, action: Callable[..., object], vm: dict[str, Any], doing: str, done: str) -> None:
