@@ -43,6 +43,7 @@ class ImagesScreen(BaseScreen):
         Binding("d", "delete", N_("Delete"), id="images.delete", tooltip=N_("Move the selected images to the bin")),
         Binding("b", "recycle_bin", N_("Bin"), id="images.bin", tooltip=N_("The recycle bin: restore or destroy")),
         Binding("m", "vms", N_("VMs"), id="images.vms", tooltip=N_("The VMs: start, stop, delete, console")),
+        Binding("l", "links", N_("Links"), id="images.links", tooltip=N_("Every download and upload link"), show=False),
         Binding("space", "select", N_("Select"), id="images.select", tooltip=N_("Select or unselect"), show=False),
         Binding("g", "link", N_("Download"), id="images.link", tooltip=N_("Generate download links"), show=False),
         Binding(
@@ -247,6 +248,11 @@ class ImagesScreen(BaseScreen):
         from tui.screens.vms import VmsScreen
 
         self.app.push_screen(VmsScreen(refresh_seconds=self.refresh_seconds))
+
+    def action_links(self) -> None:
+        from tui.screens.links import LinksScreen
+
+        self.app.push_screen(LinksScreen(refresh_seconds=self.refresh_seconds))
 
     def action_export(self) -> None:
         # A link, never a path: over the SSH door this process runs on the server (docs/security.md L6).

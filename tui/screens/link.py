@@ -147,7 +147,10 @@ class LinkScreen(CopyFieldsScreen):
         report_error(self, exc, _("Download links"))
 
     def _created(self, view: dict[str, Any], token: str, job_id: int | None) -> None:
+        from tui.screens.links import remember_urls
+
         self.token = token
+        remember_urls(self.app, view)
         self._show(view)
         app: Any = self.app
         if job_id is not None:
