@@ -8,7 +8,7 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, Input, Tab, Tabs
+from textual.widgets import DataTable, Footer, Header, Input, Tab, Tabs
 
 from core.accounts.accounts import list_tenants
 from core.catalog.errors import ImagehubError
@@ -44,6 +44,7 @@ class ImagesScreen(BaseScreen):
         Binding("b", "recycle_bin", N_("Bin"), id="images.bin", tooltip=N_("The recycle bin: restore or destroy")),
         Binding("m", "vms", N_("VMs"), id="images.vms", tooltip=N_("The VMs: start, stop, delete, console")),
         Binding("l", "links", N_("Links"), id="images.links", tooltip=N_("Every download and upload link"), show=False),
+        Binding("v", "detail", N_("Detail"), id="images.detail", tooltip=N_("All about the image (Enter)"), show=False),
         Binding("space", "select", N_("Select"), id="images.select", tooltip=N_("Select or unselect"), show=False),
         Binding("g", "link", N_("Download"), id="images.link", tooltip=N_("Generate download links"), show=False),
         Binding(
@@ -235,6 +236,19 @@ class ImagesScreen(BaseScreen):
                 self.image_list.selected.pop(result.id, None)
         self.image_list.reload()
         self.app.push_screen(ResultsScreen(summary(results, action), result_lines(results, names, done)))
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_detail()
+
+    def action_detail(self) -> None:
+        from tui.screens.image_detail import ImageDetailScreen
+
+        image = self._current_or_warn()
+        if image is not None:
+            screen = ImageDetailScreen(image, refresh_seconds=self.refresh_seconds)
+            self.app.push_screen(screen, lambda _result: self.image_list.reload())
 
     def action_recycle_bin(self) -> None:
         from tui.screens.recycle_bin import RecycleBinScreen
