@@ -118,3 +118,106 @@ def test_link_screen(
         await settle(pilot)
 
     assert snap_compare(make_app(images, people.owner), terminal_size=size, run_before=generate)
+
+
+def add_fixed_links(catalog: Catalog, people: People) -> None:
+    """Links of every kind and several states, with fixed IDs and times (the owner's)."""
+    from datetime import UTC, datetime
+
+    from core.catalog import db
+    from core.catalog.models import Link
+    from core.images.exports import write_checksum
+
+    write_checksum(catalog.store.image_path("img-acme0001", "raw"))
+    made, later = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2099, 1, 2, 3, 4, 5, tzinfo=UTC)
+    rows = [  # (id, kind, image, format, filename, expires, revoked, bytes served, upload size)
+        ("lnk-fixed001", "download", "img-acme0001", "raw", "img-acme0001.raw", later, None, 512, None),
+        ("lnk-fixed002", "download", "img-acme0002", "raw", "img-acme0002.raw", later, made, 0, None),
+        ("lnk-fixed003", "download", "img-acme0006", "raw", "img-acme0006.raw", made, None, 0, None),
+        ("lnk-fixed004", "upload", "img-acme0003", "raw", "upload", later, None, 0, 3 * 1024**3),
+        ("lnk-fixed005", "workbook", None, "xlsx", "images-20260102.xlsx", later, None, 0, None),
+    ]
+    with db.write_session(catalog.engine) as session:
+        for index, (link_id, kind, image, fmt, filename, expires, revoked, served, size) in enumerate(rows):
+            session.add(
+                Link(
+                    id=link_id,
+                    kind=kind,
+                    image_id=image,
+                    tenant_id=people.owner.tenant_id,
+                    account_id=people.owner.account_id,
+                    format=fmt,
+                    filename=filename,
+                    token_hash=f"{index:064d}",
+                    created_at=made,
+                    expires_at=expires,
+                    revoked_at=revoked,
+                    bytes_served=served,
+                    size=size,
+                )
+            )
+
+
+def add_fixed_events(catalog: Catalog) -> None:
+    """Audit events on the owner's images and a link, with fixed times (ids follow the catalog's own)."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from core.catalog import db
+    from core.catalog.models import AuditEvent
+
+    start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    rows = [  # (actor, action, target, outcome, reason, detail)
+        ("acme-owner", "image.edit", "img-acme0001", "ok", None, {"description": "nginx + app"}),
+        ("acme-owner", "link.create", "img-acme0001", "ok", None, {"format": "raw", "link": "lnk-fixed001"}),
+        ("imagehub worker", "job.finish", "img-acme0004", "failed", "HTTP 404", {"job": 4}),
+        ("acme-viewer", "image.delete", "img-acme0002", "refused", "account acme-viewer may view but not change", {}),
+        ("acme-owner", "link.revoke", "img-acme0002", "ok", None, {"link": "lnk-fixed002"}),
+        ("acme-manager", "vm.create", "img-acme0006", "refused", "image img-acme0006 is not x86_64", {}),
+    ]
+    with db.write_session(catalog.engine) as session:
+        for index, (actor, action, target, outcome, reason, detail) in enumerate(rows):
+            session.add(
+                AuditEvent(
+                    at=start + timedelta(minutes=index),
+                    actor=actor,
+                    action=action,
+                    target=target,
+                    outcome=outcome,
+                    reason=reason,
+                    detail=json.dumps(detail) if detail else None,
+                )
+            )
+
+
+LANGUAGES = ["en", "zh_CN"]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_links_screen(images: Catalog, people: People, snap_compare: Any, size: tuple[int, int], language: str) -> None:
+    add_fixed_links(images, people)
+
+    async def open_links(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("l")
+        await settle(pilot)
+
+    app = make_app(images, people.owner, language=language)
+    assert snap_compare(app, terminal_size=size, run_before=open_links)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_audit_screen(images: Catalog, people: People, snap_compare: Any, size: tuple[int, int], language: str) -> None:
+    add_fixed_events(images)
+
+    async def open_audit(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot)
+        for box in pilot.app.screen.query("Input"):
+            box.cursor_blink = False
+
+    app = make_app(images, people.owner, language=language)
+    assert snap_compare(app, terminal_size=size, run_before=open_audit)

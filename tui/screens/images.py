@@ -44,6 +44,7 @@ class ImagesScreen(BaseScreen):
         Binding("b", "recycle_bin", N_("Bin"), id="images.bin", tooltip=N_("The recycle bin: restore or destroy")),
         Binding("m", "vms", N_("VMs"), id="images.vms", tooltip=N_("The VMs: start, stop, delete, console")),
         Binding("l", "links", N_("Links"), id="images.links", tooltip=N_("Every download and upload link"), show=False),
+        Binding("a", "audit", N_("Audit"), id="images.audit", tooltip=N_("The audit trail"), show=False),
         Binding("v", "detail", N_("Detail"), id="images.detail", tooltip=N_("All about the image (Enter)"), show=False),
         Binding("space", "select", N_("Select"), id="images.select", tooltip=N_("Select or unselect"), show=False),
         Binding("g", "link", N_("Download"), id="images.link", tooltip=N_("Generate download links"), show=False),
@@ -267,6 +268,11 @@ class ImagesScreen(BaseScreen):
         from tui.screens.links import LinksScreen
 
         self.app.push_screen(LinksScreen(refresh_seconds=self.refresh_seconds))
+
+    def action_audit(self) -> None:
+        from tui.screens.audit import AuditScreen
+
+        self.app.push_screen(AuditScreen(refresh_seconds=self.refresh_seconds))
 
     def action_export(self) -> None:
         # A link, never a path: over the SSH door this process runs on the server (docs/security.md L6).

@@ -36,7 +36,7 @@ COLUMNS: tuple[tuple[str, str, int, int], ...] = (
     ("id", N_("ID"), 0, 12),
     ("kind", N_("Kind"), 8, 10),
     ("image", N_("Image"), 12, 12),
-    ("format", N_("Format"), 5, 6),
+    ("format", N_("Format"), 6, 6),
     ("state", N_("State"), 12, 15),
     ("expires", N_("Expires"), 11, 16),
     ("moved", N_("Transferred"), 15, 16),
@@ -91,6 +91,14 @@ def remember_urls(app: App[Any], view: dict[str, Any]) -> None:
 
 def remembered_urls(app: App[Any], link_id: str) -> dict[str, Any]:
     return dict(_REMEMBERED.get(app, {}).get(link_id, {}))
+
+
+def one_line_each(lines: list[Text], width: int) -> Text:
+    """`lines` one under the other, each cut to `width` cells with an ellipsis (never wrapped)."""
+    for line in lines:
+        if width > 0:  # 0: not laid out yet
+            line.truncate(width, overflow="ellipsis")
+    return Text("\n").join(lines)
 
 
 def kind_label(kind: str) -> str:
@@ -181,6 +189,8 @@ class LinksScreen(BaseScreen):
         if (self.size.width >= WIDE) != self._wide:
             self._setup_columns()
             self._render_rows(self.rows, force=True)
+        else:
+            self._update_detail()
 
     # ---- the table ------------------------------------------------------------------------
 
@@ -239,6 +249,8 @@ class LinksScreen(BaseScreen):
             )
         else:
             line = _("{n} link(s)").format(n=len(self.rows))
+        if self.rows:
+            line += " · " + _("Enter: the addresses")
         self.query_one("#links-status", Static).update(plain(line))
 
     def _update_detail(self) -> None:
@@ -262,10 +274,7 @@ class LinksScreen(BaseScreen):
         )
         first = Text.assemble((link["id"], "bold"), " · ", what)
         second = Text(state_sentence(link), style="italic")
-        joined = Text("\n").join([first, second])
-        joined.no_wrap = True
-        joined.overflow = "ellipsis"
-        detail.update(joined)
+        detail.update(one_line_each([first, second], detail.content_size.width))
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self) -> None:
