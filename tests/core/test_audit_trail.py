@@ -1,6 +1,6 @@
 """Who reads the audit trail and what each sees: platform admins all of it, a tenant's owner the events on
 its tenant's images, VMs and links (never another tenant's, nor outsiders' refusals), members nothing;
-filters by image, account and action; pages that never overlap."""
+filters by image, account and action; pages that never overlap; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from core.catalog.catalog import Catalog
 from core.catalog.errors import Forbidden, ImagehubError
 from core.images.images import edit_image
 from core.links.links import create_link, revoke_link
-from tests.conftest import People
+from tests.conftest import BACKENDS, People
 from tests.tui.conftest import add_images
+
+pytestmark = BACKENDS  # the tenant's trail is one SQL query: on SQLite and PostgreSQL alike
 
 
 @pytest.fixture
