@@ -43,6 +43,9 @@ class ImagesScreen(BaseScreen):
         Binding("d", "delete", N_("Delete"), id="images.delete", tooltip=N_("Move the selected images to the bin")),
         Binding("b", "recycle_bin", N_("Bin"), id="images.bin", tooltip=N_("The recycle bin: restore or destroy")),
         Binding("m", "vms", N_("VMs"), id="images.vms", tooltip=N_("The VMs: start, stop, delete, console")),
+        Binding(
+            "u", "accounts", N_("Accounts"), id="images.accounts", tooltip=N_("Tenants, accounts, SSH keys"), show=False
+        ),
         Binding("l", "links", N_("Links"), id="images.links", tooltip=N_("Every download and upload link"), show=False),
         Binding("a", "audit", N_("Audit"), id="images.audit", tooltip=N_("The audit trail"), show=False),
         Binding("v", "detail", N_("Detail"), id="images.detail", tooltip=N_("All about the image (Enter)"), show=False),
@@ -263,6 +266,11 @@ class ImagesScreen(BaseScreen):
         from tui.screens.vms import VmsScreen
 
         self.app.push_screen(VmsScreen(refresh_seconds=self.refresh_seconds))
+
+    def action_accounts(self) -> None:
+        from tui.screens.accounts import AccountsScreen
+
+        self.app.push_screen(AccountsScreen())
 
     def action_links(self) -> None:
         from tui.screens.links import LinksScreen
