@@ -23,6 +23,7 @@ from core.catalog.models import Account, AccountKey, Tenant
 from tests.conftest import People
 from tests.tui.conftest import BASE, make_app, settle
 from tui.i18n import set_language
+from tui.screens.help import key_rows
 
 # A fixed key, so that the snapshots show the same fingerprint every run.
 FIXED_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK9GhxY0nVgrfmFvLhD69hIgqfPKOR7ErEr5Fj5yiUDC alice@laptop"
@@ -123,6 +124,16 @@ async def test_admin_sees_every_account_with_its_keys_and_every_tenant(images: C
         assert_readable(app, 80)
         await pilot.press("escape")
         assert type(app.screen).__name__ == "ImagesScreen"
+
+
+async def test_the_image_list_offers_the_screen_in_the_keys_and_the_palette(images: Catalog, people: People) -> None:
+    app = make_app(images, people.viewer, language="zh_CN")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert "账户" in titles
+        assert ("u", "账户", "租户、账户和 SSH 密钥") in key_rows(app, app.screen)  # what ? lists
+        await open_accounts(pilot)
 
 
 async def test_a_member_sees_only_itself_and_an_owner_its_tenant(images: Catalog, people: People) -> None:
