@@ -121,7 +121,7 @@ class AuditScreen(BaseScreen):
         self.rows: list[dict[str, Any]] = []
         self.pages: list[int | None] = [None]  # the `before_id` of each page read so far; the last is shown
         self.refused: str | None = None
-        self.loading = False
+        self.fetching = False  # a load under way (not `loading`: Textual's indicator would hide the screen)
         self._wide: bool | None = None
         self._closed = False
 
@@ -296,11 +296,11 @@ class AuditScreen(BaseScreen):
     # ---- loading --------------------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loading = True
+        self.fetching = True
         self._load(self.filters(), self.pages[-1])
 
     def _tick(self) -> None:
-        if self.is_current and not self.loading and len(self.pages) == 1 and self.refused is None:
+        if self.is_current and not self.fetching and len(self.pages) == 1 and self.refused is None:
             self.reload()
 
     @work(thread=True, exclusive=True, group="audit-list", exit_on_error=False)
@@ -314,14 +314,14 @@ class AuditScreen(BaseScreen):
         app.call_from_thread(self._loaded, rows, filters, before_id)
 
     def _loaded(self, rows: list[dict[str, Any]], filters: dict[str, str | None], before_id: int | None) -> None:
-        self.loading = False
+        self.fetching = False
         if self._closed or filters != self.filters() or before_id != self.pages[-1]:
             return  # the filters or the page changed meanwhile: a newer load is on its way
         self.refused = None
         self._render_rows(rows)
 
     def _load_failed(self, exc: Exception) -> None:
-        self.loading = False
+        self.fetching = False
         if self._closed:
             return
         self.refused = tr(exc) if isinstance(exc, ImagehubError) else None

@@ -156,7 +156,7 @@ class LinksScreen(BaseScreen):
         self.all_rows: list[dict[str, Any]] = []
         self.rows: list[dict[str, Any]] = []
         self.text = ""
-        self.loading = False
+        self.fetching = False  # a load under way (not `loading`: Textual's indicator would hide the screen)
         self._wide: bool | None = None
         self._closed = False
 
@@ -324,11 +324,11 @@ class LinksScreen(BaseScreen):
     # ---- loading --------------------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loading = True
+        self.fetching = True
         self._load()
 
     def _tick(self) -> None:
-        if self.is_current and not self.loading:
+        if self.is_current and not self.fetching:
             self.reload()
 
     @work(thread=True, exclusive=True, group="link-list", exit_on_error=False)
@@ -342,13 +342,13 @@ class LinksScreen(BaseScreen):
         app.call_from_thread(self._loaded, rows)
 
     def _loaded(self, rows: list[dict[str, Any]]) -> None:
-        self.loading = False
+        self.fetching = False
         if not self._closed:
             self.all_rows = rows
             self._render_rows(self._matching(rows))
 
     def _load_failed(self, exc: Exception) -> None:
-        self.loading = False
+        self.fetching = False
         if not self._closed:
             report_error(self, exc, _("Links"))
 
