@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from core.catalog import audit, db
 from core.catalog.catalog import Catalog
-from core.catalog.errors import ImagehubError, Invalid, Msg
-from core.catalog.models import Account, Image, Role
+from core.catalog.errors import Forbidden, ImagehubError, Invalid, Msg
+from core.catalog.models import Image
 from core.catalog.vocabulary import LinkState
 from core.compute.vms import vms_of_image
 from core.images import exports
@@ -29,7 +29,6 @@ from core.rules.access import Actor
 from core.rules.lifecycle import TRANSIENT, Operation
 
 AUDIT_LIMIT = 200  # the newest events of the image; `imagehub audit list --target ID` has them all
-REFUSED = "refused"  # the audit outcome of a refused change (core.catalog.audit.record_refusal)
 
 
 @dataclass(frozen=True)
@@ -75,11 +74,9 @@ def image_detail(catalog: Catalog, actor: Actor, image_id: str) -> ImageDetail:
     with db.read_session(catalog.engine) as session:
         row = access.load_visible(session, actor, Image, image_id)
         refusals = {operation: _refusal(session, actor, row, operation) for operation in Operation}
-        readable = access.may_read_audit(actor, row.tenant_id)
-        insiders = _insiders(session, row.tenant_id) if readable and not actor.is_admin else None
         stored = _stored_file(catalog, row)
         served = _served_files(catalog, row)
-    events = _history(catalog, image_id, insiders) if readable else None
+    events, hidden = _history(catalog, actor, image_id)
     return ImageDetail(
         image=image,
         stored_size=stored[0],
@@ -88,7 +85,7 @@ def image_detail(catalog: Catalog, actor: Actor, image_id: str) -> ImageDetail:
         vms=vms_of_image(catalog, actor, image_id),
         links=list_links(catalog, actor, image_id),
         audit=events,
-        audit_hidden=None if readable else Msg("only platform admins and the tenant's owner may read its history"),
+        audit_hidden=hidden,
         refusals=refusals,
     )
 
@@ -141,16 +138,12 @@ def _size(path: Path) -> int | None:
         return None
 
 
-def _insiders(session: Session, tenant_id: int) -> set[str]:
-    """The names of the tenant's accounts (deleted ones too) and of platform admins."""
-    statement = select(Account.name).where((col(Account.tenant_id) == tenant_id) | (col(Account.role) == Role.ADMIN))
-    return set(session.exec(statement))
-
-
-def _history(catalog: Catalog, image_id: str, insiders: set[str] | None) -> list[dict[str, Any]]:
-    """The image's audit events, newest first. For a tenant's owner (`insiders` given), refusals of
-    accounts outside the tenant are left out: they would name another tenant's accounts."""
-    events = audit.list_events(catalog.engine, target=image_id, limit=AUDIT_LIMIT)
-    if insiders is None:
-        return events
-    return [e for e in events if e["outcome"] != REFUSED or e["actor"] in insiders]
+def _history(catalog: Catalog, actor: Actor, image_id: str) -> tuple[list[dict[str, Any]] | None, Msg | None]:
+    """The image's audit events, newest first, as the actor may read the trail (core.rules.access.audit_scope:
+    a tenant's owner reads its tenant's trail, without the refusals of accounts outside it); else None and
+    why not."""
+    try:
+        scope = access.audit_scope(actor)
+    except Forbidden as exc:
+        return None, exc.message
+    return audit.list_events(catalog.engine, target=image_id, tenant_id=scope, limit=AUDIT_LIMIT), None

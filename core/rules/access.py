@@ -83,12 +83,6 @@ def require_manage(actor: Actor, tenant_id: int, what: str) -> None:
         raise Forbidden("account {actor_name} may view but not change {what}", actor_name=actor.name, what=what)
 
 
-def may_read_audit(actor: Actor, tenant_id: int) -> bool:
-    """Who reads the audit trail of a tenant's resource (an image's history): platform admins, and the
-    tenant's owner. Members, even with `manage`, do not; the whole trail stays with admins."""
-    return actor.is_admin or (actor.role == Role.OWNER and actor.tenant_id == tenant_id)
-
-
 def audit_scope(actor: Actor) -> int | None:
     """Which audit trail the actor reads: None, all of it (platform admins); its tenant's id, that
     tenant's trail (its owner: core.catalog.audit.tenant_scope); anyone else is refused."""

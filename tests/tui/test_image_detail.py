@@ -4,12 +4,14 @@ history of the image, and each action from there, with core's reason when one do
 
 from __future__ import annotations
 
+import io
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from rich.console import Console
 from sqlmodel import select
 from textual.widgets import Input, Static
 from textual.widgets._footer import FooterKey
@@ -45,12 +47,15 @@ def notes(app: Any) -> list[str]:
 
 
 def section(app: Any, name: str) -> str:
-    """The text of one section of the detail as it is drawn now (wrapped lines joined by spaces)."""
+    """The text of one section of the detail as the screen draws it at its width (wrapped lines joined
+    by spaces); rendered from the section's content, so that no layout pass has to come first."""
     widget = app.screen.query_one(f"#detail-{name}", Static)
     if not widget.display:
         return ""
-    lines = widget.render_lines(widget.region.reset_offset)
-    return " ".join(" ".join(strip.text.split()) for strip in lines).strip()
+    console = Console(width=app.size.width - 4, file=io.StringIO(), color_system=None)  # padding and scrollbar
+    with console.capture() as capture:
+        console.print(widget.content)
+    return " ".join(" ".join(line.split()) for line in capture.get().splitlines()).strip()
 
 
 def screen_name(app: Any) -> str:
@@ -180,7 +185,7 @@ async def test_a_running_job_shows_its_phase_and_follows_it_live(images: Catalog
         await open_detail(pilot, "img-acme0003")
         work = section(app, "work")
         assert work.startswith("Work under way importing")
-        assert "downloading · 42% · 42M / 100M" in work
+        assert f"downloading · 42% · {human_size(42 * 1024**2)} / {human_size(100 * 1024**2)}" in work
         assert section(app, "state") == "work under way: looking again every 0.1 s"
         with db.write_session(images.engine) as session:
             job = session.exec(select(Job).where(Job.image_id == "img-acme0003")).one()
@@ -359,7 +364,7 @@ async def test_a_viewer_sees_the_image_but_may_change_nothing_nor_read_the_histo
         await open_detail(pilot, "img-acme0001")
         assert "web-frontend" in section(app, "image")
         history = section(app, "audit")
-        assert history == "History only platform admins and the tenant's owner may read its history"
+        assert history == "History only platform admins and tenant owners may read the audit trail"
         disabled = {str(key.description) for key in app.screen.query(FooterKey) if key.has_class("-disabled")}
         assert disabled == {"Edit", "Delete", "Create VM"}
         for key in ("e", "d", "c"):

@@ -150,9 +150,7 @@ class ImageDetailScreen(BaseScreen):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="▣")
-        with VerticalScroll(id="detail"):
-            for name in ("image", "work", "failure", "sizes", "vms", "links", "audit", "actions"):
-                yield Static("", id=f"detail-{name}")
+        yield VerticalScroll(id="detail")  # the sections, mounted with their content when it first arrives
         yield Static(_("loading…"), id="detail-state")
         yield Footer(compact=True)
 
@@ -225,10 +223,16 @@ class ImageDetailScreen(BaseScreen):
             "audit": self._audit_section(detail),
             "actions": self._actions_section(detail),
         }
+        scroll = self.query_one("#detail", VerticalScroll)
+        if not scroll.children:
+            # Mounted with their content: a Static updated before its first layout may keep the empty
+            # content's height (Textual caches its box model until the next layout request).
+            scroll.mount_all(Static(content or "", id=f"detail-{name}") for name, content in sections.items())
+        else:
+            for name, content in sections.items():
+                scroll.query_one(f"#detail-{name}", Static).update(content or "")
         for name, content in sections.items():
-            widget = self.query_one(f"#detail-{name}", Static)
-            widget.display = content is not None
-            widget.update(content or "")
+            scroll.query_one(f"#detail-{name}", Static).display = content is not None
         if not detail.under_way:
             state = _("nothing under way · ctrl+r looks again")
         elif self.refresh_seconds:
