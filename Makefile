@@ -16,15 +16,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Initialise a demo catalog under var/, start the gateway in the background, open the TUI;
-# quitting the TUI stops the gateway this target started (by its PID, kept in the shell: the
-# gateway's own data_dir/serve.pid is what tells the TUI it runs).
+# Initialise a demo catalog under var/ (seeded on the first run only), start the gateway in the
+# background (output appended to var/serve.log) and wait until it has bound every port, then open the
+# TUI; quitting the TUI stops that gateway. A gateway that cannot start stops make run with its reason
+# (exit 1); one that dies later is shown in the TUI, which then runs the jobs itself. See cli/run.py.
 run: install
-	$(BIN)/imagehub init --demo
-	@$(BIN)/imagehub serve >> var/serve.log 2>&1 & serve=$$!; \
-	$(BIN)/imagehub tui; status=$$?; \
-	kill $$serve 2>/dev/null; wait $$serve 2>/dev/null; \
-	exit $$status
+	@$(BIN)/python -m cli.run --demo
 
 lint: install
 	$(BIN)/ruff check .

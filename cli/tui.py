@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from cli.main import Context, Group, add_command
-from core.catalog.storage import SERVE_PID_FILE
+from core.catalog.storage import SERVE_PID_FILE as SERVE_PID_FILE  # the file serve announces itself in
 
 log = logging.getLogger("imagehub.tui")
 
@@ -36,17 +35,9 @@ def setup_file_logging(data_dir: Path) -> Path | None:
 
 def serve_running(data_dir: Path) -> bool:
     """Whether an `imagehub serve` of this data folder announces itself (then its worker runs the jobs)."""
-    try:
-        pid = int((data_dir / SERVE_PID_FILE).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, run by another user
-        return True
-    return True
+    from core.links.gateway_status import serve_alive
+
+    return serve_alive(data_dir)
 
 
 def cmd_tui(ctx: Context) -> int:
@@ -56,7 +47,11 @@ def cmd_tui(ctx: Context) -> int:
     log_path = setup_file_logging(settings.data_dir)
     catalog, actor = ctx.catalog, ctx.actor
     worker = {"on": True, "off": False}.get(ctx.args.worker, not serve_running(settings.data_dir))
-    app = ImagehubApp(catalog, actor, language=ctx.args.language, embedded_worker=worker, log_path=log_path)
+    # Relying on a serve's worker: if that serve goes away, the app says so and runs the jobs itself.
+    watch = ctx.args.worker == "auto" and not worker
+    app = ImagehubApp(
+        catalog, actor, language=ctx.args.language, embedded_worker=worker, log_path=log_path, watch_gateway=watch
+    )
     log.info("tui started by %s (embedded worker: %s)", actor.name, worker)
     try:
         app.run()

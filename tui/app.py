@@ -26,11 +26,14 @@ from core.catalog import db
 from core.catalog.catalog import Catalog
 from core.catalog.models import Tenant
 from core.rules.access import Actor
-from tui.i18n import N_, _, set_language
+from tui.i18n import N_, _, set_language, tr
 from tui.screens.base import report_error, translate_bindings
 from tui.widgets.format import plain, visible
 
 log = logging.getLogger("imagehub.tui")
+
+GATEWAY_CHECK_SECONDS = 3.0  # how often the TUI checks that the gateway it relies on still runs
+BANNER_SECONDS = 365 * 86400.0  # a notification that stays
 
 # Screen actions offered in the command palette (binding id prefix -> screen class name).
 PALETTE_SKIP = {"images.next", "images.previous", "images.status", "bin.next", "bin.previous"}
@@ -78,6 +81,8 @@ class ImagehubApp(App[None]):
         log_path: Path | None = None,
         refresh_seconds: float = 2.0,
         strict: bool = False,
+        watch_gateway: bool = False,
+        gateway_check_seconds: float = GATEWAY_CHECK_SECONDS,
     ) -> None:
         self.ui_language = set_language(catalog.settings.tui.language if language is None else language)
         super().__init__()
@@ -89,6 +94,9 @@ class ImagehubApp(App[None]):
         self.refresh_seconds = refresh_seconds
         self.strict = strict
         self.embedded_worker = embedded_worker
+        self.watch_gateway = watch_gateway
+        self.gateway_check_seconds = gateway_check_seconds
+        self.gateway_problem: str | None = None  # set once the gateway this app relied on is gone
         self.worker: Any = None
         self._worker_thread: threading.Thread | None = None
         self._prefetched: dict[Any, Future[Any]] = {}
@@ -130,6 +138,32 @@ class ImagehubApp(App[None]):
         self.push_screen(ImagesScreen(refresh_seconds=self.refresh_seconds))
         if self.embedded_worker:
             self.start_worker()
+        if self.watch_gateway:
+            self._gateway_timer = self.set_interval(self.gateway_check_seconds, self._check_gateway)
+
+    # ---- the gateway this app relies on ------------------------------------------------------
+
+    def _check_gateway(self) -> None:
+        self.run_worker(self._gateway_status, thread=True, group="gateway-watch", exclusive=True, exit_on_error=False)
+
+    def _gateway_status(self) -> None:
+        from core.links.gateway_status import gateway_status
+
+        status = gateway_status(self.catalog.settings)
+        if not status.running:
+            self.call_from_thread(self._gateway_gone, tr(status.reason or ""))
+
+    def _gateway_gone(self, reason: str) -> None:
+        """Say so on every screen, for as long as the app runs, and run the jobs here instead."""
+        if self.gateway_problem is not None:
+            return
+        self.gateway_problem = reason
+        self._gateway_timer.stop()
+        log.warning("gateway not running: %s; starting the embedded worker", reason)
+        banner = _("gateway not running: {reason}.").format(reason=reason)
+        banner += " " + _("Jobs now run in this TUI. Links name ports nobody answers until imagehub serve runs again.")
+        self.notify(banner, severity="error", timeout=BANNER_SECONDS)
+        self.start_worker()
 
     # ---- the embedded worker ---------------------------------------------------------------
 
