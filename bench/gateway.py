@@ -253,7 +253,7 @@ def run(args: argparse.Namespace, work: Path, servers: Servers) -> int:
         )  # fmt: skip
         image_id = image.id
     os.link(public / name, catalog.store.image_path(image_id, "raw"))
-    created = links.create_link(catalog, admin, image_id)
+    created = links.create_link(catalog, admin, image_id, "raw")  # the stored file itself, as nginx serves it
     if created.job_id is not None:
         worker = Worker(catalog, kinds=["export"], max_concurrent=1, label="bench")
         worker.run_until(created.job_id)

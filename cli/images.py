@@ -275,7 +275,12 @@ def _add_download_link(image: Any, common: argparse.ArgumentParser) -> None:
         json_flag=False,
     )
     p.add_argument("id", metavar="ID")
-    p.add_argument("--format", choices=["raw", "qcow2"], default="raw")
+    p.add_argument(
+        "--format",
+        choices=["qcow2", "raw"],
+        help="qcow2: compact, about the data the disk holds; raw: the whole virtual disk, zeros included "
+        "(default: links.default_format; an ISO is served as it is)",
+    )
     p.add_argument(
         "--ttl",
         type=whole_number,

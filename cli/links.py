@@ -12,7 +12,7 @@ from core.jobs import jobs
 from core.links import links
 
 
-def _prepare(ctx: Context, image_id: str, fmt: str) -> None:
+def _prepare(ctx: Context, image_id: str, fmt: str | None) -> None:
     """Make the file ready (export, checksum) before the link exists, so its lifetime starts usable."""
     job_id = links.prepare(ctx.catalog, ctx.actor, image_id, fmt)
     if job_id is None:
@@ -36,9 +36,9 @@ def cmd_download_link(ctx: Context) -> int:
     print(f"link {view['id']} to {view['image_id']} ({view['format']}), valid until {view['expires_at']}")
     if view["sha256"] is None:
         print("the file is being prepared; the link answers once it is ready (see `imagehub link list`)")
-    for key in ("filename", "sha256", "size", "http", "ftp", "sftp", "sftp_command"):
+    for key in ("filename", "sha256", "size", "virtual_size", "http", "ftp", "sftp", "sftp_command"):
         value = view.get(key)
-        if key == "size" and value is not None:
+        if key in ("size", "virtual_size") and value is not None:
             value = f"{human_size(value)} ({value} bytes)"
         print(f"{key + ':':14}{'-' if value is None else value}")
     return 0
@@ -87,7 +87,7 @@ def cmd_link_show(ctx: Context) -> int:
     for key, value in view.items():
         shown = (
             f"{human_size(value)} ({value} bytes)"
-            if key in ("size", "bytes_served", "bytes_received") and value is not None
+            if key in ("size", "virtual_size", "bytes_served", "bytes_received") and value is not None
             else value
         )
         print(f"{key + ':':14}{'-' if shown is None else shown}")

@@ -131,10 +131,15 @@ class LinksSettings(BaseModel):
     """Download links.
 
     ttl_seconds: default lifetime of a link (24 h); `--ttl` may only shorten it.
+    default_format: what a link to a disk image serves when no format is asked for: "qcow2"
+        (compact: about the data the disk holds) or "raw" (the whole virtual disk, zeros included).
+        An ISO is always served as it is. An import hashes the file it stores when default links
+        serve it (core.images.exports.hashed_at_import).
     """
 
     model_config = ConfigDict(extra="forbid")
     ttl_seconds: int = 86400
+    default_format: Literal["qcow2", "raw"] = "qcow2"
 
 
 class ImportSettings(BaseModel):

@@ -36,6 +36,7 @@ from core.catalog.catalog import Catalog
 from core.catalog.errors import Failed
 from core.catalog.models import Image, Job, Phase, Status
 from core.disk.convert import Limits
+from core.images import exports
 from core.images.images import record_import_failed
 from core.importer import convert, credentials, diskprobe, inspect, integrity, partitions, sources
 from core.importer.localfiles import check_local_file
@@ -63,7 +64,9 @@ def size_cap(target_bytes: int) -> int:
 
 def _remove_store_files(catalog: Catalog, image_id: str) -> None:
     for fmt in ("raw", "qcow2", "iso"):
-        catalog.store.image_path(image_id, fmt).unlink(missing_ok=True)
+        path = catalog.store.image_path(image_id, fmt)
+        path.unlink(missing_ok=True)
+        exports.sum_path(path).unlink(missing_ok=True)
 
 
 class LeaseKeeper:
@@ -243,16 +246,39 @@ def _run_import(ctx: JobContext, keeper: LeaseKeeper) -> None:
             diskprobe.check_disk(output, store_format, target_bytes, head)
         disk_format, virtual_size = store_format, target_bytes
 
+    # the stored file's checksum, so that a link serving it as it is is ready at once
+    final = catalog.store.image_path(image_id, disk_format)
+    hashed = output == source_file or exports.hashed_at_import(catalog.settings, disk_format)
+    if output == source_file:  # an ISO, kept as received: the transfer's SHA-256 is the file's
+        exports.write_sidecar(output, summary["sha256"], final.name)
+    elif hashed:
+        _checksum(ctx, keeper, output, final.name)
+
     # finishing
     ctx.progress(Phase.FINISHING, virtual_size, virtual_size, force=True)
-    final = catalog.store.image_path(image_id, disk_format)
     catalog.store.publish(output, final)
+    if hashed:
+        exports.publish_sidecar(output, final)
     try:
         _record_available(ctx, image_id, disk_format, virtual_size, summary["sha256"])
     except BaseException:
         final.unlink(missing_ok=True)
+        exports.sum_path(final).unlink(missing_ok=True)
         raise
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _checksum(ctx: JobContext, keeper: LeaseKeeper, path: Path, listed_name: str) -> None:
+    """Write the sidecar of the disk about to be stored (holes hashed from memory, not read), with
+    the job's progress in `checksum`."""
+    total = path.stat().st_size
+    ctx.progress(Phase.CHECKSUM, 0, total, force=True)
+
+    def report(done: int, size: int) -> None:
+        keeper.check()
+        ctx.progress(Phase.CHECKSUM, done, size)
+
+    exports.write_checksum(path, report, listed_name)
 
 
 def _read_summary(path: Path) -> dict[str, Any] | None:

@@ -297,6 +297,7 @@ def link_view(
         sha = exports.read_checksum(path)
         if sha is not None:
             size = path.stat().st_size
+    virtual_size = image.virtual_size if link.kind == DOWNLOAD and image is not None else None
     account = session.get(Account, link.account_id) if link.account_id else None
     view: dict[str, Any] = {
         "id": link.id,
@@ -306,6 +307,7 @@ def link_view(
         "filename": link.filename,
         "sha256": sha,
         "size": size,
+        "virtual_size": virtual_size,
         "state": verdict.state,
         "created_by": account.name if account else None,
         "created_at": iso(link.created_at),
@@ -325,21 +327,49 @@ def link_view(
 # ---- services -----------------------------------------------------------------------------------
 
 
-def _downloadable(session: Session, actor: Actor, image_id: str, fmt: str) -> tuple[Image, str]:
-    """The image (visible, `available`, with a file) and the format a link to it serves."""
+def _downloadable(
+    catalog: Catalog, session: Session, actor: Actor, image_id: str, fmt: str | None
+) -> tuple[Image, str]:
+    """The image (visible, `available`, with a file) and the format a link to it serves (`fmt`, or
+    when None links.default_format; an ISO as it is)."""
+    image = _downloadable_image(session, actor, image_id)
+    return image, exports.requested_format(catalog.settings, image, fmt)
+
+
+def _downloadable_image(session: Session, actor: Actor, image_id: str) -> Image:
     image = access.load_visible(session, actor, Image, image_id)
     lifecycle.require(image_id, image.status, Operation.DOWNLOAD)
     if not image.disk_format:
         raise ImagehubError("image {image_id} has no stored file", image_id=image_id)
-    return image, exports.effective_format(image, fmt)
+    return image
 
 
-def prepare(catalog: Catalog, actor: Actor, image_id: str, fmt: str = "raw") -> int | None:
-    """Start making what a link to (image, fmt) serves (an export, the checksum); the job to wait for.
+def download_choices(catalog: Catalog, actor: Actor, image_id: str) -> dict[str, Any]:
+    """What a link to `image_id` would serve, before one is made: the format given when none is
+    asked for, the disk's `virtual_size`, and per format (`formats`, the default first) the bytes to
+    download (`size`; `exact` false: an estimate, the export is not made yet) and whether they are
+    `mostly_zeros` (a raw disk's empty space)."""
+    with db.read_session(catalog.engine) as session:
+        image = _downloadable_image(session, actor, image_id)
+        default = exports.requested_format(catalog.settings, image, None)
+        sizes = sorted(exports.download_sizes(catalog, image), key=lambda found: found.format != default)
+        return {
+            "image_id": image.id,
+            "default_format": default,
+            "virtual_size": image.virtual_size,
+            "formats": [
+                {"format": s.format, "size": s.size, "exact": s.exact, "mostly_zeros": s.mostly_zeros} for s in sizes
+            ],
+        }
+
+
+def prepare(catalog: Catalog, actor: Actor, image_id: str, fmt: str | None = None) -> int | None:
+    """Start making what a link to (image, fmt) serves (an export, the checksum); the job to wait for
+    (None: the file and its checksum are ready). `fmt` None: links.default_format.
 
     Faces wait for it before `create_link`, so that a link's lifetime starts when it can be used."""
     with db.write_session(catalog.engine) as session:
-        image, served = _downloadable(session, actor, image_id, fmt)
+        image, served = _downloadable(catalog, session, actor, image_id, fmt)
         job = exports.ensure(catalog, session, image, served)
         return job.id if job is not None else None
 
@@ -391,12 +421,15 @@ def new_link(
     return link, token
 
 
-def create_link(catalog: Catalog, actor: Actor, image_id: str, fmt: str = "raw", ttl: int | None = None) -> Created:
-    """Record a link to `image_id` in format `fmt`, valid `ttl` seconds (at most links.ttl_seconds)."""
+def create_link(
+    catalog: Catalog, actor: Actor, image_id: str, fmt: str | None = None, ttl: int | None = None
+) -> Created:
+    """Record a link to `image_id` in format `fmt` (None: links.default_format; an ISO as it is),
+    valid `ttl` seconds (at most links.ttl_seconds)."""
     try:
         ttl = check_ttl(catalog, ttl)
         with db.write_session(catalog.engine) as session:
-            image, fmt = _downloadable(session, actor, image_id, fmt)
+            image, fmt = _downloadable(catalog, session, actor, image_id, fmt)
             link, token = new_link(
                 catalog,
                 session,

@@ -27,7 +27,7 @@ from tests.gateway.conftest import Gateway, Link
 from tests.gateway.test_http import request
 
 LINK_FIELDS = {
-    *("id", "kind", "image_id", "format", "filename", "sha256", "size", "state"),
+    *("id", "kind", "image_id", "format", "filename", "sha256", "size", "virtual_size", "state"),
     *("created_by", "created_at", "expires_at", "revoked_at", "bytes_served", "bytes_received"),
 }
 HTTP_STATUS = {links.ACTIVE: 200, links.PREPARING: 503}  # every other state: 403

@@ -1,11 +1,13 @@
 """Links through the command line and core: the JSON contract, TTL bounds, who may see and revoke, what the
-catalog keeps, and tokens kept out of logs."""
+catalog keeps, tokens kept out of logs, and the format served (qcow2 unless raw is asked for or configured)."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +31,7 @@ CONTRACT_FIELDS = {
 
 def test_download_link_json_matches_the_contract_and_urls_work(gw: Gateway, tmp_path) -> None:
     image_id = gw.image(size=200_000)
-    done = gw.cli("image", "download-link", image_id, "--json")
+    done = gw.cli("image", "download-link", image_id, "--format", "raw", "--json")
     assert done.returncode == 0, done.stderr
     view = json.loads(done.stdout)
     assert set(view) >= CONTRACT_FIELDS
@@ -178,3 +180,79 @@ def test_a_links_lifetime_starts_once_its_file_is_ready(gw: Gateway) -> None:
     export = jobs.latest_for_image(gw.catalog.engine, image_id)
     assert export.kind == "export" and export.state == jobs.DONE
     assert row["created_at"] >= iso(export.finished_at)
+
+
+def _cli_with(gw: Gateway, *args: str, config: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """The command line as acme-owner, with another config file or more environment variables."""
+    full = gw.env | {"IMAGEHUB_ACCOUNT": "acme-owner"} | env
+    if config is not None:
+        full["IMAGEHUB_CONFIG"] = str(config)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, env=full, cwd=gw.root, timeout=60
+    )
+
+
+def _config_with(gw: Gateway, name: str, links_table: str) -> Path:
+    """A config beside the gateway's (the same catalog) with a [links] table of its own."""
+    path = gw.root / name
+    path.write_text(gw.config.read_text() + "\n[links]\n" + links_table)
+    return path
+
+
+def test_a_new_link_serves_qcow2_and_its_checksum_is_the_served_files(gw: Gateway, tmp_path: Path) -> None:
+    image_id = gw.image(size=3 << 20)
+    done = gw.cli("image", "download-link", image_id, "--json")
+    assert done.returncode == 0, done.stderr
+    view = json.loads(done.stdout)
+    assert view["format"] == "qcow2" and view["filename"] == f"{image_id}.qcow2" and view["state"] == "active"
+    assert view["virtual_size"] == 3 << 20
+    out = tmp_path / view["filename"]
+    subprocess.run(["curl", "-sS", "--fail", "-o", str(out), view["http"]], check=True)
+    sums = subprocess.run(
+        ["curl", "-sS", "--fail", view["http"] + ".sha256"], check=True, capture_output=True, text=True
+    )
+    assert sums.stdout == f"{view['sha256']}  {view['filename']}\n"
+    (tmp_path / (view["filename"] + ".sha256")).write_text(sums.stdout)
+    checked = subprocess.run(
+        ["sha256sum", "-c", view["filename"] + ".sha256"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert checked.returncode == 0 and checked.stdout == f"{view['filename']}: OK\n", checked
+    assert view["size"] == out.stat().st_size
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(out)], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    assert info["format"] == "qcow2" and info["virtual-size"] == 3 << 20
+    export = gw.catalog.store.exports_dir / view["filename"]
+    assert export.with_name(export.name + ".sha256").read_text() == sums.stdout
+
+
+def test_raw_on_request_or_by_configuration(gw: Gateway) -> None:
+    image_id = gw.image(size=100_000)
+    raw_default = _config_with(gw, "raw-default.toml", 'default_format = "raw"\n')
+    for how in (
+        _cli_with(gw, "image", "download-link", image_id, "--json", config=raw_default),
+        _cli_with(gw, "image", "download-link", image_id, "--json", IMAGEHUB_LINKS__DEFAULT_FORMAT="raw"),
+        gw.cli("image", "download-link", image_id, "--format", "raw", "--json"),
+    ):
+        assert how.returncode == 0, how.stderr
+        view = json.loads(how.stdout)
+        assert view["format"] == "raw" and view["filename"] == f"{image_id}.raw" and view["state"] == "active"
+        assert view["size"] == view["virtual_size"] == 100_000
+    asked = _cli_with(gw, "image", "download-link", image_id, "--format", "qcow2", "--json", config=raw_default)
+    assert asked.returncode == 0 and json.loads(asked.stdout)["format"] == "qcow2", asked.stderr
+
+
+def test_an_unknown_default_format_is_refused_at_load(gw: Gateway) -> None:
+    image_id = gw.image(size=1000)
+    wrong = _config_with(gw, "vmdk-default.toml", 'default_format = "vmdk"\n')
+    for refused in (
+        _cli_with(gw, "image", "download-link", image_id, config=wrong),
+        _cli_with(gw, "image", "download-link", image_id, IMAGEHUB_LINKS__DEFAULT_FORMAT="vmdk"),
+    ):
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert refused.stderr.strip().splitlines() == [
+            "imagehub: error: invalid configuration: links.default_format: Input should be 'qcow2' or 'raw'"
+        ], refused.stderr
+    assert links.list_links(gw.catalog, gw.actor("acme-owner"), image_id) == []

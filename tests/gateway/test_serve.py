@@ -257,7 +257,7 @@ def test_sigterm_releases_the_lease_of_a_running_job(tmp_path: Path) -> None:
         image_id = gw.image(size=1000)
         with catalog.store.image_path(image_id, "raw").open("r+b") as handle:
             handle.truncate(64 * 1024**3)  # sparse: hashing it keeps the server's worker busy for a while
-        created = links.create_link(catalog, gw.actor("acme-owner"), image_id)
+        created = links.create_link(catalog, gw.actor("acme-owner"), image_id, "raw")
         assert created.job_id is not None
         deadline = time.monotonic() + 20
         while not ((job := jobs.get(catalog.engine, created.job_id)) and job.state == "running" and job.bytes_done):

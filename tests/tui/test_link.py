@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ from textual.widgets import Select, Static
 from core.catalog.catalog import Catalog
 from tests.conftest import People
 from tests.tui.conftest import make_app, move_to, settle
+from tui.widgets.format import human_size
 
 
 async def test_generate_links_shows_urls_expiry_and_checksum_and_copies(images: Catalog, people: People) -> None:
@@ -21,7 +23,9 @@ async def test_generate_links_shows_urls_expiry_and_checksum_and_copies(images: 
         await pilot.press("g")
         await settle(pilot)
         assert type(app.screen).__name__ == "LinkScreen"
-        assert app.screen.query_one("#format", Select).value == "raw"
+        assert app.screen.query_one("#format", Select).value == "qcow2"  # links.default_format
+        app.screen.query_one("#format", Select).value = "raw"
+        await settle(pilot)
         await pilot.press("ctrl+g")
         await settle(pilot)
         screen: Any = app.screen
@@ -55,3 +59,46 @@ async def test_link_for_an_importing_image_is_refused_with_core_message(images: 
         messages = [n.message for n in app._notifications]
         assert "image img-acme0003 is importing; it can be downloaded only when available" in messages
         assert type(app.screen).__name__ == "ImagesScreen"
+
+
+def _sparse_stored_file(catalog: Catalog, image_id: str, data: int, size: int) -> None:
+    """Make the image's stored raw file `size` bytes of which only the first `data` are written."""
+    path = catalog.store.image_path(image_id, "raw")
+    with path.open("wb") as handle:
+        handle.write(os.urandom(data))
+        handle.truncate(size)
+
+
+async def test_the_link_screen_shows_both_sizes_before_generating(images: Catalog, people: People) -> None:
+    _sparse_stored_file(images, "img-acme0001", 64 << 20, 20 << 30)  # 64 MiB of data on a 20 GiB disk
+    app = make_app(images, people.owner)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        move_to(app, "img-acme0001")
+        await pilot.press("g")
+        await settle(pilot)
+        screen: Any = app.screen
+        assert screen.link is None and screen.query_one("#format", Select).value == "qcow2"
+        lines = str(screen.query_one("#sizes", Static).render()).splitlines()
+        data, disk = human_size(64 << 20), human_size(20 << 30)
+        assert lines == [
+            f"▸ QCOW2 · about {data} to download (virtual disk {disk})",
+            f"  RAW · {disk} to download (mostly zeros)",
+        ]
+        screen.query_one("#format", Select).value = "raw"
+        await settle(pilot)
+        assert str(screen.query_one("#sizes", Static).render()).splitlines()[1].startswith(f"▸ RAW · {disk} ")
+
+
+async def test_the_configured_default_format_is_offered_first(images: Catalog, people: People) -> None:
+    images.settings.links.default_format = "raw"
+    app = make_app(images, people.owner, language="zh_CN")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        move_to(app, "img-acme0001")
+        await pilot.press("g")
+        await settle(pilot)
+        screen: Any = app.screen
+        assert screen.query_one("#format", Select).value == "raw"
+        first = str(screen.query_one("#sizes", Static).render()).splitlines()[0]
+        assert first == f"▸ RAW · 需下载 {human_size(512)}"  # the fixture's stored file: 512 bytes

@@ -89,17 +89,18 @@ def test_import_wizard(fixed_import_root: Catalog, people: People, snap_compare:
 FIXED_LINK = {
     "id": "lnk-fixed001",
     "image_id": "img-acme0001",
-    "format": "raw",
-    "filename": "img-acme0001.raw",
+    "format": "qcow2",
+    "filename": "img-acme0001.qcow2",
     "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-    "size": 21474836480,
+    "size": 67436544,
+    "virtual_size": 21474836480,
     "state": "active",
     "expires_at": "2026-01-03T03:04:05Z",
-    "http": "http://images.example.com:8080/d/lnk-fixed001.TOKEN/img-acme0001.raw",
-    "ftp": "ftp://lnk-fixed001.TOKEN@images.example.com:2121/img-acme0001.raw",
-    "sftp": "sftp://lnk-fixed001.TOKEN@images.example.com:2222/img-acme0001.raw",
+    "http": "http://images.example.com:8080/d/lnk-fixed001.TOKEN/img-acme0001.qcow2",
+    "ftp": "ftp://lnk-fixed001.TOKEN@images.example.com:2121/img-acme0001.qcow2",
+    "sftp": "sftp://lnk-fixed001.TOKEN@images.example.com:2222/img-acme0001.qcow2",
     "sftp_command": "sftp -P 2222 -o StrictHostKeyChecking=accept-new"
-    " lnk-fixed001.TOKEN@images.example.com:img-acme0001.raw .",
+    " lnk-fixed001.TOKEN@images.example.com:img-acme0001.qcow2 .",
 }
 
 
@@ -110,6 +111,9 @@ def test_link_screen(
     from core.links import links
 
     monkeypatch.setattr(links, "create_link", lambda *a, **k: links.Created(dict(FIXED_LINK), "TOKEN", None))
+    with images.store.image_path("img-acme0001", "raw").open("wb") as stored:  # 64 MiB on a 20 GiB disk
+        stored.write(b"\x01" * (64 << 20))
+        stored.truncate(20 << 30)
 
     async def generate(pilot: Any) -> None:
         await settle(pilot)

@@ -1,6 +1,10 @@
 """Download links: choose a format, generate, then the HTTP, FTP and SFTP URLs, the `sftp`
 command, the expiry and the SHA-256 — each copyable (OSC 52 clipboard) and selectable.
 
+Before anything is generated the screen says what each format costs to download (qcow2: about the
+data the disk holds; raw: the whole virtual disk, mostly zeros), and the format offered first is
+links.default_format; an ISO is offered only as it is.
+
 The link is made by core.links.links; when the file still has to be prepared (an export or its checksum),
 the screen polls the link until it is ready while the worker does the work.
 """
@@ -19,6 +23,8 @@ from textual.widgets import Button, Footer, Header, Label, Select, Static
 from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error, translate_bindings
 from tui.widgets.format import human_size, link_state_label, short_time, visible
+
+FORMAT_NAMES = {"qcow2": "QCOW2", "raw": "RAW", "iso": "ISO"}
 
 FIELDS = (
     ("http", N_("HTTP")),
@@ -71,6 +77,30 @@ class CopyFieldsScreen(BaseScreen):
         self.dismiss(None)
 
 
+def size_words(found: dict[str, Any], choices: dict[str, Any]) -> str:
+    """What a link in one format costs to download, in users' words: "QCOW2 · about 64 MB to
+    download (virtual disk 20 GB)", "RAW · 20 GB to download (mostly zeros)"."""
+    name = FORMAT_NAMES.get(found["format"], found["format"].upper())
+    size = human_size(found["size"])
+    virtual = human_size(choices.get("virtual_size"))
+    if found["format"] == "qcow2":
+        if found["exact"]:
+            return _("{format} · {size} to download (virtual disk {virtual})").format(
+                format=name, size=size, virtual=virtual
+            )
+        return _("{format} · about {size} to download (virtual disk {virtual})").format(
+            format=name, size=size, virtual=virtual
+        )
+    if found["mostly_zeros"]:
+        return _("{format} · {size} to download (mostly zeros)").format(format=name, size=size)
+    return _("{format} · {size} to download").format(format=name, size=size)
+
+
+def _size_line(found: dict[str, Any], choices: dict[str, Any], chosen: bool) -> Text:
+    """One format's line; the chosen format's is marked and bold."""
+    return Text.assemble("▸ " if chosen else "  ", (size_words(found, choices), "bold" if chosen else ""))
+
+
 class LinkScreen(CopyFieldsScreen):
     DEFAULT_CSS = """
     LinkScreen #choose { height: auto; padding: 1 1 0 1; }
@@ -79,6 +109,7 @@ class LinkScreen(CopyFieldsScreen):
     LinkScreen #choose > Label { padding: 0 1 0 0; width: auto; }
     LinkScreen #choose > Button { margin-left: 2; }
     LinkScreen #link-state { padding: 0 1; height: auto; }
+    LinkScreen #sizes { padding: 0 1 1 1; height: auto; }
     LinkScreen #fields { height: 1fr; }
     """
     BINDINGS = [
@@ -96,19 +127,21 @@ class LinkScreen(CopyFieldsScreen):
         self.poll_seconds = poll_seconds
         self.link: dict[str, Any] | None = None
         self.token: str | None = None
+        self.choices: dict[str, Any] | None = None  # what each format costs (core.links.download_choices)
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="▣")
         with Horizontal(id="choose"):
             yield Label(_("Format"))
             yield Select(
-                [("RAW", "raw"), (_("QCOW2 (smaller)"), "qcow2")],
-                value="raw",
+                self._format_options(),
+                value=self._default_format(),
                 allow_blank=False,
                 id="format",
                 compact=True,
             )
             yield Button(_("Generate links"), id="generate", variant="primary", compact=True)
+        yield Static("", id="sizes")
         yield Static(
             _("Links are valid for 24 hours and resume with curl -C -, wget -c, lftp or sftp."), id="link-state"
         )
@@ -117,12 +150,46 @@ class LinkScreen(CopyFieldsScreen):
                 yield CopyField(key, _(label))
         yield Footer(compact=True)
 
+    def _format_options(self) -> list[tuple[str, str]]:
+        if self.image.get("disk_format") == "iso":
+            return [("ISO", "iso")]
+        return [(_("QCOW2 (smaller)"), "qcow2"), ("RAW", "raw")]
+
+    def _default_format(self) -> str:
+        if self.image.get("disk_format") == "iso":
+            return "iso"
+        app: Any = self.app
+        return str(app.catalog.settings.links.default_format)
+
     def on_mount(self) -> None:
         self.title = "imagehub"
         self.sub_title = visible(_("Download {name} ({id})").format(name=self.image["name"], id=self.image["id"]))
         for field in self.query(CopyField):
             field.display = False
         self.query_one("#generate", Button).focus()
+        self._load_sizes()
+
+    @work(thread=True, exclusive=True, group="link-sizes", exit_on_error=False)
+    def _load_sizes(self) -> None:
+        from core.links.links import download_choices
+
+        app: Any = self.app
+        try:
+            choices = download_choices(app.catalog, app.actor, self.image["id"])
+        except Exception:  # the image went away: Generate says why
+            return
+        app.call_from_thread(self._show_sizes, choices)
+
+    def _show_sizes(self, choices: dict[str, Any]) -> None:
+        self.choices = choices
+        chosen = self.query_one("#format", Select).value
+        lines = [_size_line(found, choices, found["format"] == chosen) for found in choices["formats"]]
+        self.query_one("#sizes", Static).update(Text("\n").join(lines))
+
+    @on(Select.Changed, "#format")
+    def _format_changed(self) -> None:
+        if self.choices is not None:
+            self._show_sizes(self.choices)
 
     @on(Button.Pressed, "#generate")
     def action_generate(self) -> None:
