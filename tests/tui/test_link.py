@@ -102,3 +102,29 @@ async def test_the_configured_default_format_is_offered_first(images: Catalog, p
         assert screen.query_one("#format", Select).value == "raw"
         first = str(screen.query_one("#sizes", Static).render()).splitlines()[0]
         assert first == f"▸ RAW · 需下载 {human_size(512)}"  # the fixture's stored file: 512 bytes
+
+
+async def test_an_iso_is_offered_only_as_it_is(images: Catalog, people: People) -> None:
+    from core.catalog import db
+    from core.catalog.models import Image
+
+    with db.write_session(images.engine) as session:
+        image = session.get(Image, "img-acme0001")
+        assert image is not None
+        image.disk_format = "iso"
+        session.add(image)
+    stored = images.store.image_path("img-acme0001", "raw")
+    stored.rename(images.store.image_path("img-acme0001", "iso"))
+    app = make_app(images, people.owner, embedded_worker=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        move_to(app, "img-acme0001")
+        await pilot.press("g")
+        await settle(pilot)
+        screen: Any = app.screen
+        assert screen.query_one("#format", Select).value == "iso"
+        assert str(screen.query_one("#sizes", Static).render()) == f"▸ ISO · {human_size(512)} to download"
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert screen.link is not None and screen.link["format"] == "iso"
+        assert screen.query_one("#field-http").value.endswith("/img-acme0001.iso")
