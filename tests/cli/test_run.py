@@ -13,6 +13,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from core.catalog.settings import load_settings
 from core.links.gateway_status import pid_alive
 from tests.conftest import REPO, write_config
 from tests.gateway.conftest import GATEWAY_CONFIG
@@ -75,3 +76,10 @@ def test_the_tui_opens_once_the_gateway_is_up_and_quitting_stops_it(tmp_path: Pa
     log = (data_dir / "serve.log").read_text()
     assert log.startswith("an earlier run\n")  # appended, never overwritten
     assert "imagehub serve: http=127.0.0.1:" in log and "imagehub serve: stopped" in log
+
+
+def test_make_run_opens_the_admin_door_at_the_port_the_readme_shows() -> None:
+    settings = load_settings(REPO / "config" / "imagehub.toml")
+    assert settings.gateway.host == "127.0.0.1" and settings.gateway.admin_ssh_port == 2200
+    readme = (REPO / "README.md").read_text()
+    assert "account key add admin - <" in readme and "ssh -t -p 2200 admin@127.0.0.1" in readme
