@@ -227,8 +227,8 @@ async def test_vms_links_and_history_of_the_image(images: Catalog, people: Peopl
         assert "acme-owner" in links
         history = section(app, "audit")
         assert history.startswith("History (")
-        assert "acme-owner name or remark changed done" in history
-        assert "acme-owner download link made done" in history
+        assert "acme-owner edit image done" in history
+        assert "acme-owner make link done" in history
         assert "image.edit" not in history and "link.create" not in history
         assert_readable(app, 120)
 
@@ -262,7 +262,7 @@ async def test_edit_from_the_detail(images: Catalog, people: People) -> None:
         assert screen_name(app) == "ImageDetailScreen"
         assert "Saved db-main." in notes(app)
         assert "Name db-main" in section(app, "image")
-        assert "name or remark changed" in section(app, "audit")
+        assert "edit image" in section(app, "audit")
 
 
 async def test_delete_to_the_bin_behind_the_confirmation(images: Catalog, people: People) -> None:

@@ -23,7 +23,7 @@ from textual.dom import DOMNode
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 
-from core.catalog.models import JobState, Status
+from core.catalog.models import Status
 from core.catalog.vocabulary import LinkState
 from core.compute.drivers import DEFINED
 from core.compute.image_detail import ImageDetail, ServedFile, image_detail
@@ -31,6 +31,7 @@ from core.links.links import DOWNLOAD, UPLOAD, WORKBOOK
 from core.rules.display import visible
 from core.rules.lifecycle import Operation
 from tui.i18n import N_, _, tr
+from tui.screens.audit import OUTCOME_STYLES, action_label, outcome_label
 from tui.screens.base import BaseScreen, report_error
 from tui.screens.vms import vm_status_label
 from tui.widgets.format import (
@@ -52,34 +53,6 @@ OPERATIONS: dict[str, Operation] = {
     "create_vm": Operation.CREATE_VM,
 }
 
-# What the audit trail's actions are, in people's words; `_()` at use (an unknown one shows as it is).
-AUDIT_ACTIONS: dict[str, str] = {
-    "image.import": N_("import started"),
-    "image.capture": N_("capture started"),
-    "image.capture.done": N_("capture finished"),
-    "image.capture.failed": N_("capture failed"),
-    "image.edit": N_("name or remark changed"),
-    "image.delete": N_("moved to the recycle bin"),
-    "image.restore": N_("restored from the recycle bin"),
-    "image.destroy": N_("destroyed"),
-    "link.create": N_("download link made"),
-    "link.revoke": N_("link revoked"),
-    "upload.create": N_("upload link made"),
-    "upload.receive": N_("bytes uploaded"),
-    "upload.cancel": N_("upload cancelled"),
-    "upload.expire": N_("upload expired"),
-    "job.claim": N_("work started"),
-    "job.finish": N_("work ended"),
-    "vm.create": N_("VM created"),
-}
-AUDIT_OUTCOMES: dict[str, str] = {
-    "ok": N_("done"),
-    "refused": N_("refused"),
-    JobState.DONE: N_("done"),
-    JobState.FAILED: N_("failed"),
-    JobState.CANCELLED: N_("cancelled"),
-}
-OUTCOME_STYLES: dict[str, str] = {"refused": "yellow", JobState.FAILED: "red", JobState.CANCELLED: "yellow"}
 LINK_KINDS: dict[str, str] = {DOWNLOAD: N_("download"), UPLOAD: N_("upload"), WORKBOOK: N_("workbook")}
 
 
@@ -360,13 +333,12 @@ class ImageDetailScreen(BaseScreen):
         rows = []
         for event in detail.audit:
             outcome = event["outcome"]
-            action = event["action"]
             rows.append(
                 [
                     plain(short_time(event["at"])),
                     plain(event["actor"]),
-                    plain(_(AUDIT_ACTIONS[action]) if action in AUDIT_ACTIONS else action),
-                    plain(_(AUDIT_OUTCOMES.get(outcome, outcome)), OUTCOME_STYLES.get(outcome, "")),
+                    plain(action_label(event["action"])),
+                    plain(outcome_label(outcome), OUTCOME_STYLES.get(outcome, "")),
                     plain(event.get("reason") or ""),
                 ]
             )
