@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from core.catalog.errors import ImagehubError, Invalid
+from core.rules.display import human_size as human_size  # the one size format of the CLI and the TUI
 from core.rules.display import one_line
 
 if TYPE_CHECKING:
@@ -47,7 +48,28 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith(_REQUIRED):
+            message = required_in_words(message.removeprefix(_REQUIRED).split(", "))
         raise UsageError(message)
+
+
+_REQUIRED = "the following arguments are required: "
+
+
+def required_in_words(options: list[str]) -> str:
+    """argparse's missing options in people's words, each with the option to give:
+    `OS version is required (--os-version)`."""
+    from core.rules.validation import FIELD_WORDS
+
+    known = [option for option in options if option in FIELD_WORDS]
+    others = [option for option in options if option not in FIELD_WORDS]
+    if not known:
+        return _REQUIRED + ", ".join(options)
+    named = [str(FIELD_WORDS[option]) for option in known]
+    words = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    verb = "is" if len(known) == 1 else "are"
+    text = f"{words} {verb} required ({', '.join(known)})"
+    return text + (f"; also required: {', '.join(others)}" if others else "")
 
 
 def emit_json(document: Any) -> None:
@@ -85,17 +107,6 @@ def emit_json_array(items: Iterable[Any], *, pretty: bool = True) -> None:
         write(("[\n  " if first else ",\n  ") + body)
         first = False
     write("[]\n" if first else "\n]\n")
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit in ("B", "GiB", "TiB") else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(size)
 
 
 def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
@@ -195,7 +206,7 @@ GROUPS: tuple[Group, ...] = (
     Group("tenant", "cli.accounts", "tenants (admin only)"),
     Group("account", "cli.accounts", "accounts"),
     Group("image", "cli.images", "images"),
-    Group("audit", "cli.audit", "the audit trail (admin only)"),
+    Group("audit", "cli.audit", "the audit trail (admins; a tenant owner: its tenant's)"),
     Group("link", "cli.links", "download links"),
     Group("vm", "cli.vms", "VMs made from images"),
     Group("serve", "cli.serve", "run the download gateway and the job worker"),
