@@ -85,7 +85,7 @@ class VmsScreen(BaseScreen):
         super().__init__()
         self.refresh_seconds = refresh_seconds
         self.rows: list[dict[str, Any]] = []
-        self.loading = False
+        self.fetching = False
         self._wide: bool | None = None
         self._closed = False
 
@@ -215,11 +215,11 @@ class VmsScreen(BaseScreen):
     # ---- loading --------------------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loading = True
+        self.fetching = True
         self._load()
 
     def _tick(self) -> None:
-        if self.is_current and not self.loading:
+        if self.is_current and not self.fetching:
             self.reload()
 
     @work(thread=True, exclusive=True, group="vm-list", exit_on_error=False)
@@ -233,12 +233,12 @@ class VmsScreen(BaseScreen):
         app.call_from_thread(self._loaded, rows)
 
     def _loaded(self, rows: list[dict[str, Any]]) -> None:
-        self.loading = False
+        self.fetching = False
         if not self._closed:
             self._render_rows(rows)
 
     def _load_failed(self, exc: Exception) -> None:
-        self.loading = False
+        self.fetching = False
         if not self._closed:
             report_error(self, exc, _("VMs"))
 
