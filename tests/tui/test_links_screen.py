@@ -282,3 +282,23 @@ async def test_a_link_made_closed_reopened_revoked_and_then_refused_by_curl(gate
         assert "revoked" in row_of(app, link_id)
     assert [link["state"] for link in list_links(catalog, owner)] == [LinkState.REVOKED]
     assert http_code(url) == "403"
+
+
+async def test_detail_copies_the_addresses_of_a_workbook_made_in_this_session(images: Catalog, people: People) -> None:
+    app = make_app(images, people.owner)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("x")  # the workbook link screen makes the link
+        await settle(pilot)
+        made: Any = app.screen
+        assert type(made).__name__ == "WorkbookLinkScreen"
+        view = dict(made.link)
+        await pilot.press("escape")
+        await open_links(pilot)
+        move_to_link(app, view["id"])
+        await pilot.press("enter")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "LinkDetailScreen"
+        assert app.screen.query_one("#field-http").value == view["http"]
+        await pilot.press("c")
+        assert app.clipboard == view["http"]

@@ -93,6 +93,9 @@ class UploadScreen(CopyFieldsScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        from tui.screens.links import remember_urls
+
+        remember_urls(self.app, self.upload)  # the links screen shows them again during this session
         self.title = "imagehub"
         self.sub_title = visible(_("Upload {name} ({id})").format(name=self.image["name"], id=self.image["id"]))
         commands: dict[str, str] = self.upload.get("commands") or {}

@@ -48,7 +48,10 @@ class WorkbookLinkScreen(CopyFieldsScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        from tui.screens.links import remember_urls
+
         view = self.link
+        remember_urls(self.app, view)  # the links screen shows them again during this session
         self.title = "imagehub"
         self.sub_title = _("Excel workbook of {n} images").format(n=view.get("rows", "?"))
         size = f" · {human_size(view['size'])}" if view.get("size") else ""
