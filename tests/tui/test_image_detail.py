@@ -402,3 +402,27 @@ async def test_in_chinese_every_label_is_translated(images: Catalog, people: Peo
         assert "虚拟大小" in sizes and "以 QCOW2 下载" in sizes
         assert "状态 可用" in section(app, "image")
         assert_readable(app, size[0])
+
+
+async def test_vms_links_and_history_in_chinese_fit_80x24(images: Catalog, people: People) -> None:
+    create_vm(images, people.owner, "img-acme0001", "app01", PASSWORD)
+    create_link(images, people.owner, "img-acme0001", "raw")
+    app = make_app(images, people.owner, language="zh_CN")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_detail(pilot, "img-acme0001")
+        assert section(app, "vms").startswith("由此镜像创建的虚拟机（1）")
+        assert "仅定义（无计算驱动）" in section(app, "vms")
+        assert section(app, "links").startswith("链接（1）")
+        assert section(app, "audit").startswith("历史记录（")
+        assert_readable(app, 80)
+
+
+async def test_the_command_palette_way_answers_with_the_reason_too(images: Catalog, people: People) -> None:
+    app = make_app(images, people.owner)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await open_detail(pilot, "img-acme0003")
+        await app.screen.run_action("link")
+        await settle(pilot)
+        assert screen_name(app) == "ImageDetailScreen"
+        [note] = notes(app)
+        assert "it can be downloaded only when" in note

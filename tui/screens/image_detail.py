@@ -24,25 +24,22 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 
 from core.catalog.models import Status
-from core.catalog.vocabulary import LinkState
 from core.compute.drivers import DEFINED
 from core.compute.image_detail import ImageDetail, ServedFile, image_detail
-from core.links.links import DOWNLOAD, UPLOAD, WORKBOOK
 from core.rules.display import visible
 from core.rules.lifecycle import Operation
 from tui.i18n import N_, _, tr
 from tui.screens.audit import OUTCOME_STYLES, action_label, outcome_label
 from tui.screens.base import BaseScreen, report_error
+from tui.screens.links import STATE_STYLES, format_label, kind_label, state_word
 from tui.screens.vms import vm_status_label
 from tui.widgets.format import (
     human_size,
-    link_state_label,
     plain,
     progress_line,
     short_time,
     status_cell,
     status_label,
-    upload_state_label,
 )
 
 # The actions of the screen that core may refuse, by the operation it checks.
@@ -52,8 +49,6 @@ OPERATIONS: dict[str, Operation] = {
     "link": Operation.DOWNLOAD,
     "create_vm": Operation.CREATE_VM,
 }
-
-LINK_KINDS: dict[str, str] = {DOWNLOAD: N_("download"), UPLOAD: N_("upload"), WORKBOOK: N_("workbook")}
 
 
 def _grid(rows: Iterable[tuple[str, RenderableType]]) -> Table:
@@ -88,10 +83,6 @@ def _bytes(size: int | None) -> str:
     return _("{size} ({n} bytes)").format(size=human_size(size), n=f"{size:,}")
 
 
-def _format_name(fmt: str) -> str:
-    return fmt.upper()
-
-
 class ImageDetailScreen(BaseScreen):
     """The detail of one image; dismissed with None (the list reloads behind it)."""
 
@@ -117,7 +108,7 @@ class ImageDetailScreen(BaseScreen):
         self.image = image  # the list's row until the detail arrives
         self.refresh_seconds = refresh_seconds
         self.detail: ImageDetail | None = None
-        self.loading = False
+        self.fetching = False
         self._timer: Timer | None = None
         self._closed = False
 
@@ -144,11 +135,11 @@ class ImageDetailScreen(BaseScreen):
     # ---- loading ---------------------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loading = True
+        self.fetching = True
         self._load()
 
     def _tick(self) -> None:
-        if self.is_current and not self.loading:
+        if self.is_current and not self.fetching:
             self.reload()
 
     @work(thread=True, exclusive=True, group="image-detail", exit_on_error=False)
@@ -162,14 +153,14 @@ class ImageDetailScreen(BaseScreen):
         app.call_from_thread(self._loaded, detail)
 
     def _load_failed(self, exc: Exception) -> None:
-        self.loading = False
+        self.fetching = False
         if self._closed:
             return
         report_error(self, exc, _("Image detail"))
         self.query_one("#detail-state", Static).update(plain(_("could not be read; ctrl+r tries again")))
 
     def _loaded(self, detail: ImageDetail) -> None:
-        self.loading = False
+        self.fetching = False
         if self._closed:
             return
         self.detail = detail
@@ -253,7 +244,7 @@ class ImageDetailScreen(BaseScreen):
             (_("Virtual size"), plain(_bytes(image.get("virtual_size")))),
         ]
         if image.get("disk_format"):
-            fmt = _format_name(image["disk_format"])
+            fmt = format_label(image["disk_format"])
             stored = _("{format}, {size}").format(format=fmt, size=_bytes(detail.stored_size))
             if detail.allocated is not None:
                 stored += " · " + _("{size} used on disk").format(size=human_size(detail.allocated))
@@ -261,7 +252,7 @@ class ImageDetailScreen(BaseScreen):
         else:
             rows.append((_("Stored file"), plain(_("none yet"), "dim")))
         for served in detail.served:
-            label = _("Download as {format}").format(format=_format_name(served.format))
+            label = _("Download as {format}").format(format=format_label(served.format))
             rows.append((label, self._served_size(served)))
         return _section(_("Sizes and checksums"), _grid(rows), self._checksums(detail))
 
@@ -270,7 +261,7 @@ class ImageDetailScreen(BaseScreen):
         """Each checksum under the name of what it covers, on a line of its own (64 characters fit at 80 columns)."""
         entries = [(_("SHA-256 of the source as imported"), detail.image.get("sha256"), _("not known"))]
         for served in detail.served:
-            label = _("SHA-256 of the {format} file a link serves").format(format=_format_name(served.format))
+            label = _("SHA-256 of the {format} file a link serves").format(format=format_label(served.format))
             entries.append((label, served.sha256, _("computed when the first link is made")))
         lines = [
             Text.assemble((label, "bold"), "\n  ", (visible(value), "") if value else (missing, "dim"))
@@ -306,19 +297,16 @@ class ImageDetailScreen(BaseScreen):
         if not detail.links:
             return _section(title, plain(_("none"), "dim"))
         rows = []
-        for link in detail.links:
-            kind = link["kind"]
-            state = upload_state_label(link["state"]) if kind == UPLOAD else link_state_label(link["state"])
-            style = "green" if link["state"] == LinkState.ACTIVE else "dim"
+        for link in detail.links:  # in the links screen's words (l on the image list has the whole sentences)
             rows.append(
                 [
                     plain(link["id"]),
-                    plain(_(LINK_KINDS.get(kind, kind))),
-                    plain(_format_name(link["format"])),
+                    plain(kind_label(link["kind"])),
+                    plain(format_label(link["format"])),
                     plain(human_size(link.get("size"))),
                     plain(short_time(link.get("expires_at"))),
                     plain(link.get("created_by") or "-"),
-                    plain(state, style),
+                    plain(state_word(link), STATE_STYLES.get(link["state"], "")),
                 ]
             )
         headers = (_("ID"), _("Kind"), _("Format"), _("Size"), _("Expires"), _("By"), _("State"))
