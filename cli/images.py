@@ -30,6 +30,7 @@ from core.catalog.errors import Invalid
 from core.catalog.reader import open_sqlite_reader
 from core.images.query import SORTABLE, ImageQuery, read_views
 from core.rules.actor import Actor, find_actor
+from core.rules.display import os_words, size_in_gb, status_word
 
 if TYPE_CHECKING:
     from core.images.images import BatchResult
@@ -80,11 +81,53 @@ def cmd_image_list(ctx: Context) -> int:
         emit_json_array(listed_images(ctx, query), pretty=pretty_json(a))
         return 0
     rows = [
-        (i["id"], i["name"], i["os_type"], i["os_name"], i["status"], human_size(i["virtual_size"]), i["created_at"])
+        (
+            i["id"],
+            i["name"],
+            i["os_type"],
+            os_words(i["platform"], i["os_version"]),
+            i["arch"],
+            status_word(i["status"]),
+            size_in_gb(i["virtual_size"]),
+            i["created_at"],
+        )
         for i in listed_images(ctx, query)
     ]
-    print_table(rows, ("ID", "NAME", "SYSTEM TYPE", "OS", "STATUS", "SIZE", "CREATED"))
+    print_table(rows, ("ID", "NAME", "SYSTEM TYPE", "OS", "ARCH", "STATUS", "SIZE (GB)", "CREATED"))
     return 0
+
+
+# `image show`: each field in people's words (the TUI's), in this order; `--json` keeps the contract's names.
+SHOWN_FIELDS = (
+    ("id", "ID"),
+    ("name", "name"),
+    ("description", "description"),
+    ("tenant", "tenant"),
+    ("os_type", "system type"),
+    ("os", "OS"),
+    ("arch", "architecture"),
+    ("status", "status"),
+    ("error", "reason"),
+    ("disk_format", "disk format"),
+    ("virtual_size", "size (GB)"),
+    ("target_size_gb", "target size (GB)"),
+    ("sha256", "SHA-256"),
+    ("source", "source"),
+    ("created_at", "created"),
+    ("updated_at", "updated"),
+)
+LABEL_WIDTH = 18
+
+
+def _shown_value(image: dict[str, Any], key: str) -> Any:
+    if key == "os":
+        return os_words(image["platform"], image["os_version"])
+    if key == "status":
+        return status_word(image["status"])
+    if key == "virtual_size":
+        size = image["virtual_size"]
+        return None if size is None else f"{size_in_gb(size)} ({size} bytes)"
+    return image[key]
 
 
 def cmd_image_show(ctx: Context) -> int:
@@ -94,37 +137,17 @@ def cmd_image_show(ctx: Context) -> int:
     if ctx.args.json:
         emit_json(image)
         return 0
-    fields = (
-        "id",
-        "name",
-        "description",
-        "tenant",
-        "os_type",
-        "os_name",
-        "status",
-        "error",
-        "disk_format",
-        "virtual_size",
-        "target_size_gb",
-        "sha256",
-        "source",
-        "created_at",
-        "updated_at",
-    )
-    for key in fields:
-        value = image[key]
-        if key == "virtual_size":
-            value = f"{human_size(value)} ({value} bytes)" if value is not None else "-"
-        print(f"{key + ':':16}{'-' if value in (None, '') else value}")
+    for key, label in SHOWN_FIELDS:
+        value = _shown_value(image, key)
+        print(f"{label + ':':{LABEL_WIDTH}}{'-' if value in (None, '') else value}")
     if image["vms"]:
-        print(f"{'vms:':16}{', '.join(image['vms'])}")
+        print(f"{'VMs:':{LABEL_WIDTH}}{', '.join(image['vms'])}")
     progress = image.get("progress")
     if progress:
         done, total = progress["bytes_done"], progress["bytes_total"]
         pct = f" {100 * done / total:.0f}%" if total else ""
-        print(
-            f"{'progress:':16}{progress['phase'] or progress['state']}{pct} ({human_size(done)} of {human_size(total)})"
-        )
+        phase = progress["phase"] or progress["state"]
+        print(f"{'progress:':{LABEL_WIDTH}}{phase}{pct} ({human_size(done)} of {human_size(total)})")
     return 0
 
 

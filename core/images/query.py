@@ -38,6 +38,7 @@ SORTABLE = {
     "id": "image.id",
     "os_type": "image.os_type",
     "os": "image.platform",
+    "arch": "image.arch",
     "status": "image.status",
     "size": "image.virtual_size",
     "created_at": "image.created_at",

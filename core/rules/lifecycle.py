@@ -18,6 +18,7 @@ from core.catalog import audit
 from core.catalog.clock import utcnow
 from core.catalog.errors import N_, Conflict, Either, Msg
 from core.catalog.models import Image, Status
+from core.rules.display import STATUS_WORDS
 
 
 class Operation(StrEnum):
@@ -62,8 +63,9 @@ def require(image_id: str, status: str, operation: Operation) -> None:
     """Raise Conflict (exit 5) unless `operation` is allowed in `status`."""
     if allows(status, operation):
         return
-    allowed = Either(Msg(value) for value in sorted(ALLOWED[operation]))
-    raise Conflict(_REFUSAL[operation], image_id=image_id, status=Msg(status), allowed=allowed)
+    # Statuses in people's words (`import failed`), which the TUI translates in turn.
+    allowed = Either(Msg(STATUS_WORDS[value]) for value in sorted(ALLOWED[operation]))
+    raise Conflict(_REFUSAL[operation], image_id=image_id, status=Msg(STATUS_WORDS[status]), allowed=allowed)
 
 
 # Every status change an image may make: from-status -> allowed to-statuses (the diagram above).

@@ -1,7 +1,8 @@
 """Field rules for image metadata, shared by the CLI, the TUI (as you type) and the import pipeline.
 
 Each check returns the canonical value or raises `Invalid` with one line naming the field and what
-is allowed. Field names are those of the command line (`os-version`, `size-gb`...).
+is allowed. Fields are named in people's words (`OS version`, `size (GB)`), the same on the command
+line and in the TUI; `FIELD_WORDS` maps each command-line option to its word.
 """
 
 from __future__ import annotations
@@ -10,12 +11,22 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from core.catalog.errors import Invalid
+from core.catalog.errors import Invalid, Msg
 from core.catalog.osmatrix import OsMatrix
 
 NAME_MAX = 64
 DESCRIPTION_MAX = 256
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+# Each image field in people's words, by its command-line option (the CLI names both in usage errors).
+FIELD_WORDS: dict[str, Msg] = {
+    "--name": Msg("name"),
+    "--os-type": Msg("OS type"),
+    "--platform": Msg("platform"),
+    "--arch": Msg("architecture"),
+    "--os-version": Msg("OS version"),
+    "--size-gb": Msg("size (GB)"),
+}
 
 
 def _has_control(text: str) -> bool:
@@ -48,7 +59,8 @@ def check_description(value: str | None) -> str:
     return text
 
 
-def _choose(field: str, value: str | None, allowed: list[str], context: str = "") -> str:
+def _choose(option: str, value: str | None, allowed: list[str], context: str = "") -> str:
+    field = FIELD_WORDS[option]
     if not allowed:
         if context:
             raise Invalid("{field}: nothing is offered for {context}", field=field, context=context)
@@ -88,12 +100,12 @@ class OsChoice:
 def check_os(
     matrix: OsMatrix, os_type: str | None, platform: str | None, arch: str | None, os_version: str | None
 ) -> OsChoice:
-    """os-type -> platform -> arch -> os-version, each against the OS matrix."""
-    chosen_type = _choose("os-type", os_type, matrix.os_types)
-    chosen_platform = _choose("platform", platform, matrix.platforms_for(chosen_type), chosen_type)
-    chosen_arch = _choose("arch", arch, matrix.arches_for(chosen_platform), chosen_platform)
+    """OS type -> platform -> architecture -> OS version, each against the OS matrix."""
+    chosen_type = _choose("--os-type", os_type, matrix.os_types)
+    chosen_platform = _choose("--platform", platform, matrix.platforms_for(chosen_type), chosen_type)
+    chosen_arch = _choose("--arch", arch, matrix.arches_for(chosen_platform), chosen_platform)
     chosen_version = _choose(
-        "os-version",
+        "--os-version",
         os_version,
         matrix.versions_for(chosen_platform, chosen_arch),
         f"{chosen_platform} {chosen_arch}",
@@ -104,13 +116,11 @@ def check_os(
 def check_size_gb(value: object, minimum: int, maximum: int) -> int:
     text = str(value).strip() if value is not None else ""
     if not re.fullmatch(r"\d+", text):
-        raise Invalid(
-            "size-gb must be a whole number of GB from {minimum} to {maximum}", minimum=minimum, maximum=maximum
-        )
+        raise Invalid("size (GB) must be a whole number from {minimum} to {maximum}", minimum=minimum, maximum=maximum)
     size = int(text)
     if size < minimum or size > maximum:
         raise Invalid(
-            "size-gb {size} is out of range; choose {minimum} to {maximum} GB",
+            "size (GB) {size} is out of range; choose {minimum} to {maximum} GB",
             size=size,
             minimum=minimum,
             maximum=maximum,

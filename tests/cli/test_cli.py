@@ -71,7 +71,10 @@ def test_list_and_show_json_carry_the_contract_fields(cli, demo):
     assert shown["os_name"] == "CentOS 7.6 x86_64" and shown["virtual_size"] == 40 * 1024**3
     assert shown["tenant"] == "demo"
     text = cli("image", "show", demo["db-primary"])
-    assert text.code == 0 and "CentOS 7.6 x86_64" in text.out
+    assert (
+        text.code == 0 and "\nOS:               CentOS 7.6\n" in text.out and "\narchitecture:     x86_64\n" in text.out
+    )
+    assert "\nsize (GB):        40 (42949672960 bytes)\n" in text.out
 
 
 def test_filters(cli, demo):

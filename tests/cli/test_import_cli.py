@@ -162,8 +162,8 @@ def test_import_without_wait_leaves_the_job_queued(cli: Any, people: People, tmp
         (import_args("--file", "/nonexistent.qcow2"), "file /nonexistent.qcow2 is not in an import folder"),
         (import_args("--file", "/etc/hostname"), "file /etc/hostname is not in an import folder"),
         (import_args("--file", "missing.qcow2"), "file missing.qcow2 does not exist"),
-        (import_args("--file", "/etc/hostname", size="10"), "size-gb 10 is out of range"),
-        (import_args("--file", "/etc/hostname", size="501"), "size-gb 501 is out of range"),
+        (import_args("--file", "/etc/hostname", size="10"), "size (GB) 10 is out of range"),
+        (import_args("--file", "/etc/hostname", size="501"), "size (GB) 501 is out of range"),
         (import_args("--url", "file:///etc/passwd"), "url scheme file is not allowed"),
         (import_args("--url", "http://169.254.169.254/latest/"), "source refused by the network policy"),
         (import_args("--file", "/etc/hostname", extra=("--sha256", "abc")), "sha256 must be 64 hexadecimal digits"),
@@ -172,6 +172,19 @@ def test_import_without_wait_leaves_the_job_queued(cli: Any, people: People, tmp
             "not allowed with argument",
         ),
         (["image", "import", "--name", "x", *OS_ARGS, "--size-gb", "20"], "one of the arguments --file --url"),
+        (
+            ["image", "import", "--name", "x", "--file", "a", *OS_ARGS[:-2], "--size-gb", "20"],
+            "error: OS version is required (--os-version)",
+        ),
+        (
+            ["image", "import", "--name", "x", "--file", "a", *OS_ARGS[:-2]],
+            "error: OS version and size (GB) are required (--os-version, --size-gb)",
+        ),
+        (import_args("--file", "/etc/hostname", size="big"), "size (GB) must be a whole number from 20 to 500"),
+        (
+            ["image", "import", "--name", "x", "--file", "a", *OS_ARGS[:-1], "", "--size-gb", "20"],
+            "OS version is required; choose one of 6.5, 6.6",
+        ),
     ],
 )
 def test_bad_values_exit_2_and_create_nothing(cli: Any, people: People, args: list[str], message: str) -> None:
@@ -270,7 +283,7 @@ def test_wait_shows_a_progress_bar_on_a_terminal(people: People, config_path: Pa
             assert behaviour.reached.wait(30)
             child.expect(r"\[#*-+\] +\d+% downloading +\d")
             behaviour.release.set()
-            child.expect(r"available \(raw, 20 GiB")
+            child.expect(r"available \(raw, 20 GB")
             child.expect(pexpect.EOF)
         finally:
             child.close()
@@ -331,7 +344,7 @@ def test_image_show_reports_the_progress_of_a_running_import(
     assert shown["status"] == "importing"
     assert progress["phase"] == "downloading" and progress["state"] == "running"
     assert progress["bytes_total"] == disk.stat().st_size and 0 < progress["bytes_done"] <= 8 << 20
-    assert "progress:       downloading" in text
+    assert "\nprogress:         downloading " in text
 
 
 def test_server_files_outside_the_import_folders_are_refused(cli: Any, people: People, config_path) -> None:

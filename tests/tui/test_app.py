@@ -97,7 +97,7 @@ async def test_importing_image_shows_progress(images: Catalog, people: People) -
         move_to(app, "img-acme0003")
         await pilot.pause()
         detail = str(app.screen.query_one("#list-detail", Static).render())
-        assert "42%" in detail and "download" in detail and "2.0M/s" in detail and "left" in detail
+        assert "42%" in detail and "download" in detail and "2 MB/s" in detail and "left" in detail
 
 
 async def test_batch_delete_reports_each_image_and_one_refusal_does_not_stop_the_others(

@@ -43,7 +43,7 @@ def test_english_is_exactly_what_the_cli_prints() -> None:
     too_long = refusal(validation.check_name, "x" * 65)
     assert str(too_long) == "name is 65 characters long; at most 64 are allowed" == tr(too_long)
     busy = refusal(lifecycle.require, "img-1", "importing", Operation.DELETE)
-    assert tr(busy) == str(busy) == "image img-1 is importing; it can be deleted only when available or import_failed"
+    assert tr(busy) == str(busy) == ("image img-1 is importing; it can be deleted only when available or import failed")
     nested = NotFound("{what} not found", what=Msg("image {image_id}", image_id="img-9"))
     assert tr(nested) == str(nested) == "image img-9 not found"
     assert tr("HTTP 404 from source") == "HTTP 404 from source"

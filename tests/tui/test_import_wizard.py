@@ -43,7 +43,7 @@ async def test_wizard_checks_fields_as_you_type_with_core_messages(images: Catal
         assert message(app, "name") == "name is 65 characters long; at most 64 are allowed"
         screen.query_one("#size", Input).value = "10"
         await pilot.pause()
-        assert message(app, "size") == "size-gb 10 is out of range; choose 20 to 500 GB"
+        assert message(app, "size") == "size (GB) 10 is out of range; choose 20 to 500 GB"
         screen.query_one("#sha256", Input).value = "abc"
         await pilot.pause()
         assert message(app, "sha256") == "sha256 must be 64 hexadecimal digits"
@@ -66,7 +66,7 @@ async def test_wizard_checks_fields_as_you_type_with_core_messages(images: Catal
         await pilot.press("ctrl+s")
         await settle(pilot)
         assert type(app.screen).__name__ == "ImportWizard"
-        assert message(app, "os").startswith("os-version is required")
+        assert message(app, "os").startswith("OS version is required")
         await pilot.press("escape")
         await settle(pilot)
         assert type(app.screen).__name__ == "ImagesScreen"

@@ -8,7 +8,7 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Input, Tab, Tabs
+from textual.widgets import DataTable, Header, Input, Tab, Tabs
 
 from core.accounts.accounts import list_tenants
 from core.catalog.errors import ImagehubError
@@ -20,6 +20,7 @@ from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error
 from tui.screens.batch import names_list, result_lines, summary
 from tui.screens.confirm import ChooseScreen, ConfirmScreen, ResultsScreen
+from tui.widgets.footer import FittingFooter
 from tui.widgets.format import status_labels
 from tui.widgets.image_list import COLUMNS, SORT_KEYS, ImageList
 
@@ -49,15 +50,13 @@ class ImagesScreen(BaseScreen):
         Binding("l", "links", N_("Links"), id="images.links", tooltip=N_("Every download and upload link"), show=False),
         Binding("a", "audit", N_("Audit"), id="images.audit", tooltip=N_("The audit trail"), show=False),
         Binding("v", "detail", N_("Detail"), id="images.detail", tooltip=N_("All about the image (Enter)"), show=False),
-        Binding("space", "select", N_("Select"), id="images.select", tooltip=N_("Select or unselect"), show=False),
-        Binding("g", "link", N_("Download"), id="images.link", tooltip=N_("Generate download links"), show=False),
-        Binding(
-            "c", "create_vm", N_("Create VM"), id="images.vm", tooltip=N_("Create a VM from the image"), show=False
-        ),
-        Binding("x", "export", N_("Export"), id="images.export", tooltip=N_("Export the list to Excel"), show=False),
-        Binding("s", "sort", N_("Sort"), id="images.sort", tooltip=N_("Sort by the next column"), show=False),
-        Binding("S", "reverse", N_("Reverse"), id="images.reverse", tooltip=N_("Reverse the order"), show=False),
-        Binding("t", "tenant", N_("Tenant"), id="images.tenant", tooltip=N_("Switch tenant (admins)"), show=False),
+        Binding("space", "select", N_("Select"), id="images.select", tooltip=N_("Select or unselect")),
+        Binding("g", "link", N_("Download"), id="images.link", tooltip=N_("Generate download links")),
+        Binding("c", "create_vm", N_("Create VM"), id="images.vm", tooltip=N_("Create a VM from the image")),
+        Binding("x", "export", N_("Export"), id="images.export", tooltip=N_("Export the list to Excel")),
+        Binding("s", "sort", N_("Sort"), id="images.sort", tooltip=N_("Sort by the next column")),
+        Binding("S", "reverse", N_("Reverse"), id="images.reverse", tooltip=N_("Reverse the order")),
+        Binding("t", "tenant", N_("Tenant"), id="images.tenant", tooltip=N_("Switch tenant (admins)")),
         Binding("right_square_bracket", "next_page", N_("Next page"), id="images.next", show=False),
         Binding("left_square_bracket", "previous_page", N_("Previous page"), id="images.previous", show=False),
         Binding("tab", "next_status", N_("Next status"), id="images.status", show=False),
@@ -80,7 +79,7 @@ class ImagesScreen(BaseScreen):
         )
         yield Input(placeholder=_("filter: name or ID…"), id="filter")
         yield ImageList(ImageQuery(tenant=self.tenant), refresh_seconds=self.refresh_seconds)
-        yield Footer(compact=True)
+        yield FittingFooter()  # the keys that fit the width; `?` lists them all
 
     @property
     def image_list(self) -> ImageList:

@@ -1,5 +1,6 @@
 """How values look on screen: sizes, times, statuses (translated and coloured), progress, and user
-text made safe to show (`plain`, `visible`: no markup, no terminal control characters)."""
+text made safe to show (`plain`, `visible`: no markup, no terminal control characters). Sizes and
+status words are core's (core.rules.display), the same as the command line prints."""
 
 from __future__ import annotations
 
@@ -10,19 +11,13 @@ from rich.text import Text
 
 from core.catalog.models import JobState, Phase, Status
 from core.catalog.vocabulary import LinkState
-from core.rules.display import visible
+from core.rules.display import STATUS_WORDS, human_size, visible
 from core.rules.lifecycle import TRANSIENT
 from tui.i18n import N_, _
 
 # Labels keyed by core's enums (a test keeps every member labelled and translated); `_()` at use.
-STATUS_LABELS: dict[str, str] = {
-    Status.CREATING: N_("creating"),
-    Status.IMPORTING: N_("importing"),
-    Status.IMPORT_FAILED: N_("import failed"),
-    Status.AVAILABLE: N_("available"),
-    Status.DELETING: N_("deleting"),
-    Status.DELETED: N_("deleted"),
-}
+# Statuses in the words the command line prints too (core.rules.display).
+STATUS_LABELS: dict[str, str] = dict(STATUS_WORDS)
 STATUS_STYLES: dict[str, str] = {
     Status.CREATING: "bold cyan",
     Status.IMPORTING: "bold #5fafff",
@@ -110,17 +105,6 @@ def upload_state_label(state: str) -> str:
 
 def job_state_label(state: str) -> str:
     return _(JOB_STATE_LABELS.get(state, state))
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
-            return f"{value:.0f}{unit}" if unit in ("B", "G", "T") or value >= 10 else f"{value:.1f}{unit}"
-        value /= 1024
-    return str(size)
 
 
 def human_rate(rate: float | None) -> str:

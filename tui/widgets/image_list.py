@@ -2,11 +2,14 @@
 
 The table never holds more than `PAGE` rows: moving past the last row (or page down there) loads the
 next page from SQL, past the first the previous one. Row keys are image IDs, so a periodic refresh
-updates changed cells in place without moving the cursor or losing the selection.
+updates changed cells in place without moving the cursor or losing the selection. The refresh
+queries only when something was committed to the catalog since the last look (core's
+CatalogWatch), so an idle list costs no query.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import replace
@@ -22,14 +25,15 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.catalog.models import Status
+from core.catalog.watch import CatalogWatch
 from core.images.images import ImageQuery, count_images, list_images
 from core.images.listing import active_progress
+from core.rules.display import os_words, size_in_gb
 from tui.i18n import N_, _, tr
 from tui.screens.base import report_error
 from tui.widgets.format import (
     TRANSIENT,
     fit,
-    human_size,
     plain,
     progress_line,
     short_time,
@@ -44,21 +48,27 @@ PAGE = 100
 COUNT_DELAY = 0.15  # seconds after the page is shown before the total is counted
 WIDE = 118  # from this many columns on, the table shows every column at full width
 
-# column key -> (title, width narrow, width wide); width 0 hides the column
+# column key -> (title, width narrow, width wide); width 0 hides the column. Each cell has a space
+# either side, and a long list a 2-cell scrollbar: narrow is 78 cells wide, wide 118 (80 and 120
+# columns). The OS column says the system type (CentOS, Windows), so narrow leaves that out.
 COLUMNS: tuple[tuple[str, str, int, int], ...] = (
-    ("name", N_("Name"), 15, 20),
+    ("name", N_("Name"), 15, 18),
     ("id", N_("ID"), 12, 12),
-    ("os_type", N_("System type"), 8, 11),
-    ("os", N_("OS"), 14, 20),
-    ("status", N_("Status"), 13, 20),
-    ("size", N_("Size"), 5, 6),
+    ("os_type", N_("Type"), 0, 7),
+    ("os", N_("OS"), 14, 15),
+    ("arch", N_("Arch"), 7, 7),
+    ("status", N_("Status"), 13, 18),
+    ("size", N_("Size (GB)"), 5, 9),
     ("created", N_("Created"), 0, 16),
 )
+# A narrow column's shorter title.
+NARROW_TITLES = {"size": N_("GB")}
 SORT_KEYS = {
     "name": "name",
     "id": "id",
     "os_type": "os_type",
     "os": "os",
+    "arch": "arch",
     "status": "status",
     "size": "size",
     "created": "created_at",
@@ -139,6 +149,11 @@ class ImageList(Vertical):
         self.mounted_at = 0.0  # perf_counter() at mount and when the first page was shown (bench/tui.py)
         self.first_shown_at = 0.0
         self.query_ms = 0.0  # how long the last page query took (bench/tui.py)
+        # Refresh ticks and catalog queries so far, and an event set at each tick (tests, bench/tui.py).
+        self.ticks = 0
+        self.queries = 0
+        self.ticked = asyncio.Event()
+        self._watch: CatalogWatch | None = None
 
     def compose(self) -> ComposeResult:
         table = ImageTable(cursor_type="row", zebra_stripes=True, id="images-table")
@@ -153,9 +168,16 @@ class ImageList(Vertical):
     def on_mount(self) -> None:
         self.mounted_at = time.perf_counter()
         self._setup_columns()
-        self.reload()
         if self.refresh_seconds:
+            app: Any = self.app
+            self._watch = CatalogWatch(app.catalog.settings.database_url)
+            self._watch.changed()  # the baseline: what the first page is read after
             self.set_interval(self.refresh_seconds, self._tick)
+        self.reload()
+
+    def on_unmount(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
 
     def on_resize(self) -> None:
         wide = self.size.width >= WIDE
@@ -173,10 +195,10 @@ class ImageList(Vertical):
                 table.add_column(self._column_title(key, title), width=width, key=key)
 
     def _column_title(self, key: str, title: str) -> Text:
-        label = _(N_("Type")) if key == "os_type" and not self._wide else _(title)
+        label = _(NARROW_TITLES[key]) if key in NARROW_TITLES and not self._wide else _(title)
         if SORT_KEYS.get(key) == self.image_query.sort:
             label += " ▼" if self.image_query.descending else " ▲"
-        return Text(label)
+        return Text(label, justify="right" if key == "size" else "left")  # over its right-aligned numbers
 
     def _columns(self) -> list[tuple[str, int]]:
         return [
@@ -196,12 +218,13 @@ class ImageList(Vertical):
             elif key == "os_type":
                 cells.append(plain(fit(visible(image["os_type"]), width)))
             elif key == "os":
-                cells.append(plain(fit(visible(image["os_name"]), width)))
+                cells.append(plain(fit(visible(os_words(image["platform"], image["os_version"])), width)))
+            elif key == "arch":
+                cells.append(plain(fit(visible(image["arch"]), width)))
             elif key == "status":
                 cells.append(status_cell(image["status"], progress, width))
             elif key == "size":
-                size = image["virtual_size"]
-                cells.append(Text(human_size(size) if size else f"{image['target_size_gb']}G", justify="right"))
+                cells.append(Text(size_in_gb(image["virtual_size"]), justify="right"))
             elif key == "created":
                 cells.append(plain(short_time(image["created_at"])))
         return cells
@@ -238,10 +261,13 @@ class ImageList(Vertical):
         self._load(self._generation, self.image_query, self.page_offset, cursor_row, prefetched)
 
     def _tick(self) -> None:
+        self.ticks += 1
+        self.ticked.set()
         if not self.screen.is_current or self.loading_page:
             return
-        transient = any(r["status"] in TRANSIENT for r in self.rows)
-        self.reload(counts=transient)
+        if self._watch is not None and not self._watch.changed():
+            return  # nothing committed since the last look: an idle list queries nothing
+        self.reload()
 
     @work(thread=True, exclusive=True, group="image-page", exit_on_error=False)
     def _load(
@@ -252,6 +278,7 @@ class ImageList(Vertical):
         if prefetched is not None:
             page = prefetched.result()
         else:
+            self.queries += 1
             page = list_images(app.catalog, app.actor, replace(query, limit=PAGE, offset=offset))
         self.query_ms = (time.perf_counter() - started) * 1000
         if get_current_worker().is_cancelled:
@@ -271,6 +298,7 @@ class ImageList(Vertical):
         transient = [r["id"] for r in page if r["status"] in TRANSIENT]
         if not transient and not known:
             return
+        self.queries += 1
         progress = active_progress(app.catalog, app.actor, transient)
         if get_current_worker().is_cancelled:
             return
@@ -283,6 +311,7 @@ class ImageList(Vertical):
     @work(thread=True, exclusive=True, group="image-count", exit_on_error=False)
     def _count(self, query: ImageQuery) -> None:
         app: Any = self.app
+        self.queries += 1
         total = count_images(app.catalog, app.actor, replace(query, limit=None, offset=0))
         if get_current_worker().is_cancelled:
             return
