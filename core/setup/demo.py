@@ -31,6 +31,7 @@ from core.disk import qemu
 from core.images.images import GIB
 from core.rules import lifecycle
 from core.rules.access import Actor
+from core.rules.display import status_word
 
 DEMO_TENANT = "demo"
 DEMO_OWNER = "demo-owner"
@@ -187,8 +188,8 @@ def _ended_as(catalog: Catalog, spec: DemoImage, image_id: str, wanted: str) -> 
         raise Failed(
             "demo image {spec_name} ended {image_status} instead of {wanted_status}: {image_error}",
             spec_name=spec.name,
-            image_status=image.status if image else None,
-            wanted_status=wanted,
+            image_status=status_word(image.status) if image else "gone",
+            wanted_status=status_word(wanted),
             image_error=image.error if image else None,
         )
 
