@@ -86,3 +86,34 @@ async def test_the_tui_notices_its_gateway_dying(
         assert app.gateway_problem and app.worker is not None  # the embedded worker took over
         assert await wait_until(pilot, lambda: "gateway not running" in shown_toasts(app))  # on the screen
         await pilot.press("q")
+
+
+async def test_no_download_links_once_the_gateway_is_gone(served: tuple[Catalog, subprocess.Popen[str]]) -> None:
+    from sqlmodel import select
+
+    from core.accounts.accounts import create_tenant
+    from core.catalog.models import Link
+    from tests.tui.conftest import add_images
+    from tui.screens.link import LinkScreen
+
+    catalog, proc = served
+    with db.read_session(catalog.engine) as session:
+        admin = resolve_actor(session, "admin")
+    for tenant in ("acme", "globex"):
+        create_tenant(catalog, admin, tenant)
+    add_images(catalog)
+    app = make_app(catalog, admin, watch_gateway=True, gateway_check_seconds=0.1)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await settle(pilot)
+        proc.kill()
+        proc.wait(30)
+        assert await wait_until(pilot, lambda: bool(banners(app)))
+        app.push_screen(LinkScreen({"id": "img-acme0001", "name": "web-frontend"}))
+        await settle(pilot)
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        refusals = [n.message for n in app._notifications if n.message.startswith("No download links while")]
+        assert refusals and f"imagehub serve (pid {proc.pid}) has stopped" in refusals[0]
+        with db.read_session(catalog.engine) as session:
+            assert session.exec(select(Link)).first() is None  # no link, so no URL, was made
+        await pilot.press("escape", "q")

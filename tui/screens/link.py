@@ -193,6 +193,13 @@ class LinkScreen(CopyFieldsScreen):
 
     @on(Button.Pressed, "#generate")
     def action_generate(self) -> None:
+        problem = getattr(self.app, "gateway_problem", None)
+        if problem:  # the gateway the TUI relied on is gone: no URLs that nobody answers
+            self.app.notify(
+                _("No download links while the gateway is not running: {reason}.").format(reason=problem),
+                severity="error",
+            )
+            return
         value = self.query_one("#format", Select).value
         self.query_one("#generate", Button).disabled = True
         self._create(str(value))
