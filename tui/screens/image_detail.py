@@ -227,8 +227,8 @@ class ImageDetailScreen(BaseScreen):
         progress = detail.image.get("progress")
         if progress is None:
             return None
-        line = Text.assemble(status_cell(detail.image["status"], progress, 30), "  ", progress_line(progress))
-        return _section(_("Work under way"), line)
+        bar = status_cell(detail.image["status"], progress, 30)
+        return _section(_("Work under way"), bar, plain(progress_line(progress)))
 
     def _failure_section(self, detail: ImageDetail) -> Group | None:
         error = detail.image.get("error")
