@@ -165,6 +165,15 @@ class ImagehubApp(App[None]):
         self.notify(banner, severity="error", timeout=BANNER_SECONDS)
         self.start_worker()
 
+    def links_refused(self) -> bool:
+        """True (and says why) when links must not be made: the gateway this app relied on is gone, so
+        their addresses would name ports nobody answers."""
+        if self.gateway_problem is None:
+            return False
+        message = _("No links while the gateway is not running: {reason}.").format(reason=self.gateway_problem)
+        self.notify(message, severity="error")
+        return True
+
     # ---- the embedded worker ---------------------------------------------------------------
 
     def start_worker(self) -> None:

@@ -114,6 +114,13 @@ async def test_no_download_links_once_the_gateway_is_gone(served: tuple[Catalog,
         await settle(pilot)
         refusals = [n.message for n in app._notifications if n.message.startswith("No download links while")]
         assert refusals and f"imagehub serve (pid {proc.pid}) has stopped" in refusals[0]
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("x")  # the workbook link: refused the same way
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ImagesScreen"
+        refusals = [n.message for n in app._notifications if n.message.startswith("No links while")]
+        assert refusals and f"imagehub serve (pid {proc.pid}) has stopped" in refusals[0]
         with db.read_session(catalog.engine) as session:
             assert session.exec(select(Link)).first() is None  # no link, so no URL, was made
-        await pilot.press("escape", "q")
+        await pilot.press("q")

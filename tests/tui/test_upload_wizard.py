@@ -18,6 +18,7 @@ from textual.widgets import Input, ProgressBar, Select, Static
 from core.catalog import db
 from core.catalog.catalog import Catalog
 from core.catalog.models import Image, Job, Link
+from core.images.images import list_images
 from core.importer.job import GIB, size_cap
 from core.importer.receiver import open_receiver
 from core.importer.upload import submit_upload
@@ -240,3 +241,17 @@ async def test_zh_cn_wizard_offers_the_upload_source_and_says_core_s_problem(ima
         assert ("从本机上传", "upload") in [(str(label), value) for label, value in source._options]
         assert text(app, "#message-bytes") == "--bytes 至少为 1"
         assert "(Get-Item FILE).Length" in text(app, "#bytes-hint")
+
+
+async def test_no_upload_link_while_the_gateway_is_gone(images: Catalog, people: People) -> None:
+    """The gateway the TUI relied on is gone: an upload link would name ports nobody answers."""
+    app = make_app(images, people.owner)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        app.gateway_problem = "imagehub serve (pid 4242) has stopped"  # as the gateway watch sets it
+        await fill_upload_form(pilot, "from-my-pc", "1048576")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ImportWizard"
+        refusals = [n.message for n in app._notifications if n.message.startswith("No links while")]
+        assert refusals == ["No links while the gateway is not running: imagehub serve (pid 4242) has stopped."]
+        assert [i for i in list_images(images, people.owner) if i["name"] == "from-my-pc"] == []

@@ -283,6 +283,9 @@ class ImagesScreen(BaseScreen):
 
     def action_export(self) -> None:
         # A link, never a path: over the SSH door this process runs on the server (docs/security.md L6).
+        app: Any = self.app
+        if app.links_refused():
+            return
         self.app.notify(_("Exporting…"), timeout=3)
         self._export()
 

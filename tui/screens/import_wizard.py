@@ -351,10 +351,12 @@ class ImportWizard(BaseScreen):
                 plain(_("Some fields need attention (see the red lines)."))
             )
             return
+        app: Any = self.app
+        if self._source() == "upload" and app.links_refused():
+            return
         self.busy = True
         self.query_one("#start", Button).disabled = True
         self.query_one("#submit-message", Static).update(plain(_("Starting the import…")))
-        app: Any = self.app
         tenant = self._choice("tenant") if app.actor.is_admin else None
         fields: dict[str, Any] = {
             "name": self._text("name"),
