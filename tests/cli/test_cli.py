@@ -166,7 +166,9 @@ def test_audit_trail_lists_changes_and_refusals(cli, demo):
     assert edit["detail"]["name"] == ["db-primary", "db-renamed"]
     refused = cli("audit", "list", "--target", demo["win-iis"], "--action", "image.delete", "--json").json()
     assert refused[0]["outcome"] == "refused" and "importing" in refused[0]["reason"]
-    assert cli("audit", "list", account="demo-owner").code == 4
+    owners = cli("audit", "list", "--json", account="demo-owner")  # a tenant owner reads its tenant's trail
+    assert owners.code == 0 and edit["id"] in {e["id"] for e in owners.json()}
+    assert cli("audit", "list", account="demo-viewer").code == 4
     assert cli("audit", "list", "--limit", "0").code == 2
 
 
