@@ -35,6 +35,8 @@ log = logging.getLogger("imagehub.tui")
 GATEWAY_CHECK_SECONDS = 3.0  # how often the TUI checks that the gateway it relies on still runs
 BANNER_SECONDS = 365 * 86400.0  # a notification that stays
 
+WORKER_POLL_SECONDS = 2.0  # the embedded worker's look for jobs queued elsewhere (the CLI, another TUI)
+
 # Screen actions offered in the command palette (binding id prefix -> screen class name).
 PALETTE_SKIP = {"images.next", "images.previous", "images.status", "bin.next", "bin.previous"}
 
@@ -183,7 +185,13 @@ class ImagehubApp(App[None]):
         if self._worker_thread is not None:
             return
         settings = self.catalog.settings
-        self.worker = Worker(self.catalog, label="tui", max_running_total=settings.import_.max_concurrent)
+        # Jobs started here wake it at once; polling for others' jobs every 2 s keeps an idle TUI light.
+        self.worker = Worker(
+            self.catalog,
+            label="tui",
+            max_running_total=settings.import_.max_concurrent,
+            poll_seconds=WORKER_POLL_SECONDS,
+        )
         self._worker_thread = threading.Thread(target=self._run_worker, name="imagehub-worker", daemon=True)
         self._worker_thread.start()
         log.info("embedded worker %s started", self.worker.owner)
