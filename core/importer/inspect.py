@@ -606,7 +606,7 @@ def cross_check(path: Path, found: Inspection) -> Inspection:
 def check_target(found: Inspection, target_bytes: int) -> None:
     if found.virtual_size > target_bytes:
         shown, target = _gib(found.virtual_size), _gib(target_bytes)
-        if shown.split()[0].split(".")[0] == target.split()[0]:  # "20.00 GiB exceeds 20 GiB" says nothing
+        if shown.split()[0].split(".")[0] == target.split()[0]:  # "20.00 GB exceeds 20 GB" says nothing
             shown, target = f"{found.virtual_size} bytes", f"{target_bytes} bytes ({target})"
             hint = "; choose a larger target size"
             raise Refused(
@@ -636,5 +636,6 @@ def check_output(path: Path, store_format: str, expected_size: int) -> None:
 
 
 def _gib(size: int) -> str:
+    """GB as --size-gb counts them (1024³ bytes), the unit every size is shown in (core.rules.display)."""
     value = size / GIB
-    return f"{value:.0f} GiB" if value == int(value) else f"{value:.2f} GiB"
+    return f"{value:.0f} GB" if value == int(value) else f"{value:.2f} GB"

@@ -52,7 +52,7 @@ def tenant_usage(catalog: Catalog, tenant_id: int) -> int:
 
 
 def _gib(size: float) -> str:
-    return f"{size / GIB:.2f} GiB"
+    return f"{size / GIB:.2f} GB"  # GB as --size-gb counts them (1024³ bytes)
 
 
 class StagingQuota:

@@ -253,7 +253,7 @@ def read_full(read: Callable[[memoryview], int], buf: mmap.mmap) -> int:
 
 def _human(size: int) -> str:
     gib = size / (1 << 30)
-    return f"{gib:.0f} GiB" if gib >= 1 else f"{size} bytes"
+    return f"{gib:.0f} GB" if gib >= 1 else f"{size} bytes"  # GB as --size-gb counts them (1024³ bytes)
 
 
 # ---- local files ------------------------------------------------------------------------------

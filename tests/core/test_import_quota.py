@@ -38,7 +38,7 @@ def test_an_import_passing_the_quota_fails_with_the_reason_and_leaves_nothing(
     assert image.status == Status.IMPORT_FAILED
     assert image.error is not None
     assert image.error.startswith("the tenant's running imports hold ")
-    assert "more than its quota of 0.03 GiB" in image.error
+    assert "more than its quota of 0.03 GB" in image.error
     assert leftovers(catalog) == []
 
 

@@ -202,10 +202,10 @@ CASES: list[tuple[Callable[[Path], Path], str]] = [
         "qcow2 image is damaged or not what its header says "
         "(qemu-img info failed: qemu-img: Could not open 'source': Active L1 table offset invalid)",
     ),
-    (qcow2_too_big, "virtual size 30 GiB exceeds target size 20 GiB"),
+    (qcow2_too_big, "virtual size 30 GB exceeds target size 20 GB"),
     (
         vhd_rounded_past_target,
-        "virtual size 21475270656 bytes exceeds target size 21474836480 bytes (20 GiB); choose a larger target size",
+        "virtual size 21475270656 bytes exceeds target size 21474836480 bytes (20 GB); choose a larger target size",
     ),
     (vmdk_descriptor_file, "vmdk descriptor files (extents in other files) are refused; import a single-file vmdk"),
     (vmdk_extent_elsewhere, "vmdk extent in another file refused"),
