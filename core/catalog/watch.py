@@ -32,6 +32,11 @@ class CatalogWatch:
             except (sqlite3.Error, ValueError):
                 self._connection = None
 
+    @property
+    def can_tell(self) -> bool:
+        """False where every look answers "maybe changed" (not SQLite, or the file could not be opened)."""
+        return self._connection is not None
+
     def changed(self) -> bool:
         if self._connection is None:
             return True

@@ -265,9 +265,13 @@ class ImageList(Vertical):
         self.ticked.set()
         if not self.screen.is_current or self.loading_page:
             return
-        if self._watch is not None and not self._watch.changed():
-            return  # nothing committed since the last look: an idle list queries nothing
-        self.reload()
+        if self._watch is None or not self._watch.can_tell:
+            # No way to know what changed (PostgreSQL): the page every tick, the total only while
+            # something is under way (a count of a million rows every 2 s would be the load itself).
+            self.reload(counts=any(r["status"] in TRANSIENT for r in self.rows))
+        elif self._watch.changed():
+            self.reload()
+        # else nothing was committed since the last look: an idle list queries nothing
 
     @work(thread=True, exclusive=True, group="image-page", exit_on_error=False)
     def _load(
