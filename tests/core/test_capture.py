@@ -105,9 +105,9 @@ def test_capture_prefills_the_os_fields_from_the_vms_image_and_checks_overrides(
     source_id = make_base_image(catalog, people.owner)
     vm = stopped_vm(catalog, people, source_id)
 
-    with pytest.raises(Invalid, match="os-version 9.9 is not offered for CentOS x86_64"):
+    with pytest.raises(Invalid, match="OS version 9.9 is not offered for CentOS x86_64"):
         capture.submit_capture(catalog, people.owner, vm["id"], "bad", os_version="9.9")
-    with pytest.raises(Invalid, match="size-gb"):
+    with pytest.raises(Invalid, match=r"size \(GB\) 5 is out of range"):
         capture.submit_capture(catalog, people.owner, vm["id"], "bad", size_gb=5)
     image = capture.submit_capture(catalog, people.owner, vm["id"], "snap", os_version="7.6", size_gb=30)
     assert (image["os_type"], image["platform"], image["os_version"], image["arch"]) == (

@@ -24,6 +24,7 @@ from core.compute.seed import read_seed_iso, sha512_crypt, verify_sha512_crypt
 from core.disk import qemu
 from core.images import images
 from core.images.images import GIB
+from core.rules.display import status_word
 from tests.conftest import BACKENDS, People
 from tests.vmdata import SERIAL_GREETING, make_base_image, make_greeting_image, needs_qemu_system, qemu_pids
 
@@ -198,7 +199,9 @@ def test_create_refused_unless_the_image_is_available(catalog: Catalog, people: 
     image_id = make_base_image(catalog, people.owner, status=status)
     with pytest.raises(Conflict) as caught:
         vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
-    assert str(caught.value) == (f"image {image_id} is {status}; it can be used to create a VM only when available")
+    assert str(caught.value) == (
+        f"image {image_id} is {status_word(status)}; it can be used to create a VM only when available"
+    )
     assert vm_rows(catalog) == []
     assert vm_folders(catalog) == []
 
