@@ -67,10 +67,10 @@ def qemu_catalog(catalog: Catalog) -> Iterator[Catalog]:
 
     if not needs_qemu_system:
         pytest.skip("qemu-system-x86_64 is not installed (.ci/run installs it)")
-    before = qemu_pids()
+    before = qemu_pids(catalog.settings.data_dir)
     catalog.settings.compute = ComputeSettings(driver="qemu", accel="tcg", memory_mb=128, stop_timeout_seconds=1)
     yield catalog
-    for pid in qemu_pids() - before:
+    for pid in qemu_pids(catalog.settings.data_dir) - before:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

@@ -103,13 +103,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def qemu_pids() -> set[int]:
-    """PIDs of running qemu-system processes started for imagehub VMs."""
+def qemu_pids(data_dir: Path) -> set[int]:
+    """PIDs of running qemu-system processes started for the VMs of the catalog in `data_dir` (only
+    those: tests on other workers run VMs of their own at the same time)."""
     found = set()
+    mine = str(data_dir.resolve()).encode()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if b"process=imagehub-vm-" in (proc / "cmdline").read_bytes():
+                cmdline = (proc / "cmdline").read_bytes()
+                if b"process=imagehub-vm-" in cmdline and mine in cmdline:
                     found.add(int(proc.name))
             except OSError:
                 pass

@@ -196,24 +196,24 @@ def test_image_capture_with_wait(cli: Any, catalog: Catalog, people: People, con
 def test_qemu_driver_from_the_command_line(cli: Any, catalog: Catalog, people: People, config_path: Path) -> None:
     run_vms_with_qemu(config_path)
     image_id = make_base_image(catalog, people.owner)
-    before = qemu_pids()
+    before = qemu_pids(catalog.settings.data_dir)
     made = create(cli, image_id, "--json")
     assert made.code == 0, made.err
     vm = made.json()
     try:
         assert (vm["driver"], vm["status"]) == ("qemu", "running")
-        assert len(qemu_pids() - before) == 1  # it outlived the command that started it
+        assert len(qemu_pids(catalog.settings.data_dir) - before) == 1  # it outlived the command that started it
         assert cli("vm", "list", "--json").json()[0]["status"] == "running"
         stopped = cli("vm", "stop", vm["id"], "--json", account="acme-owner")
         assert stopped.code == 0, stopped.err
         assert stopped.json()["status"] == "stopped"
-        assert qemu_pids() == before
+        assert qemu_pids(catalog.settings.data_dir) == before
         assert cli("vm", "start", vm["id"], account="acme-owner").code == 0
-        assert len(qemu_pids() - before) == 1
+        assert len(qemu_pids(catalog.settings.data_dir) - before) == 1
     finally:
         deleted = cli("vm", "delete", vm["id"], account="acme-owner")
     assert deleted.code == 0, deleted.err
-    assert qemu_pids() == before
+    assert qemu_pids(catalog.settings.data_dir) == before
 
 
 @pytest.mark.skipif(not needs_qemu_system, reason="qemu-system-x86_64 is not installed (.ci/run installs it)")

@@ -269,11 +269,11 @@ def test_none_driver_records_vms_as_defined_never_running(catalog: Catalog, peop
     assert catalog.settings.compute.driver == "none"  # the tests' config (the shipped default is auto)
     assert isinstance(get_driver("none", catalog.settings.compute), NoneDriver)
     image_id = make_base_image(catalog, people.owner)
-    before = qemu_pids()
+    before = qemu_pids(catalog.settings.data_dir)
 
     vm = vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
     assert vm["driver"] == "none" and vm["status"] == "defined"  # nothing runs it: never "running"
-    assert qemu_pids() == before
+    assert qemu_pids(catalog.settings.data_dir) == before
     for action in (vms.start_vm, vms.stop_vm):
         with pytest.raises(Conflict, match=f"vm {vm['id']} is only defined: no compute driver runs it"):
             action(catalog, people.owner, vm["id"])
@@ -308,7 +308,7 @@ def test_qemu_driver_starts_a_vm_under_tcg_that_qmp_reports_running_then_stops_i
 ) -> None:
     catalog.settings.compute = ComputeSettings(driver="qemu", accel="tcg", memory_mb=128, stop_timeout_seconds=1)
     image_id = make_base_image(catalog, people.owner)  # no guest OS: the firmware finds nothing to boot
-    before = qemu_pids()
+    before = qemu_pids(catalog.settings.data_dir)
 
     vm = vms.create_vm(catalog, people.owner, image_id, "web", PASSWORD)
     try:
@@ -320,13 +320,13 @@ def test_qemu_driver_starts_a_vm_under_tcg_that_qmp_reports_running_then_stops_i
             blocks = {b["device"] or b["qdev"]: b for b in qmp.execute("query-block")}
         files = {b["inserted"]["file"] for b in blocks.values() if b.get("inserted")}
         assert str(folder / "disk.qcow2") in files and str(folder / "seed.iso") in files
-        started = qemu_pids() - before
+        started = qemu_pids(catalog.settings.data_dir) - before
         assert len(started) == 1
         assert [v["status"] for v in vms.list_vms(catalog, people.owner)] == ["running"]
 
         # The guest cannot answer ACPI: after the 1 s timeout the driver quits qemu through QMP.
         assert vms.stop_vm(catalog, people.owner, vm["id"])["status"] == "stopped"
-        assert qemu_pids() == before
+        assert qemu_pids(catalog.settings.data_dir) == before
         assert not (folder / "qmp.sock").exists()
         driver = get_driver("qemu", catalog.settings.compute)
         assert isinstance(driver, QemuDriver)
@@ -337,17 +337,17 @@ def test_qemu_driver_starts_a_vm_under_tcg_that_qmp_reports_running_then_stops_i
         with QmpClient(folder / "qmp.sock") as qmp:
             qmp.execute("quit")
         deadline = time.monotonic() + 10
-        while qemu_pids() != before and time.monotonic() < deadline:
+        while qemu_pids(catalog.settings.data_dir) != before and time.monotonic() < deadline:
             time.sleep(0.05)
         assert vms.get_vm(catalog, people.owner, vm["id"])["status"] == "stopped"
         assert vm_rows(catalog)[0].status == "stopped"
 
         # Started again, then deleted while running: delete stops it and removes its files.
         assert vms.start_vm(catalog, people.owner, vm["id"])["status"] == "running"
-        assert len(qemu_pids() - before) == 1
+        assert len(qemu_pids(catalog.settings.data_dir) - before) == 1
     finally:
         vms.delete_vm(catalog, people.owner, vm["id"])
-    assert qemu_pids() == before
+    assert qemu_pids(catalog.settings.data_dir) == before
     assert vm_folders(catalog) == []
 
 

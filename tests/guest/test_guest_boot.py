@@ -70,7 +70,7 @@ def test_a_vm_boots_with_the_new_password_and_its_capture_boots_again(tmp_path: 
     data_dir = tmp_path / "var"
     imagehub(config, "init")
     imagehub(config, "tenant", "create", "lab")
-    before = qemu_pids()
+    before = qemu_pids(data_dir)
     image = imagehub(
         config, "image", "import", "--file", str(guest), "--name", "debian", "--os-type", "Linux",
         "--platform", "Debian", "--os-version", "12", "--arch", "x86_64", "--size-gb", "20", "--tenant", "lab",
@@ -101,4 +101,4 @@ def test_a_vm_boots_with_the_new_password_and_its_capture_boots_again(tmp_path: 
         for vm_id in made:
             subprocess.run([*IMAGEHUB, "vm", "delete", vm_id], env={**os.environ, "IMAGEHUB_CONFIG": str(config)},
                            cwd=REPO, capture_output=True, timeout=120, check=False)  # fmt: skip
-    assert qemu_pids() == before
+    assert qemu_pids(data_dir) == before
