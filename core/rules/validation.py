@@ -21,7 +21,7 @@ _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 # Each image field in people's words, by its command-line option (the CLI names both in usage errors).
 FIELD_WORDS: dict[str, Msg] = {
     "--name": Msg("name"),
-    "--os-type": Msg("OS type"),
+    "--os-type": Msg("system type"),
     "--platform": Msg("platform"),
     "--arch": Msg("architecture"),
     "--os-version": Msg("OS version"),

@@ -18,7 +18,7 @@ MATRIX = load_os_matrix(REPO / "config" / "os_matrix.toml")
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("Solaris", "CentOS", "x86_64", "7.9"), "OS type Solaris is not offered; choose one of Linux, Windows"),
+        (("Solaris", "CentOS", "x86_64", "7.9"), "system type Solaris is not offered; choose one of Linux, Windows"),
         (
             ("Linux", "Windows", "x86_64", "2016"),
             "platform Windows is not offered for Linux; choose one of CentOS, Ubuntu",
@@ -37,7 +37,7 @@ MATRIX = load_os_matrix(REPO / "config" / "os_matrix.toml")
         ),
         (("Linux", "CentOS", "x86_64", "6.4"), "OS version 6.4 is not offered for CentOS x86_64; choose one of 6.5"),
         (("Linux", "CentOS", "x86_64", ""), "OS version is required; choose one of 6.5"),
-        ((None, "CentOS", "x86_64", "7.9"), "OS type is required; choose one of Linux, Windows"),
+        ((None, "CentOS", "x86_64", "7.9"), "system type is required; choose one of Linux, Windows"),
     ],
 )
 def test_os_refusals(args, message):

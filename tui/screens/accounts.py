@@ -18,7 +18,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, ContentSwitcher, DataTable, Footer, Header, Input, Label, Select, Static, Tab, Tabs
+from textual.widgets import Button, ContentSwitcher, DataTable, Header, Input, Label, Select, Static, Tab, Tabs
 
 from core.accounts.accounts import (
     create_account,
@@ -36,6 +36,7 @@ from core.rules.access import Actor
 from tui.i18n import N_, _, tr
 from tui.screens.base import BaseModal, BaseScreen, report_error
 from tui.screens.confirm import DIALOG_CSS, ConfirmScreen
+from tui.widgets.footer import FittingFooter
 from tui.widgets.format import fit, plain, short_time
 
 WIDE = 118  # from this many columns on, every column shows (as in the image and VM lists)
@@ -176,7 +177,7 @@ class AccountsScreen(BaseScreen):
             with Vertical(id="tenants-pane"):
                 yield DataTable(cursor_type="row", zebra_stripes=True, id="tenants-table")
         yield Static("", id="accounts-status")
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     def table(self, name: str) -> DataTable[Any]:
         return self.query_one(f"#{name}-table", DataTable)

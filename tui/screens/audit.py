@@ -16,7 +16,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Input, Select, Static
+from textual.widgets import DataTable, Header, Input, Select, Static
 
 from core.accounts.trail import PAGE, read_trail, trail_actions
 from core.catalog.audit import REFUSED
@@ -25,6 +25,7 @@ from tui.i18n import N_, _, tr
 from tui.screens.base import BaseScreen, report_error
 from tui.screens.confirm import ResultsScreen
 from tui.screens.links import one_line_each
+from tui.widgets.footer import FittingFooter
 from tui.widgets.format import fit, job_state_label, plain, short_time, visible
 
 WIDE = 118  # from this many columns on, every column shows (as in the image list)
@@ -134,7 +135,7 @@ class AuditScreen(BaseScreen):
         yield DataTable(cursor_type="row", zebra_stripes=True, id="audit-table")
         yield Static("", id="audit-status")
         yield Static("", id="audit-detail")
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     @property
     def table(self) -> DataTable[Any]:

@@ -14,12 +14,13 @@ from typing import Any
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, Log, Static
+from textual.widgets import Header, Log, Static
 
 from core.compute.vms import Console
 from core.rules.display import visible
 from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error
+from tui.widgets.footer import FittingFooter
 from tui.widgets.format import plain
 
 POLL_SECONDS = 0.5
@@ -83,7 +84,7 @@ class ConsoleScreen(BaseScreen):
         yield Header(show_clock=False, icon="▣")
         yield Static("", id="console-state")
         yield Log(max_lines=MAX_LINES, id="console-log")
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     @property
     def log_widget(self) -> Log:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, MarkdownViewer
+from textual.widgets import Header, MarkdownViewer
 
 from tui.i18n import N_, _, current_language
 from tui.screens.base import BaseScreen
+from tui.widgets.footer import FittingFooter
 
 _HERE = Path(__file__).resolve().parent.parent
 
@@ -37,7 +38,7 @@ class GuideScreen(BaseScreen):
         text = path.read_text(encoding="utf-8") if path else _("The guide is missing from this installation.")
         yield Header(show_clock=False, icon="▣")
         yield MarkdownViewer(text, show_table_of_contents=False, id="guide")
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         self.title = "imagehub"

@@ -21,7 +21,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.dom import DOMNode
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from core.catalog.models import Status
 from core.compute.drivers import DEFINED
@@ -33,6 +33,7 @@ from tui.screens.audit import OUTCOME_STYLES, action_label, outcome_label
 from tui.screens.base import BaseScreen, report_error
 from tui.screens.links import STATE_STYLES, format_label, kind_label, state_word
 from tui.screens.vms import vm_status_label
+from tui.widgets.footer import FittingFooter
 from tui.widgets.format import (
     human_size,
     plain,
@@ -116,7 +117,7 @@ class ImageDetailScreen(BaseScreen):
         yield Header(show_clock=False, icon="▣")
         yield VerticalScroll(id="detail")  # the sections, mounted with their content when it first arrives
         yield Static(_("loading…"), id="detail-state")
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         self.title = "imagehub"

@@ -19,13 +19,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Button, DirectoryTree, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, DirectoryTree, Header, Input, Label, Select, Static
 
 from core.accounts.accounts import list_tenants
 from core.catalog.errors import ImagehubError
 from core.rules.validation import check_description, check_name, check_os, check_sha256, check_size_gb
 from tui.i18n import N_, _, tr
 from tui.screens.base import BaseScreen, report_error
+from tui.widgets.footer import FittingFooter
 from tui.widgets.format import plain
 
 
@@ -137,7 +138,7 @@ class ImportWizard(BaseScreen):
             )
             yield from self._row(
                 "os_type",
-                _("OS type"),
+                _("System type"),
                 Select([(t, t) for t in matrix.os_types], prompt=_("choose"), id="os_type", compact=True),
             )
             yield from self._row("platform", _("Platform"), Select([], prompt=_("choose"), id="platform", compact=True))
@@ -159,7 +160,7 @@ class ImportWizard(BaseScreen):
         with Horizontal(id="buttons"):
             yield Button(_("Cancel"), id="cancel", compact=True)
             yield Button(_("Start import"), id="start", variant="primary", compact=True)
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     @staticmethod
     def _browser_root(settings: Any) -> Path:

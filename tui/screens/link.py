@@ -18,10 +18,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Button, Footer, Header, Label, Select, Static
+from textual.widgets import Button, Header, Label, Select, Static
 
 from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error, translate_bindings
+from tui.widgets.footer import FittingFooter
 from tui.widgets.format import human_size, link_state_label, short_time, visible
 
 FORMAT_NAMES = {"qcow2": "QCOW2", "raw": "RAW", "iso": "ISO"}
@@ -148,7 +149,7 @@ class LinkScreen(CopyFieldsScreen):
         with VerticalScroll(id="fields"):
             for key, label in FIELDS:
                 yield CopyField(key, _(label))
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     def _format_options(self) -> list[tuple[str, str]]:
         if self.image.get("disk_format") == "iso":

@@ -19,7 +19,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from core.catalog.vocabulary import LinkState
 from core.links.links import DOWNLOAD, UPLOAD, WORKBOOK, list_links, revoke_link
@@ -27,6 +27,7 @@ from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.link import FIELDS, CopyField, CopyFieldsScreen
+from tui.widgets.footer import FittingFooter
 from tui.widgets.format import fit, human_size, link_state_label, plain, short_time, upload_state_label, visible
 
 WIDE = 118  # from this many columns on, every column shows (as in the image list)
@@ -166,7 +167,7 @@ class LinksScreen(BaseScreen):
         yield DataTable(cursor_type="row", zebra_stripes=True, id="links-table")
         yield Static("", id="links-status")
         yield Static("", id="links-detail")
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     @property
     def table(self) -> DataTable[Any]:
@@ -466,7 +467,7 @@ class LinkDetailScreen(CopyFieldsScreen):
         with VerticalScroll(id="fields"):
             for key, label, _value in self._fields():
                 yield CopyField(key, label)
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         link = self.link

@@ -7,7 +7,7 @@ from typing import Any
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from core.catalog.models import Status
 from core.images.images import ImageQuery, destroy_images, restore_images
@@ -15,6 +15,7 @@ from tui.i18n import N_, _
 from tui.screens.base import BaseScreen
 from tui.screens.batch import names_list, result_lines, summary
 from tui.screens.confirm import ConfirmScreen, ResultsScreen
+from tui.widgets.footer import FittingFooter
 from tui.widgets.image_list import ImageList
 
 
@@ -44,7 +45,7 @@ class RecycleBinScreen(BaseScreen):
         yield Static(_("Recycle bin — deleted images can be restored or destroyed"), id="bin-title")
         query = ImageQuery(tenant=self.tenant, status=Status.DELETED, sort="updated_at")
         yield ImageList(query, refresh_seconds=self.refresh_seconds)
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     @property
     def image_list(self) -> ImageList:

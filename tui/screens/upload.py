@@ -17,13 +17,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.timer import Timer
-from textual.widgets import Footer, Header, ProgressBar, Static
+from textual.widgets import Header, ProgressBar, Static
 
 from core.catalog.errors import ImagehubError
 from core.catalog.models import Status
 from core.catalog.vocabulary import LinkState
 from tui.i18n import N_, _, tr
 from tui.screens.link import CopyField, CopyFieldsScreen
+from tui.widgets.footer import FittingFooter
 from tui.widgets.format import (
     STATUS_STYLES,
     human_size,
@@ -90,7 +91,7 @@ class UploadScreen(CopyFieldsScreen):
         with VerticalScroll(id="fields"):
             for key, label in COMMANDS:
                 yield CopyField(key, _(label))
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         from tui.screens.links import remember_urls

@@ -14,7 +14,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from core.catalog.models import Status
 from core.compute.drivers import DEFINED, PAUSED, RUNNING, STOPPED
@@ -23,6 +23,7 @@ from core.rules.display import visible
 from tui.i18n import N_, _
 from tui.screens.base import BaseScreen, report_error
 from tui.screens.confirm import ChooseScreen, ConfirmScreen
+from tui.widgets.footer import FittingFooter
 from tui.widgets.format import fit, plain, short_time
 
 CHOICES = 200  # images offered by "new VM" (the newest first; more are reached from the image list's c)
@@ -94,7 +95,7 @@ class VmsScreen(BaseScreen):
         yield DataTable(cursor_type="row", zebra_stripes=True, id="vms-table")
         yield Static("", id="vms-status")
         yield Static("", id="vms-detail")
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     @property
     def table(self) -> DataTable[Any]:

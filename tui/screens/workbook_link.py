@@ -13,10 +13,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from tui.i18n import N_, _
 from tui.screens.link import FIELDS, CopyField, CopyFieldsScreen
+from tui.widgets.footer import FittingFooter
 from tui.widgets.format import human_size, short_time
 
 
@@ -45,7 +46,7 @@ class WorkbookLinkScreen(CopyFieldsScreen):
         with VerticalScroll(id="fields"):
             for key, label in FIELDS:
                 yield CopyField(key, _(label))
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         from tui.screens.links import remember_urls
