@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from textual.binding import BindingsMap
 from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from core.catalog.errors import ImagehubError
 from tui.i18n import _, tr
+from tui.widgets.format import plain
 
 log = logging.getLogger("imagehub.tui")
 
@@ -40,6 +43,26 @@ def report_error(node: DOMNode, error: BaseException, doing: str = "") -> None:
         severity="error",
         timeout=10,
     )
+
+
+def field_problem(check: Callable[..., object], *args: Any) -> str | None:
+    """Why core's `check(*args)` refuses the value, in the user's words; None when it passes."""
+    try:
+        check(*args)
+    except ImagehubError as exc:
+        return tr(exc)
+    return None
+
+
+def show_field_problems(
+    node: DOMNode, problems: Mapping[str, str | None], touched: set[str], *, everything: bool = False
+) -> bool:
+    """Each field's problem under it (`#FIELD-message`), for the fields typed in so far or, with
+    `everything`, for all; True when no field has a problem."""
+    for field, message in problems.items():
+        shown = message if (everything or field in touched) else None
+        node.query_one(f"#{field}-message", Static).update(plain(shown or ""))
+    return not any(problems.values())
 
 
 class WorkerErrors:

@@ -10,21 +10,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
-from core.catalog.errors import ImagehubError
 from core.images.images import edit_image
 from core.rules.validation import check_description, check_name
-from tui.i18n import N_, _, tr
-from tui.screens.base import BaseModal, report_error
+from tui.i18n import N_, _
+from tui.screens.base import BaseModal, field_problem, report_error
 from tui.screens.confirm import DIALOG_CSS
 from tui.widgets.format import plain, status_label, visible
-
-
-def _problem(check: Any, value: str) -> str | None:
-    try:
-        check(value)
-    except ImagehubError as exc:
-        return tr(exc)
-    return None
 
 
 class EditScreen(BaseModal):
@@ -66,8 +57,8 @@ class EditScreen(BaseModal):
     def _validate(self) -> bool:
         name = self.query_one("#name", Input).value
         description = self.query_one("#description", Input).value
-        name_problem = _problem(check_name, name)
-        description_problem = _problem(check_description, description)
+        name_problem = field_problem(check_name, name)
+        description_problem = field_problem(check_description, description)
         self.query_one("#name-message", Static).update(plain(name_problem or ""))
         self.query_one("#description-message", Static).update(plain(description_problem or ""))
         ok = name_problem is None and description_problem is None

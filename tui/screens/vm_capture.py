@@ -14,20 +14,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
-from core.catalog.errors import ImagehubError
 from core.rules.validation import check_description, check_name
-from tui.i18n import N_, _, tr
-from tui.screens.base import BaseModal, report_error
+from tui.i18n import N_, _
+from tui.screens.base import BaseModal, field_problem, report_error, show_field_problems
 from tui.screens.confirm import DIALOG_CSS
 from tui.widgets.format import plain, visible
-
-
-def _problem(check: Any, value: str) -> str | None:
-    try:
-        check(value)
-    except ImagehubError as exc:
-        return tr(exc)
-    return None
 
 
 class CaptureScreen(BaseModal):
@@ -70,13 +61,10 @@ class CaptureScreen(BaseModal):
     def _validate(self, everything: bool = False) -> bool:
         name, description = self._values()
         problems = {
-            "capture-name": _problem(check_name, name),
-            "capture-description": _problem(check_description, description),
+            "capture-name": field_problem(check_name, name),
+            "capture-description": field_problem(check_description, description),
         }
-        for field, message in problems.items():
-            shown = message if (everything or field in self.touched) else None
-            self.query_one(f"#{field}-message", Static).update(plain(shown or ""))
-        return not any(problems.values())
+        return show_field_problems(self, problems, self.touched, everything=everything)
 
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:

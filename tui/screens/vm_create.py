@@ -14,12 +14,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
-from core.catalog.errors import ImagehubError
 from core.rules.validation import check_name
-from tui.i18n import N_, _, tr
-from tui.screens.base import BaseModal, report_error
+from tui.i18n import N_, _
+from tui.screens.base import BaseModal, field_problem, report_error, show_field_problems
 from tui.screens.confirm import DIALOG_CSS
-from tui.widgets.format import plain, visible
+from tui.widgets.format import visible
 
 STRENGTH = (N_("weak"), N_("fair"), N_("good"), N_("strong"))
 STRENGTH_STYLE = ("red", "yellow", "green", "bold green")
@@ -39,14 +38,6 @@ def strength(password: str) -> int:
     )
     score = (classes >= 3) + (classes == 4) + (len(password) >= 12)
     return min(3, score if len(password) >= 8 else 0)
-
-
-def _problem(check: Any, *args: Any) -> str | None:
-    try:
-        check(*args)
-    except ImagehubError as exc:
-        return tr(exc)
-    return None
 
 
 class VmCreateScreen(BaseModal):
@@ -103,19 +94,17 @@ class VmCreateScreen(BaseModal):
 
         name, password, again = self._values()
         problems = {
-            "vm-name": _problem(check_name, name),
-            "password": _problem(check_password, password, self.image["os_type"]),
+            "vm-name": field_problem(check_name, name),
+            "password": field_problem(check_password, password, self.image["os_type"]),
             "password2": None if password == again else _("the two passwords differ"),
         }
-        for field, message in problems.items():
-            shown = message if (everything or field in self.touched) else None
-            self.query_one(f"#{field}-message", Static).update(plain(shown or ""))
+        ok = show_field_problems(self, problems, self.touched, everything=everything)
         score = strength(password)
         bar = "█" * (score + 1) * 3 + "░" * (3 - score) * 3
         self.query_one("#strength", Static).update(
             Text.assemble((bar, STRENGTH_STYLE[score]), " ", _(STRENGTH[score])) if password else ""
         )
-        return not any(problems.values())
+        return ok
 
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:
