@@ -22,16 +22,14 @@ from core.accounts.trail import PAGE, read_trail, trail_actions
 from core.catalog.audit import REFUSED
 from core.catalog.errors import ImagehubError
 from tui.i18n import N_, _, tr
-from tui.screens.base import BaseScreen, report_error
+from tui.screens.base import report_error
 from tui.screens.confirm import ResultsScreen
 from tui.screens.links import one_line_each
 from tui.widgets.footer import FittingFooter
 from tui.widgets.format import fit, job_state_label, plain, short_time, visible
+from tui.widgets.live_table import Column, LiveTableScreen
 
-WIDE = 118  # from this many columns on, every column shows (as in the image list)
-
-# column key -> (title, width narrow, width wide); width 0 hides the column
-COLUMNS: tuple[tuple[str, str, int, int], ...] = (
+COLUMNS: tuple[Column, ...] = (
     ("at", N_("Time"), 11, 16),
     ("actor", N_("Account"), 12, 14),
     ("action", N_("Action"), 18, 22),
@@ -94,7 +92,7 @@ def detail_text(detail: dict[str, Any] | None) -> str:
     return " · ".join(f"{key}={value}" for key, value in (detail or {}).items())
 
 
-class AuditScreen(BaseScreen):
+class AuditScreen(LiveTableScreen):
     """One page of the trail; `refresh_seconds` re-reads the first page while shown (0: never)."""
 
     DEFAULT_CSS = """
@@ -115,16 +113,16 @@ class AuditScreen(BaseScreen):
         Binding("escape", "back", N_("Back"), id="audit.back", tooltip=N_("Back to the images")),
     ]
 
+    TABLE_ID = "audit-table"
+    COLUMNS = COLUMNS
+    LIST_GROUP = "audit-list"
+    LIST_NAME = N_("Audit trail")
+
     def __init__(self, refresh_seconds: float = 2.0, page_size: int = PAGE) -> None:
-        super().__init__()
-        self.refresh_seconds = refresh_seconds
+        super().__init__(refresh_seconds)
         self.page_size = page_size
-        self.rows: list[dict[str, Any]] = []
         self.pages: list[int | None] = [None]  # the `before_id` of each page read so far; the last is shown
         self.refused: str | None = None
-        self.fetching = False  # a load under way (not `loading`: Textual's indicator would hide the screen)
-        self._wide: bool | None = None
-        self._closed = False
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="▣")
@@ -132,14 +130,10 @@ class AuditScreen(BaseScreen):
             yield Input(placeholder=_("image ID…"), id="audit-image")
             yield Input(placeholder=_("account…"), id="audit-account")
             yield Select[str]([], prompt=_("every action"), id="audit-action", compact=True)
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="audit-table")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id=self.TABLE_ID)
         yield Static("", id="audit-status")
         yield Static("", id="audit-detail")
         yield FittingFooter()
-
-    @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one("#audit-table", DataTable)
 
     def on_mount(self) -> None:
         app: Any = self.app
@@ -148,22 +142,8 @@ class AuditScreen(BaseScreen):
         self.sub_title = _("Audit trail · tenant {tenant} · account {account}").format(
             tenant=tenant, account=app.actor.name
         )
-        self._setup_columns()
-        self.table.focus()
-        self.reload()
+        self._start_live_table()
         self._load_actions()
-        if self.refresh_seconds:
-            self.set_interval(self.refresh_seconds, self._tick)
-
-    def on_unmount(self) -> None:
-        self._closed = True
-
-    def on_resize(self) -> None:
-        if (self.size.width >= WIDE) != self._wide:
-            self._setup_columns()
-            self._render_rows(self.rows, force=True)
-        else:
-            self._update_detail()
 
     # ---- the filters ----------------------------------------------------------------------
 
@@ -204,16 +184,6 @@ class AuditScreen(BaseScreen):
 
     # ---- the table ------------------------------------------------------------------------
 
-    def _columns(self) -> list[tuple[str, str, int]]:
-        chosen = [(key, title, wide if self._wide else narrow) for key, title, narrow, wide in COLUMNS]
-        return [column for column in chosen if column[2]]
-
-    def _setup_columns(self) -> None:
-        self._wide = self.size.width >= WIDE if self.size.width else False
-        self.table.clear(columns=True)
-        for key, title, width in self._columns():
-            self.table.add_column(_(title), width=width, key=key)
-
     def _cells(self, event: dict[str, Any]) -> list[Any]:
         at = short_time(event["at"])
         values = {
@@ -227,22 +197,6 @@ class AuditScreen(BaseScreen):
             "reason": lambda width: plain(fit(visible(event["reason"] or ""), width)),
         }
         return [values[key](width) for key, _title, width in self._columns()]
-
-    def _render_rows(self, rows: list[dict[str, Any]], *, force: bool = False) -> None:
-        table = self.table
-        keys = [str(event["id"]) for event in rows]
-        if force or keys != [str(event["id"]) for event in self.rows] or table.row_count != len(keys):
-            current = self.current_id()
-            previous_row = table.cursor_row
-            table.clear()
-            for event in rows:
-                table.add_row(*self._cells(event), key=str(event["id"]))
-            if rows:
-                row = keys.index(current) if current in keys else min(previous_row, len(rows) - 1)
-                table.move_cursor(row=max(0, row), animate=False)
-        self.rows = rows
-        self._update_status()
-        self._update_detail()
 
     def _update_status(self) -> None:
         if self.refused is not None:
@@ -278,61 +232,33 @@ class AuditScreen(BaseScreen):
         second = plain(event["reason"] or detail_text(event["detail"]))
         detail.update(one_line_each([first, second], detail.content_size.width))
 
-    @on(DataTable.RowHighlighted)
-    def _highlighted(self) -> None:
-        self._update_detail()
-
     @on(DataTable.RowSelected)
     def _selected(self) -> None:
         self.action_detail()
 
-    def current_id(self) -> str | None:
-        row = self.table.cursor_row
-        return str(self.rows[row]["id"]) if self.table.row_count and 0 <= row < len(self.rows) else None
-
-    def current(self) -> dict[str, Any] | None:
-        event_id = self.current_id()
-        return next((event for event in self.rows if str(event["id"]) == event_id), None)
-
     # ---- loading --------------------------------------------------------------------------
 
-    def reload(self) -> None:
-        self.fetching = True
-        self._load(self.filters(), self.pages[-1])
+    def _query(self) -> tuple[dict[str, str | None], int | None]:
+        return self.filters(), self.pages[-1]
 
-    def _tick(self) -> None:
-        if self.is_current and not self.fetching and len(self.pages) == 1 and self.refused is None:
-            self.reload()
+    def _refreshes(self) -> bool:
+        return len(self.pages) == 1 and self.refused is None  # only the first page, and not after a refusal
 
-    @work(thread=True, exclusive=True, group="audit-list", exit_on_error=False)
-    def _load(self, filters: dict[str, str | None], before_id: int | None) -> None:
+    def _fetch(self, query: tuple[dict[str, str | None], int | None]) -> list[dict[str, Any]]:
         app: Any = self.app
-        try:
-            rows = read_trail(app.catalog, app.actor, before_id=before_id, limit=self.page_size, **filters)
-        except Exception as exc:
-            app.call_from_thread(self._load_failed, exc)
-            return
-        app.call_from_thread(self._loaded, rows, filters, before_id)
+        filters, before_id = query
+        return read_trail(app.catalog, app.actor, before_id=before_id, limit=self.page_size, **filters)
 
-    def _loaded(self, rows: list[dict[str, Any]], filters: dict[str, str | None], before_id: int | None) -> None:
-        self.fetching = False
-        if self._closed or filters != self.filters() or before_id != self.pages[-1]:
-            return  # the filters or the page changed meanwhile: a newer load is on its way
+    def _show_rows(self, rows: list[dict[str, Any]]) -> None:
         self.refused = None
         self._render_rows(rows)
 
-    def _load_failed(self, exc: Exception) -> None:
-        self.fetching = False
-        if self._closed:
-            return
+    def _show_load_error(self, exc: Exception) -> None:
         self.refused = tr(exc) if isinstance(exc, ImagehubError) else None
-        report_error(self, exc, _("Audit trail"))
+        report_error(self, exc, _(self.LIST_NAME))
         self._render_rows([])
 
     # ---- actions --------------------------------------------------------------------------
-
-    def action_reload(self) -> None:
-        self.reload()
 
     def action_older(self) -> None:
         if len(self.rows) < self.page_size:

@@ -24,16 +24,14 @@ from textual.widgets import DataTable, Header, Input, Static
 from core.catalog.vocabulary import LinkState
 from core.links.links import DOWNLOAD, UPLOAD, WORKBOOK, list_links, revoke_link
 from tui.i18n import N_, _
-from tui.screens.base import BaseScreen, report_error
+from tui.screens.base import report_error
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.link import FIELDS, CopyField, CopyFieldsScreen
 from tui.widgets.footer import FittingFooter
 from tui.widgets.format import fit, human_size, link_state_label, plain, short_time, upload_state_label, visible
+from tui.widgets.live_table import Column, LiveTableScreen
 
-WIDE = 118  # from this many columns on, every column shows (as in the image list)
-
-# column key -> (title, width narrow, width wide); width 0 hides the column
-COLUMNS: tuple[tuple[str, str, int, int], ...] = (
+COLUMNS: tuple[Column, ...] = (
     ("id", N_("ID"), 0, 12),
     ("kind", N_("Kind"), 8, 10),
     ("image", N_("Image"), 12, 12),
@@ -132,7 +130,7 @@ def format_label(fmt: str | None) -> str:
     return FORMAT_LABELS.get(fmt or "", (fmt or "-").upper())
 
 
-class LinksScreen(BaseScreen):
+class LinksScreen(LiveTableScreen):
     """The link list, refreshed every `refresh_seconds` while shown (0: only after an action or ctrl+r)."""
 
     DEFAULT_CSS = """
@@ -151,59 +149,31 @@ class LinksScreen(BaseScreen):
         Binding("escape,q", "back", N_("Back"), id="links.back", tooltip=N_("Back to the images")),
     ]
 
+    TABLE_ID = "links-table"
+    COLUMNS = COLUMNS
+    LIST_GROUP = "link-list"
+    LIST_NAME = N_("Links")
+
     def __init__(self, refresh_seconds: float = 2.0) -> None:
-        super().__init__()
-        self.refresh_seconds = refresh_seconds
+        super().__init__(refresh_seconds)
         self.all_rows: list[dict[str, Any]] = []
-        self.rows: list[dict[str, Any]] = []
         self.text = ""
-        self.fetching = False  # a load under way (not `loading`: Textual's indicator would hide the screen)
-        self._wide: bool | None = None
-        self._closed = False
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="▣")
         yield Input(placeholder=_("filter: ID, image, kind, state or maker…"), id="links-filter")
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="links-table")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id=self.TABLE_ID)
         yield Static("", id="links-status")
         yield Static("", id="links-detail")
         yield FittingFooter()
-
-    @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one("#links-table", DataTable)
 
     def on_mount(self) -> None:
         app: Any = self.app
         self.title = "imagehub"
         self.sub_title = _("Links · account {account}").format(account=app.actor.name)
-        self._setup_columns()
-        self.table.focus()
-        self.reload()
-        if self.refresh_seconds:
-            self.set_interval(self.refresh_seconds, self._tick)
-
-    def on_unmount(self) -> None:
-        self._closed = True
-
-    def on_resize(self) -> None:
-        if (self.size.width >= WIDE) != self._wide:
-            self._setup_columns()
-            self._render_rows(self.rows, force=True)
-        else:
-            self._update_detail()
+        self._start_live_table()
 
     # ---- the table ------------------------------------------------------------------------
-
-    def _columns(self) -> list[tuple[str, str, int]]:
-        chosen = [(key, title, wide if self._wide else narrow) for key, title, narrow, wide in COLUMNS]
-        return [column for column in chosen if column[2]]
-
-    def _setup_columns(self) -> None:
-        self._wide = self.size.width >= WIDE if self.size.width else False
-        self.table.clear(columns=True)
-        for key, title, width in self._columns():
-            self.table.add_column(_(title), width=width, key=key)
 
     def _cells(self, link: dict[str, Any]) -> list[Any]:
         expires = short_time(link.get("expires_at"))
@@ -218,28 +188,6 @@ class LinksScreen(BaseScreen):
             "by": lambda width: plain(fit(visible(link.get("created_by") or "-"), width)),
         }
         return [values[key](width) for key, _title, width in self._columns()]
-
-    def _render_rows(self, rows: list[dict[str, Any]], *, force: bool = False) -> None:
-        table = self.table
-        keys = [link["id"] for link in rows]
-        if not force and keys == [link["id"] for link in self.rows] and table.row_count == len(keys):
-            column_keys = [key for key, _title, _width in self._columns()]
-            for old, new in zip(self.rows, rows, strict=True):
-                if old != new:
-                    for key, cell in zip(column_keys, self._cells(new), strict=True):
-                        table.update_cell(new["id"], key, cell)
-        else:
-            current = self.current_id()
-            previous_row = table.cursor_row
-            table.clear()
-            for link in rows:
-                table.add_row(*self._cells(link), key=link["id"])
-            if rows:
-                row = keys.index(current) if current in keys else min(previous_row, len(rows) - 1)
-                table.move_cursor(row=max(0, row), animate=False)
-        self.rows = rows
-        self._update_status()
-        self._update_detail()
 
     def _update_status(self) -> None:
         if not self.all_rows:
@@ -277,21 +225,9 @@ class LinksScreen(BaseScreen):
         second = Text(state_sentence(link), style="italic")
         detail.update(one_line_each([first, second], detail.content_size.width))
 
-    @on(DataTable.RowHighlighted)
-    def _highlighted(self) -> None:
-        self._update_detail()
-
     @on(DataTable.RowSelected)
     def _selected(self) -> None:
         self.action_detail()
-
-    def current_id(self) -> str | None:
-        row = self.table.cursor_row
-        return self.rows[row]["id"] if self.table.row_count and 0 <= row < len(self.rows) else None
-
-    def current(self) -> dict[str, Any] | None:
-        link_id = self.current_id()
-        return next((link for link in self.rows if link["id"] == link_id), None)
 
     # ---- filter ---------------------------------------------------------------------------
 
@@ -324,34 +260,13 @@ class LinksScreen(BaseScreen):
 
     # ---- loading --------------------------------------------------------------------------
 
-    def reload(self) -> None:
-        self.fetching = True
-        self._load()
-
-    def _tick(self) -> None:
-        if self.is_current and not self.fetching:
-            self.reload()
-
-    @work(thread=True, exclusive=True, group="link-list", exit_on_error=False)
-    def _load(self) -> None:
+    def _fetch(self, query: object) -> list[dict[str, Any]]:
         app: Any = self.app
-        try:
-            rows = list_links(app.catalog, app.actor)
-        except Exception as exc:
-            app.call_from_thread(self._load_failed, exc)
-            return
-        app.call_from_thread(self._loaded, rows)
+        return list_links(app.catalog, app.actor)
 
-    def _loaded(self, rows: list[dict[str, Any]]) -> None:
-        self.fetching = False
-        if not self._closed:
-            self.all_rows = rows
-            self._render_rows(self._matching(rows))
-
-    def _load_failed(self, exc: Exception) -> None:
-        self.fetching = False
-        if not self._closed:
-            report_error(self, exc, _("Links"))
+    def _show_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.all_rows = rows
+        self._render_rows(self._matching(rows))
 
     # ---- actions --------------------------------------------------------------------------
 
@@ -360,9 +275,6 @@ class LinksScreen(BaseScreen):
         if link is None:
             self.app.notify(_("No link here."), severity="warning")
         return link
-
-    def action_reload(self) -> None:
-        self.reload()
 
     def action_back(self) -> None:
         box = self.query_one("#links-filter", Input)

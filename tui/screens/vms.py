@@ -21,16 +21,15 @@ from core.compute.drivers import DEFINED, PAUSED, RUNNING, STOPPED
 from core.compute.vms import Console, delete_vm, list_vms, open_console, start_vm, stop_vm
 from core.rules.display import visible
 from tui.i18n import N_, _
-from tui.screens.base import BaseScreen, report_error
+from tui.screens.base import report_error
 from tui.screens.confirm import ChooseScreen, ConfirmScreen
 from tui.widgets.footer import FittingFooter
 from tui.widgets.format import fit, plain, short_time
+from tui.widgets.live_table import Column, LiveTableScreen
 
 CHOICES = 200  # images offered by "new VM" (the newest first; more are reached from the image list's c)
-WIDE = 118  # from this many columns on, every column shows (as in the image list)
 
-# column key -> (title, width narrow, width wide); width 0 hides the column
-COLUMNS: tuple[tuple[str, str, int, int], ...] = (
+COLUMNS: tuple[Column, ...] = (
     ("name", N_("Name"), 14, 20),
     ("id", N_("ID"), 11, 12),
     ("image", N_("Image"), 12, 12),
@@ -62,7 +61,7 @@ def vm_status_cell(status: str) -> Text:
     return Text(vm_status_label(status), style=VM_STATUS_STYLES.get(status, ""))
 
 
-class VmsScreen(BaseScreen):
+class VmsScreen(LiveTableScreen):
     """The VM list, refreshed every `refresh_seconds` (0: only after an action or ctrl+r)."""
 
     DEFAULT_CSS = """
@@ -82,54 +81,25 @@ class VmsScreen(BaseScreen):
         Binding("escape,q", "back", N_("Back"), id="vms.back", tooltip=N_("Back to the images")),
     ]
 
-    def __init__(self, refresh_seconds: float = 2.0) -> None:
-        super().__init__()
-        self.refresh_seconds = refresh_seconds
-        self.rows: list[dict[str, Any]] = []
-        self.fetching = False
-        self._wide: bool | None = None
-        self._closed = False
+    TABLE_ID = "vms-table"
+    COLUMNS = COLUMNS
+    LIST_GROUP = "vm-list"
+    LIST_NAME = N_("VMs")
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="▣")
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="vms-table")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id=self.TABLE_ID)
         yield Static("", id="vms-status")
         yield Static("", id="vms-detail")
         yield FittingFooter()
-
-    @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one("#vms-table", DataTable)
 
     def on_mount(self) -> None:
         app: Any = self.app
         self.title = "imagehub"
         self.sub_title = _("VMs · account {account}").format(account=app.actor.name)
-        self._setup_columns()
-        self.table.focus()
-        self.reload()
-        if self.refresh_seconds:
-            self.set_interval(self.refresh_seconds, self._tick)
-
-    def on_unmount(self) -> None:
-        self._closed = True
-
-    def on_resize(self) -> None:
-        if (self.size.width >= WIDE) != self._wide:
-            self._setup_columns()
-            self._render_rows(self.rows, force=True)
+        self._start_live_table()
 
     # ---- the table ------------------------------------------------------------------------
-
-    def _columns(self) -> list[tuple[str, str, int]]:
-        chosen = [(key, title, wide if self._wide else narrow) for key, title, narrow, wide in COLUMNS]
-        return [column for column in chosen if column[2]]
-
-    def _setup_columns(self) -> None:
-        self._wide = self.size.width >= WIDE if self.size.width else False
-        self.table.clear(columns=True)
-        for key, title, width in self._columns():
-            self.table.add_column(_(title), width=width, key=key)
 
     def _cells(self, vm: dict[str, Any]) -> list[Any]:
         values = {
@@ -141,28 +111,6 @@ class VmsScreen(BaseScreen):
             "created": lambda width: plain(short_time(vm["created_at"])),
         }
         return [values[key](width) for key, _title, width in self._columns()]
-
-    def _render_rows(self, rows: list[dict[str, Any]], *, force: bool = False) -> None:
-        table = self.table
-        keys = [vm["id"] for vm in rows]
-        if not force and keys == [vm["id"] for vm in self.rows] and table.row_count == len(keys):
-            column_keys = [key for key, _title, _width in self._columns()]
-            for old, new in zip(self.rows, rows, strict=True):
-                if old != new:
-                    for key, cell in zip(column_keys, self._cells(new), strict=True):
-                        table.update_cell(new["id"], key, cell)
-        else:
-            current = self.current_id()
-            previous_row = table.cursor_row
-            table.clear()
-            for vm in rows:
-                table.add_row(*self._cells(vm), key=vm["id"])
-            if rows:
-                row = keys.index(current) if current in keys else min(previous_row, len(rows) - 1)
-                table.move_cursor(row=max(0, row), animate=False)
-        self.rows = rows
-        self._update_status()
-        self._update_detail()
 
     def _update_status(self) -> None:
         line = _("{n} VM(s)").format(n=len(self.rows)) if self.rows else _("no VMs: create one with n")
@@ -197,51 +145,15 @@ class VmsScreen(BaseScreen):
         joined.overflow = "ellipsis"
         detail.update(joined)
 
-    @on(DataTable.RowHighlighted)
-    def _highlighted(self) -> None:
-        self._update_detail()
-
     @on(DataTable.RowSelected)
     def _selected(self) -> None:
         self.action_console()
 
-    def current_id(self) -> str | None:
-        row = self.table.cursor_row
-        return self.rows[row]["id"] if self.table.row_count and 0 <= row < len(self.rows) else None
-
-    def current(self) -> dict[str, Any] | None:
-        vm_id = self.current_id()
-        return next((vm for vm in self.rows if vm["id"] == vm_id), None)
-
     # ---- loading --------------------------------------------------------------------------
 
-    def reload(self) -> None:
-        self.fetching = True
-        self._load()
-
-    def _tick(self) -> None:
-        if self.is_current and not self.fetching:
-            self.reload()
-
-    @work(thread=True, exclusive=True, group="vm-list", exit_on_error=False)
-    def _load(self) -> None:
+    def _fetch(self, query: object) -> list[dict[str, Any]]:
         app: Any = self.app
-        try:
-            rows = list_vms(app.catalog, app.actor)
-        except Exception as exc:
-            app.call_from_thread(self._load_failed, exc)
-            return
-        app.call_from_thread(self._loaded, rows)
-
-    def _loaded(self, rows: list[dict[str, Any]]) -> None:
-        self.fetching = False
-        if not self._closed:
-            self._render_rows(rows)
-
-    def _load_failed(self, exc: Exception) -> None:
-        self.fetching = False
-        if not self._closed:
-            report_error(self, exc, _("VMs"))
+        return list_vms(app.catalog, app.actor)
 
     # ---- actions --------------------------------------------------------------------------
 
@@ -250,9 +162,6 @@ class VmsScreen(BaseScreen):
         if vm is None:
             self.app.notify(_("No VM here."), severity="warning")
         return vm
-
-    def action_reload(self) -> None:
-        self.reload()
 
     def action_back(self) -> None:
         self.dismiss(None)
