@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
+from textual import on
 from textual.binding import BindingsMap
 from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Static
+from textual.widgets import Button, Input, Static
 from textual.worker import Worker, WorkerState
 
 from core.catalog.errors import ImagehubError
@@ -83,3 +84,41 @@ class BaseModal(WorkerErrors, ModalScreen[Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         translate_bindings(self)
+
+
+class CheckedForm(BaseModal):
+    """A dialog whose fields core checks as they are typed: a field's problem shows once the field is
+    touched, every problem on submit (`_validate`). Enter in a field or the `SUBMIT` button runs the
+    action of the same name; any other button cancels."""
+
+    SUBMIT: ClassVar[str]  # the submit button's id, which is also its action's name
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.touched: set[str] = set()
+
+    def _validate(self, everything: bool = False) -> bool:
+        raise NotImplementedError
+
+    def _submit(self) -> None:
+        getattr(self, f"action_{self.SUBMIT}")()
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
+        if event.input.id:
+            self.touched.add(event.input.id)
+        self._validate()
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self._submit()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == self.SUBMIT:
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -16,12 +16,12 @@ from textual.widgets import Button, Input, Label, Static
 
 from core.rules.validation import check_description, check_name
 from tui.i18n import N_, _
-from tui.screens.base import BaseModal, field_problem, report_error, show_field_problems
+from tui.screens.base import CheckedForm, field_problem, report_error, show_field_problems
 from tui.screens.confirm import DIALOG_CSS
 from tui.widgets.format import plain, visible
 
 
-class CaptureScreen(BaseModal):
+class CaptureScreen(CheckedForm):
     """Returns the new image (dict, with `job_id`) or None when cancelled."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="CaptureScreen") + "CaptureScreen .dialog-message { height: auto; }"
@@ -30,10 +30,11 @@ class CaptureScreen(BaseModal):
         Binding("ctrl+s", "capture", N_("Capture"), id="capture.save", tooltip=N_("Capture the VM into an image")),
     ]
 
+    SUBMIT = "capture"
+
     def __init__(self, vm: dict[str, Any]) -> None:
         super().__init__()
         self.vm = vm
-        self.touched: set[str] = set()
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -65,26 +66,6 @@ class CaptureScreen(BaseModal):
             "capture-description": field_problem(check_description, description),
         }
         return show_field_problems(self, problems, self.touched, everything=everything)
-
-    @on(Input.Changed)
-    def _changed(self, event: Input.Changed) -> None:
-        if event.input.id:
-            self.touched.add(event.input.id)
-        self._validate()
-
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self.action_capture()
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "capture":
-            self.action_capture()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
     def action_capture(self) -> None:
         if not self._validate(everything=True):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -16,7 +16,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from core.rules.validation import check_name
 from tui.i18n import N_, _
-from tui.screens.base import BaseModal, field_problem, report_error, show_field_problems
+from tui.screens.base import CheckedForm, field_problem, report_error, show_field_problems
 from tui.screens.confirm import DIALOG_CSS
 from tui.widgets.format import visible
 
@@ -40,7 +40,7 @@ def strength(password: str) -> int:
     return min(3, score if len(password) >= 8 else 0)
 
 
-class VmCreateScreen(BaseModal):
+class VmCreateScreen(CheckedForm):
     """Returns the new VM (dict) or None."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="VmCreateScreen") + "VmCreateScreen .dialog-message { height: auto; }"
@@ -49,10 +49,11 @@ class VmCreateScreen(BaseModal):
         Binding("ctrl+s", "create", N_("Create"), id="vm.create", tooltip=N_("Create the VM")),
     ]
 
+    SUBMIT = "create"
+
     def __init__(self, image: dict[str, Any]) -> None:
         super().__init__()
         self.image = image
-        self.touched: set[str] = set()
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -105,26 +106,6 @@ class VmCreateScreen(BaseModal):
             Text.assemble((bar, STRENGTH_STYLE[score]), " ", _(STRENGTH[score])) if password else ""
         )
         return ok
-
-    @on(Input.Changed)
-    def _changed(self, event: Input.Changed) -> None:
-        if event.input.id:
-            self.touched.add(event.input.id)
-        self._validate()
-
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self.action_create()
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "create":
-            self.action_create()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
     def action_create(self) -> None:
         if not self._validate(everything=True):
