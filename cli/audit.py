@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.main import Context, Group, add_command, add_group, emit_json, print_table
-from core.catalog.errors import Invalid
+from cli.main import MAX_ROWS, Context, Group, add_command, add_group, emit_json, print_table, whole_number_in
 
 
 def cmd_audit_list(ctx: Context) -> int:
@@ -16,8 +15,6 @@ def cmd_audit_list(ctx: Context) -> int:
 
     tenant_id = access.audit_scope(ctx.actor)
     a = ctx.args
-    if a.limit < 1:
-        raise Invalid("--limit must be at least 1")
     events = audit.list_events(
         ctx.catalog.engine,
         target=a.target,
@@ -44,4 +41,4 @@ def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
     p.add_argument("--image", metavar="ID", help="events on targets (images, VMs, links) whose ID starts so")
     p.add_argument("--account", metavar="NAME", help="events by or about accounts whose name starts so")
     p.add_argument("--action", help="e.g. image.delete, job.claim")
-    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--limit", type=whole_number_in(1, MAX_ROWS), default=1000)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from cli.main import (
+    MAX_ROWS,
     PROG,
     Context,
     Group,
@@ -25,6 +26,7 @@ from cli.main import (
     print_table,
     server_path,
     whole_number,
+    whole_number_in,
 )
 from core.catalog.errors import Invalid
 from core.catalog.reader import open_sqlite_reader
@@ -226,8 +228,8 @@ def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
     p.add_argument("--filter", help="name substring or ID prefix")
     p.add_argument("--sort", default="created_at", choices=list(SORTABLE))
     p.add_argument("--ascending", action="store_true")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--limit", type=whole_number_in(1, MAX_ROWS))
+    p.add_argument("--offset", type=whole_number_in(0, MAX_ROWS), default=0)
     p.add_argument("--pretty", action="store_true", help="indent the JSON (the default on a terminal)")
     add_command(image, common, "show", cmd_image_show, "show one image").add_argument("id")
     p = add_command(image, common, "edit", cmd_image_edit, "change name and/or remark (any status)")

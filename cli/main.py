@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from core.rules.access import Actor
 
 PROG = "imagehub"
+MAX_ROWS = 10**12  # the most rows --limit / --offset may name (far beyond any catalog, far below SQL's 2**63)
 
 
 class UsageError(Exception):
@@ -177,6 +178,36 @@ def whole_number(value: str) -> int:
     if not (digits.isascii() and digits.isdigit()) or len(digits) > 20:
         raise argparse.ArgumentTypeError(f"not a whole number: {value!r}")
     return int(text)
+
+
+def whole_number_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high` (a count the client sends is capped before
+    it reaches SQL, whose integers end at 2**63)."""
+
+    def parse(value: str) -> int:
+        number = whole_number(value)
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{value.strip()} is out of range; choose {low} to {high}")
+        return number
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def seconds_in(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number of seconds from `low` to `high` (never inf or nan)."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+        if not low <= number <= high:  # also false for nan
+            raise argparse.ArgumentTypeError(f"{value.strip()} is out of range; choose {low:g} to {high:g} seconds")
+        return number
+
+    parse.__name__ = "seconds"
+    return parse
 
 
 def server_path(value: str) -> Path:
@@ -333,8 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # never a traceback for the user; the details go to the log
-        logging.getLogger("imagehub").exception("unexpected error")
+    except Exception as exc:  # never a traceback for the user; the details go to the log, if there is one
+        logger = logging.getLogger("imagehub")
+        if logger.hasHandlers():  # else logging's last resort would print the traceback to stderr
+            logger.exception("unexpected error")
         sys.stderr.write(f"{PROG}: error: internal error: {one_line(f'{type(exc).__name__}: {exc}')}\n")
         return 1
     finally:

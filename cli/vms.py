@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from cli.jobs import report_image_job
-from cli.main import PROG, Context, Group, add_command, add_group, emit_json, print_table
+from cli.main import PROG, Context, Group, add_command, add_group, emit_json, print_table, seconds_in
 from core.catalog.errors import ImagehubError, Invalid
 from core.compute import capture, vms
 
@@ -169,6 +169,8 @@ def build(sub: Any, common: argparse.ArgumentParser, group: Group) -> None:
     p = add_command(vm, common, "stop", cmd_vm_stop, "power a VM off (ACPI, then a hard stop after --timeout)")
     p.add_argument("id")
     p.add_argument("--force", action="store_true", help="hard stop at once")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="wait this long for the guest to power off")
+    p.add_argument(
+        "--timeout", type=seconds_in(0, 3600), metavar="SECONDS", help="wait this long for the guest to power off"
+    )
     p = add_command(vm, common, "delete", cmd_vm_delete, "stop and delete VMs (their images can then be deleted)")
     p.add_argument("ids", nargs="+", metavar="ID")

@@ -59,4 +59,6 @@ def test_filters_by_image_account_and_action(cli: Any, trail: dict[str, str]) ->
     assert by_account and all("globex-owner" in (e["actor"], e["target"]) for e in by_account)
     deletes = cli("audit", "list", "--action", "image.delete", "--json", account="acme-owner").json()
     assert [(e["action"], e["target"]) for e in deletes] == [("image.delete", trail["acme"])]
-    assert cli("audit", "list", "--limit", "0").err == "imagehub: error: --limit must be at least 1\n"
+    refused = cli("audit", "list", "--limit", "0")
+    message = "imagehub: error: argument --limit: 0 is out of range; choose 1 to 1000000000000\n"
+    assert (refused.code, refused.err) == (2, message)
