@@ -27,6 +27,7 @@ DIALOG_CSS = """
 {name} .dialog-title {{ text-style: bold; width: 1fr; padding: 0 0 1 0; }}
 {name} .dialog-list {{ height: auto; max-height: 12; border: none; padding: 0 0 1 0; }}
 {name} .dialog-message {{ color: $error; height: auto; }}
+{name} .dialog-text {{ width: 1fr; height: auto; }}
 {name} .dialog-buttons {{ height: auto; align-horizontal: right; padding: 1 0 0 0; }}
 {name} .dialog-buttons Button {{ margin-left: 2; min-width: 10; }}
 """
@@ -58,10 +59,10 @@ class ConfirmScreen(BaseModal):
             if self.items:
                 with VerticalScroll(classes="dialog-list"):
                     yield Static(Text("\n").join(plain(item) for item in self.items))
-            if self.question:
-                yield Label(plain(self.question))
+            if self.question:  # a Static wraps a long question; a Label would cut it at the dialog's edge
+                yield Static(plain(self.question), classes="dialog-text")
             if self.typed is not None:
-                yield Label(plain(_("Type “{text}” to confirm:").format(text=self.typed)))
+                yield Static(plain(_("Type “{text}” to confirm:").format(text=self.typed)), classes="dialog-text")
                 yield Input(placeholder=visible(self.typed), id="typed")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(_("No"), id="no", variant="primary")
