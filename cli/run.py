@@ -31,6 +31,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def imagehub_command() -> list[str]:
+    """The installed `imagehub` script beside this Python (so that `ps` and `pgrep -f "imagehub serve"` name
+    the gateway as the README does), else this Python running the CLI module."""
+    script = Path(sys.executable).with_name(PROG)
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "cli.main"]
+
+
 def serve_failure(log_text: str) -> str:
     """The line of serve's output that says why it stopped: its `imagehub: error:` line, else the last line."""
     lines = [line.strip() for line in log_text.splitlines() if line.strip()]
@@ -87,9 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_path = settings.data_dir / SERVE_LOG
     with log_path.open("ab") as log:
         start = log.tell()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", *config, "serve"], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-        )
+        command = [*imagehub_command(), "serve", *config]
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         if not wait_until_serving(proc, settings.data_dir):
             stop(proc)

@@ -67,6 +67,9 @@ def test_the_tui_opens_once_the_gateway_is_up_and_quitting_stops_it(tmp_path: Pa
         child.expect("account admin")  # the image list's header: the TUI is open
         serve_pid = int((data_dir / "serve.pid").read_text())  # written by serve once bound, before the TUI
         assert pid_alive(serve_pid)
+        # named as the README names it, so that `pgrep -f "imagehub serve"` finds it
+        command = Path(f"/proc/{serve_pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert "/imagehub serve" in command, command
         child.send("q")
         child.expect(pexpect.EOF)
     finally:
