@@ -34,7 +34,7 @@ from core.catalog.errors import ImagehubError
 from core.catalog.models import Perm, Role
 from core.rules.access import Actor
 from tui.i18n import N_, _, tr
-from tui.screens.base import BaseModal, BaseScreen, report_error
+from tui.screens.base import BaseScreen, SubmitForm, report_error
 from tui.screens.confirm import DIALOG_CSS, ConfirmScreen
 from tui.widgets.footer import FittingFooter
 from tui.widgets.format import fit, plain, short_time
@@ -480,7 +480,7 @@ class AccountsScreen(BaseScreen):
 # ---- the dialogs ------------------------------------------------------------------------------
 
 
-class FormScreen(BaseModal):
+class FormScreen(SubmitForm):
     """A dialog whose fields go to one core call in a worker. A refusal shows core's reason and the
     dialog stays open, so the admin can correct it; done, it returns core's answer (a dict)."""
 
@@ -489,6 +489,7 @@ class FormScreen(BaseModal):
         Binding("escape,q", "cancel", N_("Cancel"), id="form.cancel", tooltip=N_("Close without saving")),
         Binding("ctrl+s", "save", N_("Save"), id="form.save", tooltip=N_("Save and close")),
     ]
+    SUBMIT = "save"
     doing = ""  # what a refusal's notification is titled with (untranslated)
     save_label = N_("Save")
     first_field = "#name"  # the field focused on opening
@@ -518,20 +519,6 @@ class FormScreen(BaseModal):
 
     def on_mount(self) -> None:
         self.query_one(self.first_field).focus()
-
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "save":
-            self.action_save()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
     def action_save(self) -> None:
         save = self.query_one("#save", Button)

@@ -86,28 +86,14 @@ class BaseModal(WorkerErrors, ModalScreen[Any]):
         translate_bindings(self)
 
 
-class CheckedForm(BaseModal):
-    """A dialog whose fields core checks as they are typed: a field's problem shows once the field is
-    touched, every problem on submit (`_validate`). Enter in a field or the `SUBMIT` button runs the
-    action of the same name; any other button cancels."""
+class SubmitForm(BaseModal):
+    """A dialog of fields: Enter in a field or the `SUBMIT` button runs the action of the same name;
+    any other button cancels."""
 
     SUBMIT: ClassVar[str]  # the submit button's id, which is also its action's name
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.touched: set[str] = set()
-
-    def _validate(self, everything: bool = False) -> bool:
-        raise NotImplementedError
-
     def _submit(self) -> None:
         getattr(self, f"action_{self.SUBMIT}")()
-
-    @on(Input.Changed)
-    def _changed(self, event: Input.Changed) -> None:
-        if event.input.id:
-            self.touched.add(event.input.id)
-        self._validate()
 
     @on(Input.Submitted)
     def _submitted(self) -> None:
@@ -122,3 +108,21 @@ class CheckedForm(BaseModal):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class CheckedForm(SubmitForm):
+    """A form whose fields core checks as they are typed: a field's problem shows once the field is
+    touched, every problem on submit (`_validate`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.touched: set[str] = set()
+
+    def _validate(self, everything: bool = False) -> bool:
+        raise NotImplementedError
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
+        if event.input.id:
+            self.touched.add(event.input.id)
+        self._validate()

@@ -13,12 +13,12 @@ from textual.widgets import Button, Input, Label, Static
 from core.images.images import edit_image
 from core.rules.validation import check_description, check_name
 from tui.i18n import N_, _
-from tui.screens.base import BaseModal, field_problem, report_error
+from tui.screens.base import SubmitForm, field_problem, report_error
 from tui.screens.confirm import DIALOG_CSS
 from tui.widgets.format import plain, status_label, visible
 
 
-class EditScreen(BaseModal):
+class EditScreen(SubmitForm):
     """Returns the edited image (dict) or None when cancelled."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="EditScreen") + "EditScreen Input { margin-bottom: 0; }"
@@ -26,6 +26,8 @@ class EditScreen(BaseModal):
         Binding("escape,q", "cancel", N_("Cancel"), id="edit.cancel", tooltip=N_("Close without saving")),
         Binding("ctrl+s", "save", N_("Save"), id="edit.save", tooltip=N_("Save the name and remark")),
     ]
+
+    SUBMIT = "save"
 
     def __init__(self, image: dict[str, Any]) -> None:
         super().__init__()
@@ -68,20 +70,6 @@ class EditScreen(BaseModal):
     @on(Input.Changed)
     def _changed(self) -> None:
         self._validate()
-
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "save":
-            self.action_save()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
     def action_save(self) -> None:
         if not self._validate():
