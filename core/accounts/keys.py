@@ -32,6 +32,8 @@ def fingerprint_of_blob(blob: bytes) -> str:
 
 def parse_public_key(text: str) -> tuple[str, str, str]:
     """(normalised `type base64` line, fingerprint, comment) of one OpenSSH public key line."""
+    if "PRIVATE KEY" in text:  # the file without .pub: say so, and never echo a byte of it back
+        raise Invalid("this is a private key, which stays on your computer: give its public key (the .pub file)")
     lines = [line.strip() for line in text.strip().splitlines() if line.strip() and not line.startswith("#")]
     if len(lines) != 1:
         raise Invalid("the key file must hold exactly one OpenSSH public key line")
@@ -42,6 +44,9 @@ def parse_public_key(text: str) -> tuple[str, str, str]:
     comment = fields[2] if len(fields) > 2 else ""
     try:
         blob = base64.b64decode(encoded, validate=True)
+    except ValueError as exc:
+        raise Invalid("not a valid OpenSSH public key: its key data is not base64") from exc
+    try:
         load_ssh_public_key(f"{key_type} {encoded}".encode("ascii"))
     except Exception as exc:
         raise Invalid("not a valid OpenSSH public key: {exc}", exc=exc) from exc
