@@ -33,7 +33,7 @@ from core.rules.actor import Actor
 if TYPE_CHECKING:
     from core.catalog.settings import Settings
 
-HEADERS = ("Name", "ID", "System type", "OS", "Status", "Size (GB)", "Description", "Created", "Tenant")
+HEADERS = ("Name", "ID", "System type", "OS", "Status", "Size (GB)", "Remark", "Created", "Tenant")
 WIDTHS = (32, 14, 12, 26, 14, 10, 48, 20, 16)
 DATE_FORMAT = "yyyy-mm-dd hh:mm:ss"
 GIB = 1 << 30

@@ -50,12 +50,12 @@ def check_description(value: str | None) -> str:
     text = (value or "").strip()
     if len(text) > DESCRIPTION_MAX:
         raise Invalid(
-            "description is {length} characters long; at most {DESCRIPTION_MAX} are allowed",
+            "remark is {length} characters long; at most {DESCRIPTION_MAX} are allowed",
             length=len(text),
             DESCRIPTION_MAX=DESCRIPTION_MAX,
         )
     if _has_control(text.replace("\n", "")):
-        raise Invalid("description may not contain control characters")
+        raise Invalid("remark may not contain control characters")
     return text
 
 

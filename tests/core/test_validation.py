@@ -107,7 +107,7 @@ def test_name_and_description_rules():
     with pytest.raises(Invalid, match="control characters"):
         check_name("bad\x1b[31mname")
     assert check_description("d" * 256) == "d" * 256
-    with pytest.raises(Invalid, match="^description is 257 characters long; at most 256 are allowed$"):
+    with pytest.raises(Invalid, match="^remark is 257 characters long; at most 256 are allowed$"):
         check_description("d" * 257)
 
 

@@ -297,7 +297,7 @@ class ImagesScreen(BaseScreen):
         app: Any = self.app
         query = replace(self.image_list.image_query, limit=None, offset=0)
         headers = [_(h) for h in (N_("Name"), N_("ID"), N_("System type"), N_("OS"), N_("Status"), N_("Size (GB)"))]
-        headers += [_(h) for h in (N_("Description"), N_("Created"), N_("Tenant"))]
+        headers += [_(h) for h in (N_("Remark"), N_("Created"), N_("Tenant"))]
         try:
             created = create_workbook_link(app.catalog, app.actor, query, headers, status_labels())
         except Exception as exc:
