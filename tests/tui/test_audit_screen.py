@@ -168,3 +168,16 @@ async def test_the_first_page_refreshes_while_shown(trail: Catalog, people: Peop
                 break
             await pilot.pause(0.05)
         assert column(app, "target")[0] == "img-acme0006"
+
+
+def test_the_demos_actions_and_job_workers_are_said_in_words() -> None:
+    from core.jobs.jobs import worker_id
+    from core.setup.demo import SEED_DONE, SEED_STARTED
+    from tui.screens.audit import action_label, actor_label
+
+    assert {SEED_STARTED, SEED_DONE} <= set(ACTION_LABELS)
+    assert action_label(SEED_STARTED) == "seed the demo"
+    assert actor_label(worker_id("serve")) == "serve worker"
+    assert actor_label("tui@vm:14094:d9a30e") == "tui worker"
+    assert actor_label("acme-owner") == "acme-owner"  # an account is named as it is
+    assert actor_label("mallory@evil") == "mallory@evil"  # only a worker's whole name is shortened

@@ -9,6 +9,7 @@ keeping the cursor on its event; older pages stay as they were read.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.text import Text
@@ -71,12 +72,22 @@ ACTION_LABELS: dict[str, str] = {
     "admin_ssh.login": N_("SSH login"),
     "admin_ssh.cut": N_("SSH session ended"),
     "admin_ssh.command": N_("SSH command"),
+    "demo.seed": N_("seed the demo"),
+    "demo.seeded": N_("demo seeded"),
 }
+# A job worker's name (core.jobs.jobs.worker_id: label@host:pid:suffix), said as the worker it is.
+WORKER_NAME = re.compile(r"^(?P<label>[\w.-]+)@[^:@\s]+:\d+:[0-9a-f]{6}$")
 OUTCOME_STYLES = {"ok": "green", REFUSED: "bold red"}
 
 
 def action_label(action: str) -> str:
     return _(ACTION_LABELS.get(action, action))
+
+
+def actor_label(actor: str) -> str:
+    """An account's name as it is; a job worker as "serve worker" (the detail shows its whole name)."""
+    worker = WORKER_NAME.match(actor)
+    return _("{label} worker").format(label=worker["label"]) if worker else actor
 
 
 def outcome_label(outcome: str) -> str:
@@ -188,7 +199,7 @@ class AuditScreen(LiveTableScreen):
         at = short_time(event["at"])
         values = {
             "at": lambda width: plain(at if width >= 16 else at[5:]),
-            "actor": lambda width: plain(fit(visible(event["actor"]), width)),
+            "actor": lambda width: plain(fit(visible(actor_label(event["actor"])), width)),
             "action": lambda width: plain(fit(action_label(event["action"]), width)),
             "target": lambda width: plain(fit(visible(event["target"] or "-"), width)),
             "outcome": lambda width: Text(

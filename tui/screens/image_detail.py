@@ -29,7 +29,7 @@ from core.compute.image_detail import ImageDetail, ServedFile, image_detail
 from core.rules.display import visible
 from core.rules.lifecycle import Operation
 from tui.i18n import N_, _, tr
-from tui.screens.audit import OUTCOME_STYLES, action_label, outcome_label
+from tui.screens.audit import OUTCOME_STYLES, action_label, actor_label, outcome_label
 from tui.screens.base import BaseScreen, report_error
 from tui.screens.links import STATE_STYLES, format_label, kind_label, state_word
 from tui.screens.vms import vm_status_label
@@ -325,7 +325,7 @@ class ImageDetailScreen(BaseScreen):
             rows.append(
                 [
                     plain(short_time(event["at"])),
-                    plain(event["actor"]),
+                    plain(actor_label(event["actor"])),
                     plain(action_label(event["action"])),
                     plain(outcome_label(outcome), OUTCOME_STYLES.get(outcome, "")),
                     plain(event.get("reason") or ""),
