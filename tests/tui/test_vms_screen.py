@@ -172,6 +172,8 @@ async def test_console_follows_a_running_guest_then_stop_from_the_list(qemu_cata
         await pilot.press("escape")
         await settle(pilot)
         await pilot.press("o")
+        await pilot.pause()
+        assert shown_rows(app)[0][3] == "stopping…"  # the guest ignores ACPI: a second's wait, said
         await settle(pilot)
         assert "hello is stopped." in notes(app)
         assert shown_rows(app)[0][3] == "stopped"

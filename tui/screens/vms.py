@@ -86,6 +86,10 @@ class VmsScreen(LiveTableScreen):
     LIST_GROUP = "vm-list"
     LIST_NAME = N_("VMs")
 
+    def __init__(self, refresh_seconds: float = 2.0) -> None:
+        super().__init__(refresh_seconds)
+        self.working: dict[str, str] = {}  # VM ID -> what an action under way is doing ("stopping…")
+
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="▣")
         yield DataTable(cursor_type="row", zebra_stripes=True, id=self.TABLE_ID)
@@ -106,11 +110,26 @@ class VmsScreen(LiveTableScreen):
             "name": lambda width: plain(fit(visible(vm["name"]), width)),
             "id": lambda width: plain(vm["id"]),
             "image": lambda width: plain(vm["image_id"]),
-            "status": lambda width: vm_status_cell(vm["status"]),
+            "status": lambda width: self._status_cell(vm),
             "driver": lambda width: plain(vm["driver"]),
             "created": lambda width: plain(short_time(vm["created_at"])),
         }
         return [values[key](width) for key, _title, width in self._columns()]
+
+    def _status_cell(self, vm: dict[str, Any]) -> Text:
+        doing = self.working.get(vm["id"])
+        return Text(doing, style="bold yellow") if doing else vm_status_cell(vm["status"])
+
+    def _mark(self, vm_id: str, doing: str | None) -> None:
+        """Show (or stop showing) the action under way in the VM's status cell: a stop may wait a minute
+        for the guest, and the row must not say `running` all that time without a word."""
+        if doing:
+            self.working[vm_id] = doing
+        else:
+            self.working.pop(vm_id, None)
+        vm = next((row for row in self.rows if row["id"] == vm_id), None)
+        if vm is not None and not self._closed and any(key == "status" for key, _t, _w in self._columns()):
+            self.table.update_cell(vm_id, "status", self._status_cell(vm))
 
     def _update_status(self) -> None:
         line = _("{n} VM(s)").format(n=len(self.rows)) if self.rows else _("no VMs: create one with n")
@@ -170,12 +189,14 @@ class VmsScreen(LiveTableScreen):
         vm = self._current_or_warn()
         if vm is not None:
             self.app.notify(_("Starting {name}…").format(name=vm["name"]), timeout=3)
+            self._mark(vm["id"], _("starting…"))
             self._run(start_vm, vm, _("Start VM"), _("{name} is running."))
 
     def action_stop(self) -> None:
         vm = self._current_or_warn()
         if vm is not None:
             self.app.notify(_("Stopping {name} (ACPI, then hard)…").format(name=vm["name"]), timeout=5)
+            self._mark(vm["id"], _("stopping…"))
             self._run(stop_vm, vm, _("Stop VM"), _("{name} is stopped."))
 
     def action_delete(self) -> None:
@@ -185,6 +206,7 @@ class VmsScreen(LiveTableScreen):
 
         def answered(yes: bool | None) -> None:
             if yes:
+                self._mark(vm["id"], _("deleting…"))
                 self._run(delete_vm, vm, _("Delete VM"), _("Deleted VM {name}."))
 
         self.app.push_screen(
@@ -259,17 +281,19 @@ class VmsScreen(LiveTableScreen):
         try:
             action(app.catalog, app.actor, vm["id"])
         except Exception as exc:
-            app.call_from_thread(self._action_failed, exc, doing)
+            app.call_from_thread(self._action_failed, vm["id"], exc, doing)
             return
-        app.call_from_thread(self._action_done, done.format(name=vm["name"]))
+        app.call_from_thread(self._action_done, vm["id"], done.format(name=vm["name"]))
 
-    def _action_done(self, message: str) -> None:
+    def _action_done(self, vm_id: str, message: str) -> None:
         self.app.notify(message)  # also when the admin has left the screen meanwhile
+        self._mark(vm_id, None)
         if not self._closed:
             self.reload()
 
-    def _action_failed(self, exc: Exception, doing: str) -> None:
+    def _action_failed(self, vm_id: str, exc: Exception, doing: str) -> None:
         report_error(self, exc, doing)
+        self._mark(vm_id, None)
         if not self._closed:
             self.reload()
 
