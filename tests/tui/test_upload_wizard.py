@@ -134,6 +134,7 @@ async def test_upload_from_my_computer_shows_commands_and_follows_the_bytes_to_a
         await until(pilot, lambda: bar.progress == half)
         assert text(app, "#received-text").startswith(f"{half} of {len(disk)} bytes received · expires")
         assert "uploading" in text(app, "#import-state")
+        assert "open: receiving the file's bytes" in text(app, "#upload-state")  # no longer "waiting"
 
         # the last byte: uploaded, then the import goes on to available
         write(images, image_id, disk[half:])

@@ -144,10 +144,9 @@ class UploadScreen(CopyFieldsScreen):
         received = int(link.get("bytes_received") or 0)
         state = str(link.get("state") or "")
         uploaded = state == LinkState.UPLOADED or (size > 0 and received >= size)
+        words = self._state_words(state, received)
         self.query_one("#upload-state", Static).update(
-            Text.assemble(
-                (str(link["id"]), "bold"), " · ", human_size(size), " · ", (upload_state_label(state), "italic")
-            )
+            Text.assemble((str(link["id"]), "bold"), " · ", human_size(size), " · ", (words, "italic"))
         )
         self.query_one("#received", ProgressBar).update(total=max(1, size), progress=received)
         counted = _("{done} of {size} bytes received").format(done=received, size=size)
@@ -160,6 +159,13 @@ class UploadScreen(CopyFieldsScreen):
         self.query_one("#import-state", Static).update(self._import_line(image))
         if image.get("status") != Status.IMPORTING:
             self._stop()  # the import has ended: nothing more to follow
+
+    @staticmethod
+    def _state_words(state: str, received: int) -> str:
+        """The link's state; an open link that has bytes already is receiving, no longer waiting."""
+        if state == LinkState.ACTIVE and received > 0:
+            return _("open: receiving the file's bytes")
+        return upload_state_label(state)
 
     @staticmethod
     def _import_line(image: dict[str, Any]) -> Text:
