@@ -212,5 +212,17 @@ def info(path: Path, fmt: str) -> dict[str, Any]:
     return info
 
 
+def measure(path: Path, fmt: str, target: str) -> int:
+    """The bytes `qemu-img convert -O target` would write for `path` (`qemu-img measure`'s required
+    size: the data plus the target format's own tables), under info's limits."""
+    out = run_qemu_img(
+        ["measure", "--output=json", "-f", fmt, "-O", target, str(path)],
+        cpu_seconds=INFO_CPU_SECONDS * 5,
+        address_space=INFO_ADDRESS_SPACE,
+        timeout=60,
+    )
+    return int(json.loads(out)["required"])
+
+
 def create(path: Path, fmt: str, size_bytes: int, extra: Sequence[str] = ()) -> None:
     run_qemu_img(["create", "-q", "-f", fmt, *extra, str(path), str(size_bytes)], timeout=60)

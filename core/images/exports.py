@@ -37,7 +37,7 @@ from core.catalog.catalog import Catalog
 from core.catalog.errors import Failed, Invalid
 from core.catalog.models import Image, Job, Phase
 from core.catalog.settings import Settings
-from core.disk import convert
+from core.disk import convert, qemu
 from core.disk.convert import Limits
 from core.jobs import jobs
 from core.jobs.context import JobContext, LeaseLost
@@ -224,10 +224,20 @@ def download_sizes(catalog: Catalog, image: Image) -> list[DownloadSize]:
         elif fmt == "raw":
             size, exact = virtual, True  # a raw file is as long as its virtual disk
         else:
-            size, exact = allocated, False  # about the data the stored disk holds
+            size, exact = _about(stored, image.disk_format or "raw", fmt, allocated), False
         mostly_zeros = fmt == "raw" and allocated < size * MOSTLY_ZEROS
         sizes.append(DownloadSize(fmt, size, exact, mostly_zeros))
     return sizes
+
+
+def _about(stored: Path, stored_format: str, fmt: str, allocated: int) -> int:
+    """About how large an export in `fmt` will be: qemu-img's measure of the stored disk (its data and
+    the format's tables), else the data the stored disk holds."""
+    try:
+        return qemu.measure(stored, stored_format, fmt)
+    except (Failed, ValueError, KeyError) as exc:
+        log.warning("qemu-img measure of %s failed: %s", stored, exc)
+        return allocated
 
 
 def is_ready(catalog: Catalog, image: Image, fmt: str) -> bool:
