@@ -79,7 +79,7 @@ def stamped(dialect: str, column: str) -> str:
     return column  # formatted by `core.images.views.stamp`
 
 
-def _where(rows: Rows, actor: Actor, query: ImageQuery, params: dict[str, Any]) -> str:
+def _where(rows: Rows, actor: Actor, query: ImageQuery, params: dict[str, Any], dialect: str = "") -> str:
     """The FROM and WHERE clauses of what `actor` may see and `query` asks for (its parameters into `params`)."""
     conditions: list[str] = []
     visible = visible_tenant_ids(actor)
@@ -106,7 +106,9 @@ def _where(rows: Rows, actor: Actor, query: ImageQuery, params: dict[str, Any]) 
         needle = query.text.strip().lower()
         escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         params.update(escape="\\", name_pattern=f"%{escaped}%")
-        name_matches = "lower(image.name) LIKE :name_pattern ESCAPE :escape"
+        # SQLite's LIKE ignores ASCII case by itself (as lower() does): no function call per row there
+        name = "image.name" if dialect == "sqlite" else "lower(image.name)"
+        name_matches = f"{name} LIKE :name_pattern ESCAPE :escape"
         if needle.startswith("img-"):  # an ID (or its prefix) as well as a name
             params["id_pattern"] = f"{escaped}%"
             conditions.append(f"({name_matches} OR image.id LIKE :id_pattern ESCAPE :escape)")
@@ -122,7 +124,7 @@ def listing_sql(dialect: str, rows: Rows, actor: Actor, query: ImageQuery) -> tu
             "sort {query_sort} is unknown; choose one of {choices}", query_sort=query.sort, choices=", ".join(SORTABLE)
         )
     params: dict[str, Any] = {}
-    where = _where(rows, actor, query, params)
+    where = _where(rows, actor, query, params, dialect)
     columns = [*VIEW_COLUMNS, *(stamped(dialect, c) for c in TIMESTAMP_COLUMNS)]
     if dialect == "postgresql":
         params["stamp_format"] = _STAMP_FORMAT

@@ -17,7 +17,7 @@ from core.catalog.reader import SCHEMA_HEAD, SqliteReader, open_sqlite_reader
 from core.images.images import ImageQuery, count_images, edit_image, list_images
 from core.images.query import read_views
 from core.rules.actor import Actor, find_actor
-from tests.conftest import People
+from tests.conftest import BACKENDS, People
 from tests.factories import make_image
 
 QUERIES = [
@@ -114,3 +114,13 @@ def test_the_reader_connects_like_the_engine(varied: Catalog, reader: SqliteRead
         engine_pragmas = pragmas(db.rows_in(session))
     assert pragmas(reader.rows) == ["wal", 5000, 1]
     assert engine_pragmas == ["wal", int(varied.settings.database.busy_timeout_seconds * 1000), 1]
+
+
+@BACKENDS
+def test_the_name_filter_ignores_case_and_takes_like_characters_literally(catalog: Catalog, people: People) -> None:
+    mixed = make_image(catalog, people.owner, Status.AVAILABLE, name="Web-Frontend")
+    percent = make_image(catalog, people.owner, Status.AVAILABLE, name="50%_OFF sale")
+    make_image(catalog, people.owner, Status.AVAILABLE, name="5000 offers")
+    for text in ("web-front", "WEB-FRONT", "wEb"):
+        assert [i["id"] for i in list_images(catalog, people.owner, ImageQuery(text=text))] == [mixed]
+    assert [i["id"] for i in list_images(catalog, people.owner, ImageQuery(text="50%_off"))] == [percent]
