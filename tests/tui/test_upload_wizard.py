@@ -191,10 +191,10 @@ async def test_a_refused_size_shows_core_s_problem_and_creates_nothing(
 @pytest.mark.parametrize(
     ("language", "size", "waiting", "uploading", "open_words"),
     [
-        ("en", (80, 24), "waiting for …", "uploading 43%", "open: waiting for the file's bytes"),
-        ("en", (120, 40), "waiting for upload", "uploading", "open: waiting for the file's bytes"),
-        ("zh_CN", (80, 24), "等待上传", "上传中 43%", "已开放：等待文件上传"),
-        ("zh_CN", (120, 40), "等待上传", "上传中", "已开放：等待文件上传"),
+        ("en", (80, 24), "waiting for …", "uploading 43%", "open: receiving the file's bytes"),
+        ("en", (120, 40), "waiting for upload", "uploading", "open: receiving the file's bytes"),
+        ("zh_CN", (80, 24), "等待上传", "上传中 43%", "已开放：正在接收文件数据"),
+        ("zh_CN", (120, 40), "等待上传", "上传中", "已开放：正在接收文件数据"),
     ],
     ids=["en-80x24", "en-120x40", "zh_CN-80x24", "zh_CN-120x40"],
 )
@@ -228,7 +228,7 @@ async def test_the_list_shows_waiting_for_upload_then_uploading_percent(
 
         app.push_screen(UploadScreen(view))
         await settle(pilot)
-        assert open_words in text(app, "#upload-state")
+        await until(pilot, lambda: open_words in text(app, "#upload-state"))  # 43 KB are in: receiving
         received = "已接收 44032 / 102400 字节" if language == "zh_CN" else "44032 of 102400 bytes received"
         await until(pilot, lambda: text(app, "#received-text").startswith(received))
         assert ("有效期至" if language == "zh_CN" else "expires") in text(app, "#received-text")
