@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Header, Input, Tab, Tabs
 from core.accounts.accounts import list_tenants
 from core.catalog.errors import ImagehubError
 from core.catalog.models import Status
+from core.compute.drivers import DEFINED
 from core.images.images import ImageQuery, delete_images
 from core.rules import lifecycle
 from core.rules.lifecycle import Operation
@@ -350,7 +351,7 @@ class ImagesScreen(BaseScreen):
         from tui.screens.vm_create import VmCreateScreen
 
         def created(vm: dict[str, Any] | None) -> None:
-            if vm and vm.get("status") == "defined":  # the none driver: nothing runs it here
+            if vm and vm.get("status") == DEFINED:  # the none driver: nothing runs it here
                 message = _("Created VM {name} ({id}): defined (no compute driver), it does not run here.")
                 self.app.notify(message.format(name=vm.get("name"), id=vm.get("id")))
             elif vm:
